@@ -1,0 +1,139 @@
+//! Capture of an instance's console (a container's stdout and stderr, a VM's serial port) with the
+//! times of its first byte and of the workload's marker.
+//!
+//! A reader thread drains the console as it is written, so the marker is stamped when it appears, not
+//! when the instance ends. A console that floods is cut to its last [`CONSOLE_KEEP_BYTES`], so a guest
+//! printing forever cannot exhaust boxbench's memory.
+
+use std::io::Read;
+use std::thread::JoinHandle;
+
+use crate::clock::MonotonicNs;
+
+/// How much of a console is kept: its tail beyond this is what reports show.
+pub const CONSOLE_KEEP_BYTES: usize = 256 * 1024;
+
+/// What a console showed.
+#[derive(Debug, Clone, Default)]
+pub struct Console {
+    /// The text (lossy UTF-8; the tail only if it flooded).
+    pub text: String,
+    /// Bytes read in all, kept or not.
+    pub total_bytes: u64,
+    /// When the first byte arrived.
+    pub first_byte_at: Option<MonotonicNs>,
+    /// When the marker appeared.
+    pub marker_at: Option<MonotonicNs>,
+    /// What the marker callback returned (e.g. PSS sampled at the marker).
+    pub marker_sample: Option<u64>,
+}
+
+/// A console being drained by its reader thread.
+#[derive(Debug)]
+pub struct ConsoleCapture {
+    reader: JoinHandle<Console>,
+}
+
+impl ConsoleCapture {
+    /// Starts draining `source` until end of file, stamping `marker` and calling `on_marker` once,
+    /// on the reader thread, the moment it appears.
+    pub fn spawn<R, F>(mut source: R, marker: &'static str, on_marker: F) -> std::io::Result<Self>
+    where
+        R: Read + Send + 'static,
+        F: FnOnce() -> Option<u64> + Send + 'static,
+    {
+        let reader = std::thread::Builder::new().name("console".into()).spawn(move || {
+            let mut scanner = MarkerScanner::new(marker);
+            let mut on_marker = Some(on_marker);
+            let mut console = Console::default();
+            let mut kept: Vec<u8> = Vec::new();
+            let mut buf = [0u8; 8192];
+            loop {
+                let n = match source.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                    Err(_) => break,
+                };
+                let now = MonotonicNs::now();
+                console.first_byte_at.get_or_insert(now);
+                console.total_bytes += n as u64;
+                if console.marker_at.is_none() && scanner.feed(&buf[..n]) {
+                    console.marker_at = Some(now);
+                    console.marker_sample = on_marker.take().and_then(|f| f());
+                }
+                kept.extend_from_slice(&buf[..n]);
+                if kept.len() > 2 * CONSOLE_KEEP_BYTES {
+                    kept.drain(..kept.len() - CONSOLE_KEEP_BYTES);
+                }
+            }
+            let start = kept.len().saturating_sub(CONSOLE_KEEP_BYTES);
+            console.text = String::from_utf8_lossy(&kept[start..]).into_owned();
+            console
+        })?;
+        Ok(Self { reader })
+    }
+
+    /// Waits for end of file on the console (every writer closed it) and returns what it showed.
+    pub fn join(self) -> Console {
+        self.reader.join().unwrap_or_default()
+    }
+}
+
+/// Finds a marker in a byte stream that arrives in arbitrary chunks.
+#[derive(Debug)]
+struct MarkerScanner {
+    marker: &'static [u8],
+    /// The last `marker.len() - 1` bytes seen, in case the marker straddles two chunks.
+    carry: Vec<u8>,
+}
+
+impl MarkerScanner {
+    fn new(marker: &'static str) -> Self {
+        Self { marker: marker.as_bytes(), carry: Vec::new() }
+    }
+
+    fn feed(&mut self, chunk: &[u8]) -> bool {
+        self.carry.extend_from_slice(chunk);
+        let found = self.carry.windows(self.marker.len()).any(|w| w == self.marker);
+        let keep = self.marker.len().saturating_sub(1);
+        if self.carry.len() > keep {
+            self.carry.drain(..self.carry.len() - keep);
+        }
+        found
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn marker_split_across_chunks_is_found() {
+        let mut scanner = MarkerScanner::new("BOXBENCH_READY");
+        assert!(!scanner.feed(b"booting...\nBOXBEN"));
+        assert!(scanner.feed(b"CH_READY\n"));
+    }
+
+    #[test]
+    fn capture_stamps_marker_and_calls_back_once() {
+        let input = b"hello\nBOXBENCH_READY\nBOXBENCH_READY\n".to_vec();
+        let capture = ConsoleCapture::spawn(std::io::Cursor::new(input), "BOXBENCH_READY", || Some(42)).unwrap();
+        let console = capture.join();
+        assert_eq!(console.text, "hello\nBOXBENCH_READY\nBOXBENCH_READY\n");
+        assert!(console.first_byte_at.is_some());
+        assert!(console.marker_at.is_some());
+        assert_eq!(console.marker_sample, Some(42));
+    }
+
+    #[test]
+    fn flooding_console_keeps_only_its_tail() {
+        let mut input = vec![b'x'; 3 * CONSOLE_KEEP_BYTES];
+        input.extend_from_slice(b"THE END");
+        let console = ConsoleCapture::spawn(std::io::Cursor::new(input), "NEVER", || None).unwrap().join();
+        assert_eq!(console.text.len(), CONSOLE_KEEP_BYTES);
+        assert!(console.text.ends_with("THE END"));
+        assert_eq!(console.total_bytes, 3 * CONSOLE_KEEP_BYTES as u64 + 7);
+        assert_eq!(console.marker_at, None);
+    }
+}
