@@ -1,1 +1,302 @@
-//! placeholder
+//! boxbench's guest images, built from Debian packages and the recipe files under
+//! `guest-images/rootfs/`, into `guest-images/out/` (git-ignored):
+//!
+//! | artefact | path under `out/` | used by |
+//! |---|---|---|
+//! | root filesystem | `bundle/rootfs/` | containers (as a directory) |
+//! | OCI runtime bundle | `bundle/` (`config.json` + `rootfs/`) | crun, runc, boxbench's container |
+//!
+//! The rootfs is Debian's static busybox with a symlink per applet, a minimal `/etc`, empty mount
+//! points, `/init` (PID 1 of a VM guest) and the workloads `/boxbench/workloads/{hello,idle,uname}`.
+//!
+//! Every artefact is rebuilt only when its inputs change: a stamp per artefact holds a hash of the
+//! recipe files, the busybox `.deb` file name and [`FORMAT_VERSION`]. Building takes an advisory
+//! lock on `out/.lock`, so concurrent builds (two tests, two CLI runs) are safe: the second waits
+//! and then finds everything up to date. The library never prints; it reports its steps through
+//! [`Progress`].
+//!
+//! ```no_run
+//! use boxbench_images::{ImageBuilder, NoProgress};
+//! let images = ImageBuilder::default_dirs().build(&NoProgress)?;
+//! let paths = images.image_paths(); // rootfs, bundle and initrd for an InstanceSpec
+//! # Ok::<(), boxbench_images::ImageError>(())
+//! ```
+
+pub mod bundle;
+pub mod command;
+pub mod debian;
+pub mod lock;
+pub mod progress;
+pub mod rootfs;
+pub mod tree;
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use boxbench_core::ImagePaths;
+use sha2::{Digest, Sha256};
+
+pub use bundle::{BundleError, runtime_config};
+pub use command::CommandError;
+pub use debian::DebianError;
+pub use lock::LockError;
+pub use progress::{NoProgress, Progress, StepState};
+pub use rootfs::RootfsError;
+pub use tree::TreeError;
+
+/// Bumped whenever the builder's output changes for the same inputs, so old artefacts are rebuilt.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// The Debian package the rootfs takes its busybox from.
+pub const BUSYBOX_PACKAGE: &str = "busybox-static";
+
+/// The environment variable that overrides the guest-images directory of [`ImageBuilder::default_dirs`].
+pub const IMAGES_DIR_ENV: &str = "BOXBENCH_IMAGES_DIR";
+
+/// The names of the artefacts, as [`Progress`] steps and size listings give them.
+pub mod artefact {
+    /// The busybox-static `.deb`.
+    pub const BUSYBOX: &str = "busybox";
+    /// The root filesystem directory.
+    pub const ROOTFS: &str = "rootfs";
+    /// The OCI runtime bundle's `config.json`.
+    pub const BUNDLE: &str = "bundle";
+}
+
+/// An image that could not be built, fetched or measured.
+#[derive(Debug, thiserror::Error)]
+pub enum ImageError {
+    /// A file or directory of the output could not be written or read.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    /// The busybox-static package holds no `bin/busybox`.
+    #[error("{0} holds no bin/busybox")]
+    NoBusybox(PathBuf),
+    /// The output directory's lock failed.
+    #[error(transparent)]
+    Lock(#[from] LockError),
+    /// A Debian package could not be resolved, downloaded or unpacked.
+    #[error(transparent)]
+    Debian(#[from] DebianError),
+    /// The rootfs could not be assembled.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The bundle's configuration could not be written.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// A tree (recipes, rootfs) could not be read.
+    #[error(transparent)]
+    Tree(#[from] TreeError),
+}
+
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
+    move |source| ImageError::Io { path: path.to_owned(), source }
+}
+
+/// Writes `bytes` to `path` through a temporary file renamed into place, so a reader never sees a
+/// half-written file.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let result = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes)).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Builds boxbench's guest images into an output directory from a recipe directory.
+#[derive(Debug, Clone)]
+pub struct ImageBuilder {
+    out_dir: PathBuf,
+    recipes_dir: PathBuf,
+    cache_dir: PathBuf,
+}
+
+/// The paths of a built set of images.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuiltImages {
+    /// The root filesystem directory (`out/bundle/rootfs`).
+    pub rootfs: PathBuf,
+    /// The OCI runtime bundle directory (`out/bundle`: `config.json` and `rootfs/`).
+    pub bundle: PathBuf,
+}
+
+impl BuiltImages {
+    /// The images as an [`InstanceSpec`](boxbench_core::InstanceSpec) takes them (no kernel: VM
+    /// backends bring their own or use [`ImageBuilder::fetch_debian_cloud_kernel`]).
+    pub fn image_paths(&self) -> ImagePaths {
+        ImagePaths { rootfs: Some(self.rootfs.clone()), bundle: Some(self.bundle.clone()), kernel: None, initrd: None }
+    }
+}
+
+impl ImageBuilder {
+    /// A builder writing into `out_dir` from the recipe tree `recipes_dir` (the files copied into the
+    /// rootfs: `init`, `boxbench/workloads/*`, `etc/*`). Downloaded packages are cached in
+    /// `out_dir/cache` unless [`with_cache_dir`](Self::with_cache_dir) says otherwise.
+    pub fn new(out_dir: PathBuf, recipes_dir: PathBuf) -> Self {
+        let cache_dir = out_dir.join("cache");
+        Self { out_dir, recipes_dir, cache_dir }
+    }
+
+    /// The workspace's `guest-images/` (or `$BOXBENCH_IMAGES_DIR`): output in `out/`, recipes in
+    /// `rootfs/`.
+    pub fn default_dirs() -> Self {
+        let images_dir = std::env::var_os(IMAGES_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| {
+            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+            manifest.ancestors().nth(2).unwrap_or(manifest).join("guest-images")
+        });
+        Self::new(images_dir.join("out"), images_dir.join("rootfs"))
+    }
+
+    /// Caches downloaded `.deb` files in `cache_dir` instead of `out_dir/cache` (tests share one).
+    pub fn with_cache_dir(mut self, cache_dir: PathBuf) -> Self {
+        self.cache_dir = cache_dir;
+        self
+    }
+
+    /// The output directory.
+    pub fn out_dir(&self) -> &Path {
+        &self.out_dir
+    }
+
+    /// The recipe directory.
+    pub fn recipes_dir(&self) -> &Path {
+        &self.recipes_dir
+    }
+
+    /// Where the artefacts are (built or not).
+    pub fn paths(&self) -> BuiltImages {
+        let bundle = self.out_dir.join("bundle");
+        BuiltImages { rootfs: bundle.join(bundle::ROOTFS_DIR), bundle }
+    }
+
+    /// Builds every artefact that is missing or out of date and returns their paths.
+    pub fn build(&self, progress: &dyn Progress) -> Result<BuiltImages, ImageError> {
+        rootfs::check_recipes(&self.recipes_dir)?;
+        fs::create_dir_all(&self.out_dir).map_err(io_err(&self.out_dir))?;
+        let _lock = lock::DirLock::acquire(&self.out_dir.join(".lock"), || {
+            progress.step(artefact::ROOTFS, StepState::WaitingForLock)
+        })?;
+        let paths = self.paths();
+
+        progress.step(artefact::BUSYBOX, StepState::Downloading);
+        let deb = debian::fetch_deb(BUSYBOX_PACKAGE, &self.cache_dir)?;
+        progress.step(artefact::BUSYBOX, StepState::Built);
+        let inputs = self.input_digest(&deb)?;
+        let stamps = Stamps::new(self.out_dir.join(".stamps"), inputs);
+
+        if stamps.is_current(artefact::ROOTFS, &paths.rootfs) {
+            progress.step(artefact::ROOTFS, StepState::UpToDate);
+        } else {
+            progress.step(artefact::ROOTFS, StepState::Building);
+            stamps.invalidate(artefact::ROOTFS)?;
+            self.build_rootfs(&deb, &paths.rootfs)?;
+            stamps.record(artefact::ROOTFS)?;
+            progress.step(artefact::ROOTFS, StepState::Built);
+        }
+
+        let config = paths.bundle.join("config.json");
+        if stamps.is_current(artefact::BUNDLE, &config) {
+            progress.step(artefact::BUNDLE, StepState::UpToDate);
+        } else {
+            progress.step(artefact::BUNDLE, StepState::Building);
+            stamps.invalidate(artefact::BUNDLE)?;
+            bundle::write_config(&paths.bundle)?;
+            stamps.record(artefact::BUNDLE)?;
+            progress.step(artefact::BUNDLE, StepState::Built);
+        }
+        Ok(paths)
+    }
+
+    /// The hash of everything the artefacts are made from.
+    fn input_digest(&self, busybox_deb: &Path) -> Result<String, ImageError> {
+        let mut hasher = Sha256::new();
+        hasher.update(format!("boxbench-images format {FORMAT_VERSION}\n"));
+        hasher.update(busybox_deb.file_name().map(|n| n.as_bytes()).unwrap_or_default());
+        hasher.update(b"\n");
+        for entry in tree::walk(&self.recipes_dir)? {
+            hasher.update(entry.path.as_os_str().as_bytes());
+            match &entry.kind {
+                tree::EntryKind::File { source, .. } => {
+                    hasher.update(if entry.mode & 0o111 != 0 { b"\0x\0" } else { b"\0f\0" });
+                    hasher.update(fs::read(source).map_err(io_err(source))?);
+                }
+                tree::EntryKind::Symlink { target } => {
+                    hasher.update(b"\0l\0");
+                    hasher.update(target.as_bytes());
+                }
+                tree::EntryKind::Dir | tree::EntryKind::CharDevice { .. } => hasher.update(b"\0d\0"),
+            }
+            hasher.update(b"\n");
+        }
+        Ok(hex(&hasher.finalize()))
+    }
+
+    /// Extracts busybox from `deb` and assembles a fresh rootfs in place of `rootfs`.
+    fn build_rootfs(&self, deb: &Path, rootfs: &Path) -> Result<(), ImageError> {
+        let bundle = rootfs.parent().unwrap_or(&self.out_dir);
+        fs::create_dir_all(bundle).map_err(io_err(bundle))?;
+        let work = self.out_dir.join(".work");
+        // Anything left in the work directory is from an interrupted build: this one holds the lock.
+        if work.exists() {
+            fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        }
+        let unpacked = work.join("busybox-static");
+        debian::extract(deb, &unpacked)?;
+        let busybox = unpacked.join("bin/busybox");
+        if !busybox.is_file() {
+            return Err(ImageError::NoBusybox(deb.to_owned()));
+        }
+        let fresh = work.join("rootfs");
+        rootfs::assemble(&busybox, &self.recipes_dir, &fresh)?;
+        if rootfs.exists() {
+            fs::remove_dir_all(rootfs).map_err(io_err(rootfs))?;
+        }
+        fs::rename(&fresh, rootfs).map_err(io_err(rootfs))?;
+        fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        Ok(())
+    }
+}
+
+/// Lower-case hexadecimal of `bytes`.
+pub(crate) fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// One stamp file per artefact, holding the input hash it was built from.
+#[derive(Debug)]
+struct Stamps {
+    dir: PathBuf,
+    inputs: String,
+}
+
+impl Stamps {
+    fn new(dir: PathBuf, inputs: String) -> Self {
+        Self { dir, inputs }
+    }
+
+    /// True when `artefact` exists at `path` and was built from the current inputs.
+    fn is_current(&self, artefact: &str, path: &Path) -> bool {
+        path.exists() && fs::read_to_string(self.dir.join(artefact)).is_ok_and(|s| s.trim() == self.inputs)
+    }
+
+    /// Forgets `artefact`'s stamp before it is rebuilt, so an interrupted build is not taken as done.
+    fn invalidate(&self, artefact: &str) -> Result<(), ImageError> {
+        let path = self.dir.join(artefact);
+        match fs::remove_file(&path) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path)(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Records that `artefact` was built from the current inputs.
+    fn record(&self, artefact: &str) -> Result<(), ImageError> {
+        fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
+        let path = self.dir.join(artefact);
+        write_atomically(&path, format!("{}\n", self.inputs).as_bytes()).map_err(io_err(&path))
+    }
+}
