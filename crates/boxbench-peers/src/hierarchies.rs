@@ -1,0 +1,83 @@
+//! The cgroups a runtime makes beside the instance's memory cgroup.
+//!
+//! Given a cgroup path under the instance cgroup, a runtime (crun, runc, podman, docker) creates that
+//! path in every mounted hierarchy on a v1 or hybrid host (cpu, pids, devices, the v2 `unified`
+//! mount...), and on deleting the container removes only the leaf. The instance cgroup's own
+//! [`boxbench_core::cgroup::InstanceCgroup`] removes the memory hierarchy's copy; this module removes
+//! the others once the runtime is done, so no directory is left behind.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+/// Where the cgroup hierarchies are mounted.
+const CGROUP_MOUNT_ROOT: &str = "/sys/fs/cgroup";
+
+/// A cgroup directory in another hierarchy that could not be removed.
+#[derive(Debug, thiserror::Error)]
+pub enum HierarchyError {
+    /// rmdir failed (most likely a process is still in it).
+    #[error("removing cgroup {path}: {source}")]
+    Remove { path: PathBuf, source: io::Error },
+}
+
+/// Every hierarchy mounted under /sys/fs/cgroup other than the one at `except` (the memory
+/// hierarchy, which the instance cgroup manages itself). Symbolic links (`cpu` → `cpu,cpuacct`) are
+/// skipped so each hierarchy is visited once.
+fn other_hierarchies(except: &Path) -> Vec<PathBuf> {
+    let Ok(entries) = fs::read_dir(CGROUP_MOUNT_ROOT) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_dir()))
+        .map(|e| e.path())
+        .filter(|p| p != except)
+        .collect()
+}
+
+/// Removes `relative` (a path such as `/boxbench/crun-123-0`, relative to each hierarchy's root) and
+/// everything below it from every hierarchy except `memory_root`, deepest first; then its parent
+/// `/boxbench` wherever that is left empty. Errors name the first directory that stayed.
+pub fn remove_beside_memory(memory_root: &Path, relative: &Path) -> Result<(), HierarchyError> {
+    let relative = relative.strip_prefix("/").unwrap_or(relative);
+    let mut first_error = None;
+    for hierarchy in other_hierarchies(memory_root) {
+        let dir = hierarchy.join(relative);
+        if !dir.exists() {
+            continue;
+        }
+        if let Err(e) = remove_tree(&dir) {
+            first_error.get_or_insert(e);
+        }
+        if let Some(parent) = dir.parent().filter(|p| *p != hierarchy) {
+            // The shared parent goes when this was its last instance; another instance keeps it busy.
+            let _ = fs::remove_dir(parent);
+        }
+    }
+    first_error.map_or(Ok(()), Err)
+}
+
+fn remove_tree(dir: &Path) -> Result<(), HierarchyError> {
+    let err = |source| HierarchyError::Remove { path: dir.to_owned(), source };
+    for entry in fs::read_dir(dir).map_err(err)?.flatten() {
+        if entry.file_type().is_ok_and(|t| t.is_dir()) {
+            remove_tree(&entry.path())?;
+        }
+    }
+    match fs::remove_dir(dir) {
+        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Instance cgroups whose name starts with `prefix` in the `boxbench` directory of any hierarchy,
+/// memory included (what a check for leftovers looks for, e.g. `crun-<pid>-`).
+pub fn instance_dirs_with_prefix(prefix: &str) -> Vec<PathBuf> {
+    other_hierarchies(Path::new(""))
+        .into_iter()
+        .filter_map(|h| fs::read_dir(h.join("boxbench")).ok())
+        .flat_map(|entries| entries.flatten().map(|e| e.path()))
+        .filter(|p| p.is_dir() && p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(prefix)))
+        .collect()
+}

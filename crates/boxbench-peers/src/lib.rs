@@ -1,0 +1,35 @@
+//! Real container and VM tools driven behind boxbench's [`boxbench_core::Launcher`], so that the
+//! tools people use instead of boxbench's own launchers are measured exactly like them: the same
+//! per-instance memory cgroup, the same console capture and marker timing, the same record.
+//!
+//! Every backend runs its tool's process inside the instance's cgroup from before the tool executes
+//! ([`process`]), nests the container's or VM's cgroup under it where the tool makes one, reports the
+//! phases it cannot observe as `None`, and removes everything it made (containers, images, state
+//! directories, cgroups in every hierarchy) on every path. [`probe_all`] says which tools this host
+//! has, for `boxbench doctor`.
+
+pub mod hierarchies;
+pub mod oci_runtime;
+pub mod process;
+pub mod tool;
+
+pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
+
+use boxbench_core::{ImagePaths, LaunchError, Launcher};
+
+/// The backend names this crate provides, as `--backend` takes them.
+pub const BACKENDS: [&str; 2] = ["crun", "runc"];
+
+/// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options; the
+/// images are those launches will use (a backend that imports an image once does so here).
+pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launcher>, LaunchError> {
+    let _ = images;
+    match name {
+        "crun" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Crun)?)),
+        "runc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runc)?)),
+        other => Err(LaunchError::InvalidSpec(format!(
+            "unknown peer backend `{other}` (expected one of {})",
+            BACKENDS.join(", ")
+        ))),
+    }
+}

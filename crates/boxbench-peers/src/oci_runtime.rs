@@ -1,0 +1,506 @@
+//! crun and runc, the low-level OCI runtimes, driven as `RUNTIME run --bundle DIR ID`: what a
+//! container costs without any engine above the runtime.
+//!
+//! Both take the same bundle and command line, so one module drives both. Each instance gets its own
+//! bundle directory holding a `config.json` derived from the spec's bundle (or a built-in one when
+//! only a root filesystem is given) and pointing at the shared, read-only root filesystem; the
+//! container's cgroup is nested under the instance cgroup, so the instance's memory peak covers the
+//! runtime and the container. The runtimes' state lives in a temporary directory of the launcher
+//! (`--root`), and their own error messages go to a per-instance `--log` file, which tells a runtime
+//! failure from a workload that exits non-zero. On every path (exit, error, deadline, kill, drop)
+//! an instance whose state is still present is removed with `delete --force`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use boxbench_core::cgroup::{CgroupHost, CgroupMode, InstanceCgroup};
+use boxbench_core::{Instance, LaunchError, Launcher, MemoryUsage, Outcome, Phases, Record, Timeline};
+use boxbench_core::{InstanceSpec, Workload};
+use serde_json::{Value, json};
+
+use crate::hierarchies::{self, HierarchyError};
+use crate::process::{ChildSetup, ProcessError, ToolProcess, passthrough_outcome, run_helper};
+use crate::tool::{Tool, ToolError};
+
+/// How long a killed runtime has to exit in `finish` before the instance is reported as failed.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Which OCI runtime.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OciRuntime {
+    /// crun (C).
+    Crun,
+    /// runc (Go).
+    Runc,
+}
+
+impl OciRuntime {
+    /// The binary's and the backend's name.
+    pub fn name(self) -> &'static str {
+        match self {
+            OciRuntime::Crun => "crun",
+            OciRuntime::Runc => "runc",
+        }
+    }
+
+    /// The Debian package that provides it.
+    pub fn debian_package(self) -> &'static str {
+        self.name()
+    }
+}
+
+/// An OCI runtime backend that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum OciRuntimeError {
+    /// The runtime's binary is missing or unusable.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// A bundle file or the launcher's state directory could not be read or written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    /// The template `config.json` is not JSON.
+    #[error("{path}: {source}")]
+    ConfigJson { path: PathBuf, source: serde_json::Error },
+    /// The template `config.json` lacks a field the launch needs, or has it with the wrong type.
+    #[error("{path}: {field} {problem}")]
+    ConfigField { path: PathBuf, field: &'static str, problem: &'static str },
+    /// The runtime process failed to start, be waited for, or clean up.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// A cgroup the runtime made in another hierarchy stayed.
+    #[error(transparent)]
+    Hierarchy(#[from] HierarchyError),
+}
+
+fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OciRuntimeError + '_ {
+    move |source| OciRuntimeError::Io { path: path.to_owned(), source }
+}
+
+static NEXT_CONTAINER: AtomicU64 = AtomicU64::new(0);
+
+/// crun or runc as a boxbench backend.
+#[derive(Debug)]
+pub struct OciRuntimeLauncher {
+    runtime: OciRuntime,
+    tool: Tool,
+    cgroups: CgroupHost,
+    /// `--root` state and per-instance bundles; shared with instances so it outlives the last one.
+    workdir: Arc<tempfile::TempDir>,
+}
+
+impl OciRuntimeLauncher {
+    /// The runtime found on `PATH`.
+    pub fn new(runtime: OciRuntime) -> Result<Self, LaunchError> {
+        let tool = Tool::find(runtime.name(), runtime.debian_package())
+            .map_err(|e| LaunchError::Unsupported(e.to_string()))?;
+        Self::with_tool(runtime, tool)
+    }
+
+    /// The runtime at `binary`.
+    pub fn with_binary(runtime: OciRuntime, binary: &Path) -> Result<Self, LaunchError> {
+        let tool = Tool::at(runtime.name(), binary).map_err(|e| LaunchError::Unsupported(e.to_string()))?;
+        Self::with_tool(runtime, tool)
+    }
+
+    fn with_tool(runtime: OciRuntime, tool: Tool) -> Result<Self, LaunchError> {
+        let cgroups = CgroupHost::detect()?;
+        let workdir = tempfile::Builder::new()
+            .prefix(&format!("boxbench-{}-", runtime.name()))
+            .tempdir()
+            .map_err(|e| LaunchError::backend(OciRuntimeError::Io { path: std::env::temp_dir(), source: e }))?;
+        Ok(Self { runtime, tool, cgroups, workdir: Arc::new(workdir) })
+    }
+
+    /// The runtime binary and version in use.
+    pub fn tool(&self) -> &Tool {
+        &self.tool
+    }
+
+    /// The `--root` state directory the runtime keeps its containers in (for leak checks).
+    pub fn state_root(&self) -> PathBuf {
+        self.workdir.path().join("state")
+    }
+
+    /// crun refuses a hybrid cgroup host; it runs in a private mount namespace without the v2 mount.
+    fn child_setup(&self) -> ChildSetup {
+        if self.runtime == OciRuntime::Crun && self.cgroups.mode == CgroupMode::Hybrid {
+            ChildSetup::PrivateMountsWithoutUnifiedCgroup
+        } else {
+            ChildSetup::Plain
+        }
+    }
+
+    fn prepare_instance(&self, spec: &InstanceSpec) -> Result<OciRuntimeInstance, LaunchError> {
+        let (mut config, rootfs) = bundle_template(spec, self.runtime.name())?;
+        check_workload(&rootfs, &spec.workload)?;
+        let id = format!("boxbench-{}-{}", std::process::id(), NEXT_CONTAINER.fetch_add(1, Ordering::Relaxed));
+        let cgroup = InstanceCgroup::create(&self.cgroups, self.runtime.name())?;
+        let container_cgroup = cgroup.relative_path().join("container");
+        let template_path = spec.images.bundle.as_ref().map_or_else(|| rootfs.clone(), |b| b.join("config.json"));
+        customise_config(&mut config, spec, &rootfs, &container_cgroup).map_err(|(field, problem)| {
+            LaunchError::InvalidSpec(OciRuntimeError::ConfigField { path: template_path, field, problem }.to_string())
+        })?;
+        let bundle_dir = self.workdir.path().join("bundles").join(&id);
+        fs::create_dir_all(&bundle_dir).map_err(|e| LaunchError::backend(io_error(&bundle_dir)(e)))?;
+        let instance = OciRuntimeInstance {
+            runtime: self.runtime,
+            binary: self.tool.path.clone(),
+            setup: self.child_setup(),
+            id,
+            state_root: self.state_root(),
+            log_path: bundle_dir.join("runtime.log"),
+            bundle_dir,
+            memory_root: self.cgroups.memory_root.clone(),
+            cgroup_relative: cgroup.relative_path(),
+            cgroup: Some(Arc::new(cgroup)),
+            notes: self.notes(),
+            process: None,
+            timeline: None,
+            _workdir: Arc::clone(&self.workdir),
+        };
+        // From here on, dropping `instance` removes the bundle directory and the cgroup.
+        let config_path = instance.bundle_dir.join("config.json");
+        let text = serde_json::to_vec_pretty(&config).map_err(|source| {
+            LaunchError::backend(OciRuntimeError::ConfigJson { path: config_path.clone(), source })
+        })?;
+        fs::write(&config_path, text).map_err(|e| LaunchError::backend(io_error(&config_path)(e)))?;
+        Ok(instance)
+    }
+
+    fn notes(&self) -> Vec<String> {
+        let name = self.runtime.name();
+        let mut notes = vec![
+            format!(
+                "{} run, no engine above it; the container's cgroup nested in the instance cgroup",
+                self.tool.label()
+            ),
+            format!("ready_ms and userspace_ms are not observable from outside {name}"),
+            format!("memory.peak_bytes covers {name} and the container; pss_bytes sums them at the marker"),
+        ];
+        if self.child_setup() == ChildSetup::PrivateMountsWithoutUnifiedCgroup {
+            notes.push(format!(
+                "{name} ran in a private mount namespace with the cgroup v2 mount /sys/fs/cgroup/unified \
+                 detached (hybrid host: {name} refuses hybrid mode); set up in the forked child before exec, \
+                 no extra process"
+            ));
+        }
+        notes
+    }
+}
+
+impl Launcher for OciRuntimeLauncher {
+    fn name(&self) -> &str {
+        self.runtime.name()
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        Ok(Box::new(self.prepare_instance(spec)?))
+    }
+}
+
+/// The template configuration and the absolute root filesystem it runs from.
+fn bundle_template(spec: &InstanceSpec, runtime: &str) -> Result<(Value, PathBuf), LaunchError> {
+    let invalid = |e: OciRuntimeError| LaunchError::InvalidSpec(e.to_string());
+    if let Some(bundle) = &spec.images.bundle {
+        let path = bundle.join("config.json");
+        let text = fs::read(&path).map_err(|e| invalid(io_error(&path)(e)))?;
+        let config: Value = serde_json::from_slice(&text)
+            .map_err(|source| invalid(OciRuntimeError::ConfigJson { path: path.clone(), source }))?;
+        let root = config.pointer("/root/path").and_then(Value::as_str).ok_or_else(|| {
+            invalid(OciRuntimeError::ConfigField { path: path.clone(), field: "root.path", problem: "is missing" })
+        })?;
+        let rootfs = bundle.join(root);
+        let rootfs = rootfs.canonicalize().map_err(|e| invalid(io_error(&rootfs)(e)))?;
+        return Ok((config, rootfs));
+    }
+    if let Some(rootfs) = &spec.images.rootfs {
+        let rootfs = rootfs.canonicalize().map_err(|e| invalid(io_error(rootfs)(e)))?;
+        return Ok((default_config(), rootfs));
+    }
+    Err(LaunchError::InvalidSpec(format!("{runtime} needs images.bundle (an OCI bundle) or images.rootfs")))
+}
+
+/// A named workload's script must be in the root filesystem; a command's program is the user's call.
+pub(crate) fn check_workload(rootfs: &Path, workload: &Workload) -> Result<(), LaunchError> {
+    if matches!(workload, Workload::Command(_)) {
+        return Ok(());
+    }
+    let argv = workload.argv();
+    let script = rootfs.join(argv[0].trim_start_matches('/'));
+    if !script.is_file() {
+        return Err(LaunchError::InvalidSpec(format!(
+            "{}: the {} workload's script is missing from the root filesystem",
+            script.display(),
+            workload.name()
+        )));
+    }
+    Ok(())
+}
+
+/// The configuration used when the spec names a root filesystem but no bundle: the same shape as
+/// boxbench's image builder writes (non-interactive root process, read-only root, proc, a tmpfs /dev
+/// and sysfs; pid, network, ipc, uts and mount namespaces).
+fn default_config() -> Value {
+    json!({
+        "ociVersion": "1.0.2",
+        "process": {
+            "terminal": false,
+            "user": {"uid": 0, "gid": 0},
+            "args": [],
+            "env": ["PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/"],
+            "cwd": "/"
+        },
+        "root": {"path": "rootfs", "readonly": true},
+        "hostname": "boxbench",
+        "mounts": [
+            {"destination": "/proc", "type": "proc", "source": "proc"},
+            {"destination": "/dev", "type": "tmpfs", "source": "tmpfs", "options": ["nosuid", "strictatime", "mode=755", "size=65536k"]},
+            {"destination": "/sys", "type": "sysfs", "source": "sysfs", "options": ["nosuid", "noexec", "nodev", "ro"]}
+        ],
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}]
+        }
+    })
+}
+
+/// Sets what each instance needs in the template: its workload, hostname, the absolute root, its
+/// cgroup (nested in the instance cgroup) and memory limit. Errors name the field.
+fn customise_config(
+    config: &mut Value,
+    spec: &InstanceSpec,
+    rootfs: &Path,
+    cgroup_path: &Path,
+) -> Result<(), (&'static str, &'static str)> {
+    let top = config.as_object_mut().ok_or(("(top level)", "is not an object"))?;
+    let process = object_field(top, "process")?;
+    process.insert("args".into(), json!(spec.workload.argv()));
+    process.insert("terminal".into(), json!(false));
+    let root = object_field(top, "root")?;
+    root.insert("path".into(), json!(rootfs));
+    top.insert("hostname".into(), json!(spec.hostname));
+    let linux = object_field(top, "linux")?;
+    linux.insert("cgroupsPath".into(), json!(cgroup_path));
+    let resources = object_field(linux, "resources")?;
+    match spec.memory_limit_bytes {
+        Some(bytes) => {
+            object_field(resources, "memory")?.insert("limit".into(), json!(bytes));
+        }
+        None => {
+            if let Some(memory) = resources.get_mut("memory").and_then(Value::as_object_mut) {
+                memory.remove("limit");
+            }
+        }
+    }
+    Ok(())
+}
+
+fn object_field<'a>(
+    parent: &'a mut serde_json::Map<String, Value>,
+    field: &'static str,
+) -> Result<&'a mut serde_json::Map<String, Value>, (&'static str, &'static str)> {
+    parent.entry(field).or_insert_with(|| json!({})).as_object_mut().ok_or((field, "is not an object"))
+}
+
+/// One container run by crun or runc.
+#[derive(Debug)]
+struct OciRuntimeInstance {
+    runtime: OciRuntime,
+    binary: PathBuf,
+    setup: ChildSetup,
+    id: String,
+    state_root: PathBuf,
+    bundle_dir: PathBuf,
+    log_path: PathBuf,
+    memory_root: PathBuf,
+    cgroup_relative: PathBuf,
+    cgroup: Option<Arc<InstanceCgroup>>,
+    notes: Vec<String>,
+    process: Option<ToolProcess>,
+    timeline: Option<Timeline>,
+    _workdir: Arc<tempfile::TempDir>,
+}
+
+impl OciRuntimeInstance {
+    fn global_args(&self) -> [String; 2] {
+        [format!("--root={}", self.state_root.display()), format!("--log={}", self.log_path.display())]
+    }
+
+    /// The runtime's own error messages (empty when it ran the workload without complaint).
+    fn runtime_errors(&self) -> String {
+        fs::read_to_string(&self.log_path).map(|t| t.trim().to_owned()).unwrap_or_default()
+    }
+
+    fn outcome_of(&self, status: ExitStatus) -> Outcome {
+        let errors = self.runtime_errors();
+        if !errors.is_empty() {
+            let first = errors.lines().next().unwrap_or_default();
+            return Outcome::Failed { reason: format!("{}: {first}", self.runtime.name()) };
+        }
+        if self.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+            return Outcome::OutOfMemory;
+        }
+        passthrough_outcome(status)
+    }
+
+    /// Removes the container if the runtime left its state (it did not get to delete it), the
+    /// cgroups it made in other hierarchies, and the bundle directory. Idempotent.
+    fn release_runtime_side(&mut self) -> Result<(), OciRuntimeError> {
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+        let mut first_error = None;
+        if self.state_root.join(&self.id).exists() {
+            let mut delete = Command::new(&self.binary);
+            delete.args(self.global_args()).args(["delete", "--force", &self.id]);
+            if let Err(e) = run_helper(delete, self.setup) {
+                first_error.get_or_insert(OciRuntimeError::from(e));
+            }
+        }
+        if let Err(e) = hierarchies::remove_beside_memory(&self.memory_root, &self.cgroup_relative) {
+            first_error.get_or_insert(e.into());
+        }
+        if self.bundle_dir.exists() {
+            if let Err(e) = fs::remove_dir_all(&self.bundle_dir) {
+                first_error.get_or_insert(io_error(&self.bundle_dir)(e));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    fn remove_cgroup(&mut self) -> Result<(), LaunchError> {
+        match self.cgroup.take().map(Arc::try_unwrap) {
+            Some(Ok(cgroup)) => Ok(cgroup.remove()?),
+            // Still shared (a console thread that never ended): its last drop removes it.
+            Some(Err(_)) | None => Ok(()),
+        }
+    }
+}
+
+impl Instance for OciRuntimeInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let cgroup =
+            self.cgroup.as_ref().ok_or_else(|| LaunchError::InvalidSpec("instance already finished".into()))?;
+        self.timeline = Some(Timeline::start());
+        let mut command = Command::new(&self.binary);
+        command.args(self.global_args()).arg("run").arg("--bundle").arg(&self.bundle_dir).arg(&self.id);
+        let process =
+            ToolProcess::spawn(self.runtime.name(), command, cgroup, self.setup).map_err(LaunchError::backend)?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        let process = self.process.as_mut().ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
+        let status = process.wait(deadline).map_err(LaunchError::backend)?;
+        Ok(status.map(|s| self.outcome_of(s)))
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        if let Some(process) = self.process.as_mut() {
+            process.kill();
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        let timeline = self.timeline.ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
+        let mut process =
+            self.process.take().ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
+        if process.wait(Instant::now()).map_err(LaunchError::backend)?.is_none() {
+            process.kill();
+            if let Some(cgroup) = &self.cgroup {
+                cgroup.kill_all();
+            }
+            process.wait(Instant::now() + KILL_GRACE).map_err(LaunchError::backend)?;
+        }
+        let console = process.take_console();
+        let peak_bytes = self.cgroup.as_ref().and_then(|c| c.peak_bytes());
+        self.release_runtime_side().map_err(LaunchError::backend)?;
+        self.remove_cgroup()?;
+        let exit_ms = timeline.now_ms();
+        Ok(Record {
+            backend: self.runtime.name().to_owned(),
+            phases: Phases {
+                ready_ms: None,
+                userspace_ms: None,
+                workload_ms: timeline.ms(console.marker_at),
+                exit_ms: Some(exit_ms),
+                first_output_ms: timeline.ms(console.first_byte_at),
+            },
+            exit_code: outcome.exit_code(),
+            outcome,
+            console: console.text,
+            memory: MemoryUsage { peak_bytes, pss_bytes: console.marker_sample, overhead_bytes: None },
+            notes: std::mem::take(&mut self.notes),
+        })
+    }
+}
+
+impl Drop for OciRuntimeInstance {
+    fn drop(&mut self) {
+        // Kill the runtime before deleting its container; errors here are on a path already failing.
+        if let Some(mut process) = self.process.take() {
+            process.kill();
+        }
+        let _ = self.release_runtime_side();
+        let _ = self.remove_cgroup();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxbench_core::ImagePaths;
+
+    #[test]
+    fn config_gets_workload_root_cgroup_and_limit() {
+        let mut spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        spec.memory_limit_bytes = Some(64 << 20);
+        spec.hostname = "box1".into();
+        let mut config = default_config();
+        customise_config(&mut config, &spec, Path::new("/images/rootfs"), Path::new("/boxbench/crun-1-0/container"))
+            .unwrap();
+        assert_eq!(config["process"]["args"], json!(["/boxbench/workloads/hello"]));
+        assert_eq!(config["process"]["terminal"], json!(false));
+        assert_eq!(config["root"], json!({"path": "/images/rootfs", "readonly": true}));
+        assert_eq!(config["hostname"], json!("box1"));
+        assert_eq!(config["linux"]["cgroupsPath"], json!("/boxbench/crun-1-0/container"));
+        assert_eq!(config["linux"]["resources"]["memory"]["limit"], json!(64u64 << 20));
+        assert_eq!(config["linux"]["namespaces"].as_array().unwrap().len(), 5);
+    }
+
+    #[test]
+    fn template_limit_is_dropped_without_a_spec_limit() {
+        let spec = InstanceSpec::new(Workload::Command(vec!["/bin/true".into()]), ImagePaths::default());
+        let mut config = default_config();
+        config["linux"]["resources"] = json!({"memory": {"limit": 1}});
+        customise_config(&mut config, &spec, Path::new("/r"), Path::new("/c")).unwrap();
+        assert_eq!(config["process"]["args"], json!(["/bin/true"]));
+        assert_eq!(config["linux"]["resources"]["memory"], json!({}));
+    }
+
+    #[test]
+    fn malformed_template_names_the_field() {
+        let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        let mut config = json!({"process": [], "root": {}});
+        assert_eq!(
+            customise_config(&mut config, &spec, Path::new("/r"), Path::new("/c")),
+            Err(("process", "is not an object"))
+        );
+    }
+
+    #[test]
+    fn spec_without_images_is_refused_with_the_setting_named() {
+        let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        let err = bundle_template(&spec, "crun").unwrap_err();
+        assert_eq!(err.to_string(), "crun needs images.bundle (an OCI bundle) or images.rootfs");
+    }
+}

@@ -1,0 +1,282 @@
+//! The tool process of one instance: spawned into the instance's cgroup before it executes, its
+//! stdout and stderr captured as the instance's console, waited for with a deadline and killed with
+//! everything it started.
+//!
+//! Placement: the child joins the cgroup itself, between fork and exec, by writing `0` ("the writing
+//! process") to the `cgroup.procs` file the parent opened beforehand. From its first instruction of
+//! the tool on, everything the tool and its descendants charge is the instance's; only the few
+//! instructions of the forked child before that write are not charged (they run on the parent's
+//! copied pages).
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::Arc;
+use std::time::Instant;
+
+use boxbench_core::READY_MARKER;
+use boxbench_core::cgroup::InstanceCgroup;
+use boxbench_core::console::{Console, ConsoleCapture};
+use boxbench_core::pss::total_pss_bytes;
+use boxbench_core::record::Outcome;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+
+/// Where the v2 hierarchy of a hybrid host is mounted (what crun refuses to run beside).
+const HYBRID_UNIFIED_MOUNT: &std::ffi::CStr = c"/sys/fs/cgroup/unified";
+
+/// A tool process that failed to start or to be waited for.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    /// The console pipe could not be made.
+    #[error("console pipe for {tool}: {source}")]
+    Pipe { tool: String, source: io::Error },
+    /// The cgroup's `cgroup.procs` could not be opened for the child to join.
+    #[error("{path}: {source}")]
+    CgroupProcs { path: std::path::PathBuf, source: io::Error },
+    /// The tool could not be started.
+    #[error("starting {tool}: {source}")]
+    Spawn { tool: String, source: io::Error },
+    /// Waiting for the tool failed.
+    #[error("waiting for {tool}: {source}")]
+    Wait { tool: String, source: io::Error },
+    /// A helper command (cleanup, image import) exited unsuccessfully.
+    #[error("{tool} {args}: {status}: {stderr}")]
+    Failed { tool: String, args: String, status: ExitStatus, stderr: String },
+}
+
+/// What a child does between fork and exec (a tool process also joins its cgroup first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChildSetup {
+    /// No namespace change.
+    Plain,
+    /// Enter a private mount namespace (all mounts made private) with the hybrid host's cgroup v2
+    /// mount detached, so a runtime sees a pure v1 layout (crun refuses hybrid mode).
+    PrivateMountsWithoutUnifiedCgroup,
+}
+
+/// A running tool process with its console being captured.
+#[derive(Debug)]
+pub struct ToolProcess {
+    tool: String,
+    child: Child,
+    pidfd: OwnedFd,
+    console: Option<ConsoleCapture>,
+    status: Option<ExitStatus>,
+}
+
+impl ToolProcess {
+    /// Starts `command` inside `cgroup`, stdin from /dev/null, stdout and stderr into one pipe
+    /// captured as the console; the proportional set size of the cgroup's processes is sampled when
+    /// the marker appears.
+    pub fn spawn(
+        tool: &str,
+        mut command: Command,
+        cgroup: &Arc<InstanceCgroup>,
+        setup: ChildSetup,
+    ) -> Result<Self, ProcessError> {
+        let (read_end, write_end) =
+            console_pipe().map_err(|source| ProcessError::Pipe { tool: tool.into(), source })?;
+        let stderr_end = write_end.try_clone().map_err(|source| ProcessError::Pipe { tool: tool.into(), source })?;
+        let procs_path = cgroup.path().join("cgroup.procs");
+        let procs = OpenOptions::new()
+            .write(true)
+            .open(&procs_path)
+            .map_err(|source| ProcessError::CgroupProcs { path: procs_path, source })?;
+        let procs_fd = procs.as_raw_fd();
+        command.stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::from(stderr_end));
+        // SAFETY: the closure runs in the forked child before exec and only makes raw system calls
+        // (write, unshare, mount, umount2) on a file descriptor the parent keeps open until spawn
+        // returns and on static C strings: it allocates nothing and takes no lock, so it is sound in
+        // the child of a multi-threaded parent.
+        unsafe {
+            command.pre_exec(move || join_cgroup_then_setup(procs_fd, setup));
+        }
+        let child = command.spawn().map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
+        drop(procs);
+        // The write ends now live in the child only; dropping the Command closes the parent's copies
+        // so the console reaches end of file when the tool and its descendants are gone.
+        drop(command);
+        let pidfd = match pidfd_open(child.id()) {
+            Ok(fd) => fd,
+            Err(source) => {
+                let mut child = child;
+                // The child is unusable without its pidfd: end it rather than leak it.
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(ProcessError::Spawn { tool: tool.into(), source });
+            }
+        };
+        // From here on, dropping `this` on an error path kills and reaps the child.
+        let mut this = Self { tool: tool.to_owned(), child, pidfd, console: None, status: None };
+        let sampled = Arc::clone(cgroup);
+        let console =
+            ConsoleCapture::spawn(File::from(read_end), READY_MARKER, move || total_pss_bytes(&sampled.pids()))
+                .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
+        this.console = Some(console);
+        Ok(this)
+    }
+
+    /// The tool's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Waits until the tool exits or `deadline` passes (`Ok(None)`).
+    pub fn wait(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, ProcessError> {
+        loop {
+            if let Some(status) = self.status {
+                return Ok(Some(status));
+            }
+            if let Some(status) = self.child.try_wait().map_err(|source| self.wait_error(source))? {
+                self.status = Some(status);
+                continue;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            // The pidfd becomes readable when the process exits: no polling interval adds to exit_ms.
+            let timeout = PollTimeout::try_from(left.as_millis().clamp(1, 60_000) as i32).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.pidfd.as_fd(), PollFlags::POLLIN)];
+            match poll(&mut fds, timeout) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(errno) => return Err(self.wait_error(errno.into())),
+            }
+        }
+    }
+
+    /// Sends SIGKILL to the tool (only the tool: its cgroup is killed by the caller).
+    pub fn kill(&mut self) {
+        if self.status.is_none() {
+            // Already exited but not yet reaped is fine: the signal is then a no-op.
+            let _ = self.child.kill();
+        }
+    }
+
+    /// Waits for the console's end of file and returns what it showed; call after the tool exited
+    /// and everything that held its output is gone.
+    pub fn take_console(&mut self) -> Console {
+        self.console.take().map(ConsoleCapture::join).unwrap_or_default()
+    }
+
+    fn wait_error(&self, source: io::Error) -> ProcessError {
+        ProcessError::Wait { tool: self.tool.clone(), source }
+    }
+}
+
+impl Drop for ToolProcess {
+    fn drop(&mut self) {
+        if self.status.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// How a tool's exit status reads as an instance outcome, for tools that pass their workload's exit
+/// status through (runtimes, container clients): a status above 128 is the shell convention for
+/// "killed by signal N-128", which is how crun, runc, podman and docker report a workload killed by a
+/// signal.
+pub fn passthrough_outcome(status: ExitStatus) -> Outcome {
+    match (status.code(), status.signal()) {
+        (Some(code), _) if code > 128 && code < 128 + 65 => Outcome::Signaled { signal: code - 128 },
+        (Some(code), _) => Outcome::Exited { code },
+        (None, Some(signal)) => Outcome::Signaled { signal },
+        (None, None) => Outcome::Failed { reason: format!("unrecognised wait status {status:?}") },
+    }
+}
+
+/// Runs a helper command of a tool (cleanup, image import, daemon query) to completion outside the
+/// instance cgroup, with the same mount namespace set-up as the tool got; its output is returned,
+/// and an unsuccessful exit is an error naming the command.
+pub fn run_helper(mut command: Command, setup: ChildSetup) -> Result<std::process::Output, ProcessError> {
+    let describe = |command: &Command| {
+        let tool = command.get_program().to_string_lossy().into_owned();
+        let args: Vec<String> = command.get_args().map(|a| a.to_string_lossy().into_owned()).collect();
+        (tool, args.join(" "))
+    };
+    command.stdin(Stdio::null());
+    if setup != ChildSetup::Plain {
+        // SAFETY: as in `ToolProcess::spawn`, the closure only makes raw system calls on static C
+        // strings, so it is sound between fork and exec.
+        unsafe {
+            command.pre_exec(move || enter_setup(setup));
+        }
+    }
+    let output = command.output().map_err(|source| ProcessError::Spawn { tool: describe(&command).0, source })?;
+    if !output.status.success() {
+        let (tool, args) = describe(&command);
+        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_owned();
+        return Err(ProcessError::Failed { tool, args, status: output.status, stderr });
+    }
+    Ok(output)
+}
+
+fn join_cgroup_then_setup(procs_fd: i32, setup: ChildSetup) -> io::Result<()> {
+    // SAFETY: procs_fd is the parent's open cgroup.procs descriptor, inherited by this child; the
+    // buffer is a static one-byte slice.
+    if unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) } != 1 {
+        return Err(io::Error::last_os_error());
+    }
+    enter_setup(setup)
+}
+
+fn enter_setup(setup: ChildSetup) -> io::Result<()> {
+    if setup == ChildSetup::PrivateMountsWithoutUnifiedCgroup {
+        // SAFETY: unshare with a constant flag only changes this (single-threaded) child's namespaces.
+        if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the paths are static NUL-terminated strings; null source, type and data are what
+        // mount(2) takes for a propagation change.
+        let private = unsafe {
+            libc::mount(
+                std::ptr::null(),
+                c"/".as_ptr(),
+                std::ptr::null(),
+                libc::MS_REC | libc::MS_PRIVATE,
+                std::ptr::null(),
+            )
+        };
+        if private != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a static NUL-terminated path; the unmount happens in this child's private namespace
+        // only, never on the host.
+        if unsafe { libc::umount2(HYBRID_UNIFIED_MOUNT.as_ptr(), libc::MNT_DETACH) } != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// A pipe whose ends are closed on exec (the child gets its copies through dup2 as stdout/stderr).
+fn console_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    Ok((read_end, write_end))
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; nothing is borrowed.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a descriptor the kernel just returned to this process and nothing else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn runtime_statuses_become_outcomes() {
+        assert_eq!(passthrough_outcome(ExitStatus::from_raw(0)), Outcome::Exited { code: 0 });
+        assert_eq!(passthrough_outcome(ExitStatus::from_raw(3 << 8)), Outcome::Exited { code: 3 });
+        assert_eq!(passthrough_outcome(ExitStatus::from_raw(137 << 8)), Outcome::Signaled { signal: 9 });
+        assert_eq!(passthrough_outcome(ExitStatus::from_raw(9)), Outcome::Signaled { signal: 9 });
+    }
+}

@@ -1,0 +1,163 @@
+//! crun and runc driven end to end on this host: marker, exit status, runtime failure, deadline kill,
+//! and nothing left behind after each.
+
+mod common;
+
+use std::time::Duration;
+
+use boxbench_core::measure::launch_once;
+use boxbench_core::{InstanceSpec, LaunchError, Launcher, Outcome, Workload};
+use boxbench_peers::{OciRuntime, OciRuntimeLauncher};
+
+fn launcher(runtime: OciRuntime) -> Option<OciRuntimeLauncher> {
+    if !common::is_root() {
+        eprintln!("skipping: {} tests need root (cgroups, namespaces)", runtime.name());
+        return None;
+    }
+    match OciRuntimeLauncher::new(runtime) {
+        Ok(launcher) => Some(launcher),
+        Err(e) => {
+            eprintln!("skipping: {e}");
+            None
+        }
+    }
+}
+
+fn assert_nothing_left(launcher: &OciRuntimeLauncher) {
+    let state: Vec<_> = std::fs::read_dir(launcher.state_root()).map(|d| d.flatten().collect()).unwrap_or_default();
+    assert!(state.is_empty(), "{} state left: {state:?}", launcher.name());
+    let list = std::process::Command::new(&launcher.tool().path)
+        .arg(format!("--root={}", launcher.state_root().display()))
+        .args(["list", "-q"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&list.stdout).trim().is_empty(), "containers left: {list:?}");
+    assert_eq!(common::leftover_cgroups(launcher.name()), Vec::<std::path::PathBuf>::new());
+    let prefix = format!("boxbench-{}-", std::process::id());
+    let processes: Vec<_> =
+        common::processes_mentioning(&prefix).into_iter().filter(|(_, cmd)| cmd.contains(launcher.name())).collect();
+    assert!(processes.is_empty(), "processes left: {processes:?}");
+}
+
+fn hello_exits_cleanly(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let Some(images) = common::container_images() else {
+        eprintln!("skipping: no busybox to build a root filesystem (Debian package: busybox-static)");
+        return;
+    };
+    let mut spec = InstanceSpec::new(Workload::Hello, images.paths.clone());
+    spec.memory_limit_bytes = Some(64 << 20);
+    let record = launch_once(&launcher, &spec).unwrap();
+    assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "console: {}", record.console);
+    assert_eq!(record.exit_code, Some(0));
+    assert!(record.console.contains(boxbench_core::READY_MARKER), "console: {}", record.console);
+    let workload = record.phases.workload_ms.expect("marker timed");
+    let exit = record.phases.exit_ms.expect("exit timed");
+    assert!(workload <= exit);
+    assert_eq!(record.phases.ready_ms, None);
+    assert_eq!(record.phases.userspace_ms, None);
+    assert!(record.memory.peak_bytes.is_some_and(|b| b > 0));
+    assert!(record.memory.pss_bytes.is_some(), "PSS sampled at the marker");
+    assert!(record.notes.iter().any(|n| n.contains(runtime.name())));
+    assert_nothing_left(&launcher);
+}
+
+fn failing_command_status_propagates(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let Some(images) = common::container_images() else { return };
+    let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; exit 3"].map(String::from).to_vec();
+    let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
+    assert_eq!(record.outcome, Outcome::Exited { code: 3 }, "console: {}", record.console);
+    assert_eq!(record.exit_code, Some(3));
+    assert_nothing_left(&launcher);
+}
+
+fn runtime_failure_is_not_a_workload_status(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let Some(images) = common::container_images() else { return };
+    let argv = vec!["/no/such/program".to_owned()];
+    let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
+    match &record.outcome {
+        Outcome::Failed { reason } => assert!(reason.contains("/no/such/program"), "reason: {reason}"),
+        other => panic!("expected a runtime failure, got {other:?}; console: {}", record.console),
+    }
+    assert_eq!(record.exit_code, None);
+    assert_nothing_left(&launcher);
+}
+
+fn deadline_kills_idle(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let Some(images) = common::container_images() else { return };
+    let mut spec = InstanceSpec::new(Workload::Idle, images.paths.clone());
+    spec.timeout = Duration::from_millis(1500);
+    let record = launch_once(&launcher, &spec).unwrap();
+    assert_eq!(record.outcome, Outcome::DeadlineExceeded { seconds: 1.5 });
+    assert!(record.phases.workload_ms.is_some(), "idle printed its marker before the deadline");
+    assert_nothing_left(&launcher);
+}
+
+fn missing_workload_script_is_named(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("rootfs")).unwrap();
+    let images = boxbench_core::ImagePaths { rootfs: Some(dir.path().join("rootfs")), ..Default::default() };
+    let err = launcher.prepare(&InstanceSpec::new(Workload::Hello, images)).unwrap_err();
+    assert!(matches!(err, LaunchError::InvalidSpec(_)), "{err:?}");
+    assert!(err.to_string().contains("boxbench/workloads/hello"), "{err}");
+    assert_nothing_left(&launcher);
+}
+
+#[test]
+fn crun_hello_exits_cleanly() {
+    hello_exits_cleanly(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_hello_exits_cleanly() {
+    hello_exits_cleanly(OciRuntime::Runc);
+}
+
+#[test]
+fn crun_failing_command_status_propagates() {
+    failing_command_status_propagates(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_failing_command_status_propagates() {
+    failing_command_status_propagates(OciRuntime::Runc);
+}
+
+#[test]
+fn crun_runtime_failure_is_not_a_workload_status() {
+    runtime_failure_is_not_a_workload_status(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_runtime_failure_is_not_a_workload_status() {
+    runtime_failure_is_not_a_workload_status(OciRuntime::Runc);
+}
+
+#[test]
+fn crun_deadline_kills_idle() {
+    deadline_kills_idle(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_deadline_kills_idle() {
+    deadline_kills_idle(OciRuntime::Runc);
+}
+
+#[test]
+fn crun_missing_workload_script_is_named() {
+    missing_workload_script_is_named(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_missing_workload_script_is_named() {
+    missing_workload_script_is_named(OciRuntime::Runc);
+}
