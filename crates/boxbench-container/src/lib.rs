@@ -1,1 +1,23 @@
-//! placeholder
+//! boxbench's own namespace container launcher, the `container` backend.
+//!
+//! One clone(2) creates the PID, mount, UTS, IPC and network namespaces with the container's init
+//! in them as PID 1; the init waits until boxbench has put it in the instance's memory cgroup, builds
+//! its filesystem (private propagation, the rootfs bound onto itself, proc, sysfs, a minimal `/dev`,
+//! `pivot_root`), sets its hostname, descriptors and ids, and executes the workload, whose stdout and
+//! stderr are the console. The steps are laid out like youki's libcontainer, one module each:
+//! [`namespaces`], [`rootfs`], [`bundle`] (the supported subset of OCI's `config.json`), [`process`]
+//! (clone, handshake, wait) and [`launcher`] ([`ContainerLauncher`]); the system calls themselves go
+//! through [`syscalls::Syscalls`] so the setup's order is testable without root.
+
+pub mod bundle;
+pub mod launcher;
+pub mod namespaces;
+pub mod process;
+pub mod rootfs;
+pub mod syscalls;
+
+pub use bundle::{Bundle, BundleError};
+pub use launcher::{BACKEND, ContainerError, ContainerInstance, ContainerLauncher};
+pub use namespaces::NamespaceError;
+pub use process::ProcessError;
+pub use rootfs::RootfsError;

@@ -1,0 +1,430 @@
+//! The `container` backend: [`ContainerLauncher`] checks a spec and its images and prepares a
+//! [`ContainerInstance`], whose launch creates the instance's cgroup, clones the container's init
+//! into it and waits for the workload to be executed; its record has the timeline, the console, the
+//! cgroup's memory peak and the PSS at the marker.
+//!
+//! Everything an instance holds is released on every path: its init is killed and reaped (which
+//! takes the rest of its PID namespace with it), the cgroup is removed, and its mounts never
+//! existed outside its own mount namespace.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use boxbench_core::cgroup::{CgroupError, CgroupHost, InstanceCgroup};
+use boxbench_core::console::ConsoleCapture;
+use boxbench_core::{
+    Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
+    Timeline, Workload,
+};
+use nix::sys::wait::WaitStatus;
+
+use crate::bundle::{Bundle, BundleError};
+use crate::namespaces::{NamespaceError, NamespaceSet};
+use crate::process::{self, ChildPlan, ExecSpec, ProcessError};
+use crate::rootfs::{self, DEFAULT_PATH, MountSpec, RootfsError};
+use crate::syscalls::{ChildFd, Step};
+
+/// The backend's name.
+pub const BACKEND: &str = "container";
+
+/// The longest hostname Linux takes.
+const HOSTNAME_MAX: usize = 64;
+
+/// Why the container backend cannot be used, or an instance prepared, launched or finished.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// Not running as root.
+    #[error(
+        "the container backend needs root (running as uid {0}): it creates namespaces, mounts filesystems, \
+         makes device nodes and writes cgroups"
+    )]
+    NotRoot(u32),
+    /// The spec names no root filesystem.
+    #[error("the container backend needs images.rootfs (a directory) or images.bundle (an OCI runtime bundle)")]
+    NoImage,
+    /// The bundle cannot be run.
+    #[error(transparent)]
+    Bundle(#[from] BundleError),
+    /// The root filesystem or a path in it cannot be used.
+    #[error(transparent)]
+    Rootfs(#[from] RootfsError),
+    /// The namespaces cannot be set up as asked.
+    #[error(transparent)]
+    Namespace(#[from] NamespaceError),
+    /// A setting of the spec cannot be used.
+    #[error("{setting} {value:?}: {reason}")]
+    Setting { setting: &'static str, value: String, reason: &'static str },
+    /// The instance's cgroup failed.
+    #[error(transparent)]
+    Cgroup(#[from] CgroupError),
+    /// The container's init failed.
+    #[error(transparent)]
+    Process(#[from] ProcessError),
+    /// An instance was used out of order.
+    #[error("container instance {0}")]
+    Lifecycle(&'static str),
+}
+
+impl From<ContainerError> for LaunchError {
+    fn from(err: ContainerError) -> Self {
+        match err {
+            ContainerError::NotRoot(_) => LaunchError::Unsupported(err.to_string()),
+            ContainerError::NoImage
+            | ContainerError::Bundle(_)
+            | ContainerError::Rootfs(_)
+            | ContainerError::Namespace(_)
+            | ContainerError::Setting { .. } => LaunchError::InvalidSpec(err.to_string()),
+            ContainerError::Cgroup(cgroup) => LaunchError::Cgroup(cgroup),
+            ContainerError::Process(_) | ContainerError::Lifecycle(_) => LaunchError::backend(err),
+        }
+    }
+}
+
+/// boxbench's own namespace container launcher.
+#[derive(Debug)]
+pub struct ContainerLauncher {
+    cgroups: CgroupHost,
+}
+
+impl ContainerLauncher {
+    /// The launcher, if this process is root and the host has a memory cgroup controller.
+    pub fn new() -> Result<Self, ContainerError> {
+        check_root(nix::unistd::geteuid().as_raw())?;
+        Ok(Self { cgroups: CgroupHost::detect()? })
+    }
+}
+
+fn check_root(euid: u32) -> Result<(), ContainerError> {
+    if euid == 0 { Ok(()) } else { Err(ContainerError::NotRoot(euid)) }
+}
+
+impl Launcher for ContainerLauncher {
+    fn name(&self) -> &str {
+        BACKEND
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        let prepared = Prepared::from_spec(spec)?;
+        Ok(Box::new(ContainerInstance { cgroups: self.cgroups.clone(), prepared, running: None, outcome: None }))
+    }
+}
+
+/// An instance checked and ready to launch: the child's whole plan is built.
+#[derive(Debug)]
+struct Prepared {
+    plan: ChildPlan,
+    memory_limit: Option<u64>,
+}
+
+/// What the container runs, from a bundle or from the spec alone.
+struct Source {
+    rootfs: PathBuf,
+    readonly: bool,
+    argv: Vec<String>,
+    env: Vec<String>,
+    cwd: String,
+    uid: u32,
+    gid: u32,
+    no_new_privileges: bool,
+    hostname: String,
+    mounts: Vec<MountSpec>,
+    namespaces: NamespaceSet,
+    memory_limit: Option<u64>,
+}
+
+impl Source {
+    /// A bundle's settings, with the spec's command (if it has one) and memory limit over them.
+    fn from_bundle(dir: &Path, spec: &InstanceSpec) -> Result<Self, ContainerError> {
+        let bundle = Bundle::load(dir)?;
+        let argv = match &spec.workload {
+            Workload::Command(argv) => argv.clone(),
+            _ => bundle.args,
+        };
+        Ok(Self {
+            rootfs: bundle.root,
+            readonly: bundle.readonly,
+            argv,
+            env: bundle.env,
+            cwd: bundle.cwd,
+            uid: bundle.uid,
+            gid: bundle.gid,
+            no_new_privileges: bundle.no_new_privileges,
+            hostname: bundle.hostname.unwrap_or_else(|| spec.hostname.clone()),
+            mounts: bundle.mounts,
+            namespaces: bundle.namespaces,
+            memory_limit: spec.memory_limit_bytes.or(bundle.memory_limit),
+        })
+    }
+
+    /// A root filesystem directory with boxbench's defaults.
+    fn from_rootfs(rootfs: &Path, spec: &InstanceSpec) -> Self {
+        Self {
+            rootfs: rootfs.to_owned(),
+            readonly: false,
+            argv: spec.workload.argv(),
+            env: Vec::new(),
+            cwd: "/".to_owned(),
+            uid: 0,
+            gid: 0,
+            no_new_privileges: false,
+            hostname: spec.hostname.clone(),
+            mounts: MountSpec::defaults(),
+            namespaces: NamespaceSet::all(),
+            memory_limit: spec.memory_limit_bytes,
+        }
+    }
+}
+
+fn c_string(setting: &'static str, value: &str) -> Result<std::ffi::CString, ContainerError> {
+    std::ffi::CString::new(value).map_err(|_| ContainerError::Setting {
+        setting,
+        value: value.to_owned(),
+        reason: "contains a NUL byte",
+    })
+}
+
+impl Prepared {
+    fn from_spec(spec: &InstanceSpec) -> Result<Self, ContainerError> {
+        let mut source = match (&spec.images.bundle, &spec.images.rootfs) {
+            (Some(bundle), _) => Source::from_bundle(bundle, spec)?,
+            (None, Some(rootfs)) => Source::from_rootfs(rootfs, spec),
+            (None, None) => return Err(ContainerError::NoImage),
+        };
+        if source.memory_limit == Some(0) {
+            return Err(ContainerError::Setting {
+                setting: "memory limit",
+                value: "0".to_owned(),
+                reason: "a container needs more than 0 bytes",
+            });
+        }
+        let rootfs = rootfs::check_rootfs(&source.rootfs)?;
+        if !source.env.iter().any(|var| var.starts_with("PATH=")) {
+            source.env.push(format!("PATH={DEFAULT_PATH}"));
+        }
+        let path_var = source.env.iter().rev().find_map(|var| var.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+        let program = source.argv.first().map(String::as_str).unwrap_or_default();
+        let exec_path = rootfs::find_executable(&rootfs, program, &source.cwd, path_var)?;
+        rootfs::check_cwd(&rootfs, &source.cwd)?;
+
+        let mut steps = rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts)?;
+        if source.namespaces.contains(crate::namespaces::Namespace::Uts) {
+            if source.hostname.is_empty() || source.hostname.len() > HOSTNAME_MAX {
+                return Err(ContainerError::Setting {
+                    setting: "hostname",
+                    value: source.hostname,
+                    reason: "must be 1 to 64 bytes long",
+                });
+            }
+            steps.push(Step::Hostname(c_string("hostname", &source.hostname)?));
+        }
+        steps.extend([
+            Step::Dup2 { from: ChildFd::Stdin, to: 0 },
+            Step::Dup2 { from: ChildFd::Console, to: 1 },
+            Step::Dup2 { from: ChildFd::Console, to: 2 },
+            Step::CloexecFrom(3),
+        ]);
+        if source.no_new_privileges {
+            steps.push(Step::NoNewPrivs);
+        }
+        steps.push(Step::SetIds { uid: source.uid, gid: source.gid });
+        steps.push(Step::Chdir(c_string("working directory", &source.cwd)?));
+
+        let exec = ExecSpec {
+            path: exec_path,
+            argv: source.argv.iter().map(|arg| c_string("argument", arg)).collect::<Result<_, _>>()?,
+            env: source.env.iter().map(|var| c_string("environment variable", var)).collect::<Result<_, _>>()?,
+        };
+        let plan = ChildPlan { clone_flags: source.namespaces.clone_flags(), steps, exec };
+        Ok(Self { plan, memory_limit: source.memory_limit })
+    }
+}
+
+/// One launch of the container backend.
+#[derive(Debug)]
+pub struct ContainerInstance {
+    cgroups: CgroupHost,
+    prepared: Prepared,
+    running: Option<Running>,
+    outcome: Option<Outcome>,
+}
+
+/// A launched container. Dropping it kills and reaps the init, drains the console and removes the
+/// cgroup, in that order.
+#[derive(Debug)]
+struct Running {
+    timeline: Timeline,
+    child: process::Child,
+    console: Option<ConsoleCapture>,
+    cgroup: Option<Arc<InstanceCgroup>>,
+    ready_at: MonotonicNs,
+    exec_at: MonotonicNs,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        // Drop runs on error paths, which report their own error.
+        let _ = self.child.kill_and_reap();
+        if let Some(console) = self.console.take() {
+            console.join();
+        }
+        // The last reference to the cgroup goes with this struct; InstanceCgroup's Drop removes it.
+    }
+}
+
+impl ContainerInstance {
+    fn start(&mut self) -> Result<(), ContainerError> {
+        if self.running.is_some() {
+            return Err(ContainerError::Lifecycle("launched twice"));
+        }
+        let timeline = Timeline::start();
+        let cgroup = InstanceCgroup::create(&self.cgroups, BACKEND)?;
+        if let Some(bytes) = self.prepared.memory_limit {
+            cgroup.set_memory_limit(bytes)?;
+        }
+        let cgroup = Arc::new(cgroup);
+        let plan = &self.prepared.plan;
+        let (child, console_read) = process::spawn(plan)?;
+        // From here on, an early return drops `child` (killed, reaped) and then `cgroup` (removed).
+        cgroup.add_process(child.pid())?;
+        let sampled = Arc::clone(&cgroup);
+        let console = ConsoleCapture::spawn(File::from(console_read), READY_MARKER, move || {
+            boxbench_core::pss::total_pss_bytes(&sampled.pids())
+        })
+        .map_err(|e| ProcessError::Handshake { pid: child.pid(), reason: format!("console reader thread: {e}") })?;
+        // Put the console under Running's ordered cleanup before anything else can fail.
+        let mut running = Running {
+            timeline,
+            child,
+            console: Some(console),
+            cgroup: Some(cgroup),
+            ready_at: MonotonicNs(0),
+            exec_at: MonotonicNs(0),
+        };
+        running.child.release()?;
+        let times = running.child.wait_exec(&plan.steps, &plan.exec)?;
+        running.ready_at = times.ready_at;
+        running.exec_at = times.exec_at;
+        self.running = Some(running);
+        Ok(())
+    }
+
+    fn wait_until(&mut self, deadline: Instant) -> Result<Option<Outcome>, ContainerError> {
+        if let Some(outcome) = &self.outcome {
+            return Ok(Some(outcome.clone()));
+        }
+        let running = self.running.as_mut().ok_or(ContainerError::Lifecycle("waited for before launch"))?;
+        let Some(status) = running.child.wait_until(deadline)? else { return Ok(None) };
+        let oom_killed = running.cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_killed());
+        let outcome = outcome_of(status, oom_killed);
+        self.outcome = Some(outcome.clone());
+        Ok(Some(outcome))
+    }
+
+    fn record(&mut self, outcome: Outcome) -> Result<Record, ContainerError> {
+        let mut running = self.running.take().ok_or(ContainerError::Lifecycle("finished before launch"))?;
+        running.child.kill_and_reap()?;
+        let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
+        let mut peak_bytes = None;
+        if let Some(cgroup) = running.cgroup.take() {
+            peak_bytes = cgroup.peak_bytes();
+            // The console thread, now joined, held the only other reference.
+            if let Ok(cgroup) = Arc::try_unwrap(cgroup) {
+                cgroup.remove()?;
+            }
+        }
+        let exit_at = MonotonicNs::now();
+        let timeline = running.timeline;
+        Ok(Record {
+            backend: BACKEND.to_owned(),
+            phases: Phases {
+                ready_ms: timeline.ms(Some(running.ready_at)),
+                userspace_ms: timeline.ms(Some(running.exec_at)),
+                workload_ms: timeline.ms(console.marker_at),
+                exit_ms: timeline.ms(Some(exit_at)),
+                first_output_ms: timeline.ms(console.first_byte_at),
+            },
+            exit_code: outcome.exit_code(),
+            outcome,
+            console: console.text,
+            memory: MemoryUsage { peak_bytes, pss_bytes: console.marker_sample, overhead_bytes: None },
+            notes: vec![
+                "ready_ms: the container's init stamped it just before execve; userspace_ms: boxbench saw the \
+                 execve succeed"
+                    .to_owned(),
+                "peak_bytes covers the container from its setup on; the namespaces made by clone(2) are charged \
+                 to boxbench's own cgroup"
+                    .to_owned(),
+            ],
+        })
+    }
+}
+
+/// How the init's wait status and the cgroup's OOM count say the instance ended.
+fn outcome_of(status: WaitStatus, oom_killed: bool) -> Outcome {
+    match status {
+        WaitStatus::Exited(_, 0) => Outcome::Exited { code: 0 },
+        _ if oom_killed => Outcome::OutOfMemory,
+        WaitStatus::Exited(_, code) => Outcome::Exited { code },
+        WaitStatus::Signaled(_, signal, _) => Outcome::Signaled { signal: signal as i32 },
+        other => Outcome::Failed { reason: format!("unexpected wait status {other:?}") },
+    }
+}
+
+impl Instance for ContainerInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        Ok(self.start()?)
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        Ok(self.wait_until(deadline)?)
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        if let Some(running) = &self.running {
+            running.child.kill();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        Ok(self.record(outcome)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use nix::sys::signal::Signal;
+    use nix::unistd::Pid;
+
+    use super::*;
+
+    #[test]
+    fn not_root_is_refused_with_the_reason() {
+        let err = check_root(1000).unwrap_err();
+        assert!(err.to_string().starts_with("the container backend needs root (running as uid 1000)"), "{err}");
+        assert!(matches!(LaunchError::from(err), LaunchError::Unsupported(_)));
+        assert!(check_root(0).is_ok());
+    }
+
+    #[test]
+    fn wait_status_and_oom_make_the_outcome() {
+        let pid = Pid::from_raw(1);
+        assert_eq!(outcome_of(WaitStatus::Exited(pid, 3), false), Outcome::Exited { code: 3 });
+        assert_eq!(
+            outcome_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false), false),
+            Outcome::Signaled { signal: 9 }
+        );
+        assert_eq!(outcome_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false), true), Outcome::OutOfMemory);
+        assert_eq!(outcome_of(WaitStatus::Exited(pid, 137), true), Outcome::OutOfMemory);
+        assert_eq!(outcome_of(WaitStatus::Exited(pid, 0), true), Outcome::Exited { code: 0 });
+    }
+
+    #[test]
+    fn a_spec_without_images_is_refused() {
+        let spec = InstanceSpec::new(Workload::Hello, Default::default());
+        let err = Prepared::from_spec(&spec).unwrap_err();
+        assert!(matches!(err, ContainerError::NoImage));
+    }
+}
