@@ -1,0 +1,177 @@
+//! The emulated devices and the dispatch of the guest's port I/O and MMIO to them.
+//!
+//! Everything not listed here is absent: reads of unknown ports and MMIO addresses see a floating bus
+//! (all ones), writes are dropped, and both are counted so a report can say the guest probed for
+//! hardware that is not there. KVM's in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT handle their own
+//! ports and never reach this dispatch.
+
+pub mod boot_timer;
+pub mod i8042;
+pub mod reset;
+pub mod serial;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use crate::layout::{
+    BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, SERIAL_PORT_BASE,
+    SERIAL_PORT_LEN,
+};
+use crate::observer::VmObserver;
+
+/// Which device asked for a machine reset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ResetSource {
+    /// The i8042 keyboard controller's pulse-reset command (0xfe on port 0x64).
+    I8042,
+    /// The PC reset-control register (0xcf9).
+    ResetControl,
+}
+
+/// Counts of guest accesses that reached no device.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct IgnoredAccesses {
+    /// Port reads and writes.
+    pub port_io: u64,
+    /// MMIO reads and writes.
+    pub mmio: u64,
+}
+
+/// The machine's devices, shared by every vCPU thread.
+#[derive(Debug)]
+pub struct Devices {
+    serial: Mutex<serial::SerialPort>,
+    i8042: Mutex<i8042::I8042>,
+    reset_control: Mutex<reset::ResetControl>,
+    boot_timer: boot_timer::BootTimer,
+    ignored_port_io: AtomicU64,
+    ignored_mmio: AtomicU64,
+}
+
+impl Devices {
+    /// The devices of one VM: `serial` is its console; milestones go to `observer`.
+    pub fn new(serial: serial::SerialPort, observer: Arc<dyn VmObserver>) -> Self {
+        Self {
+            serial: Mutex::new(serial),
+            i8042: Mutex::new(i8042::I8042::default()),
+            reset_control: Mutex::new(reset::ResetControl::default()),
+            boot_timer: boot_timer::BootTimer::new(observer),
+            ignored_port_io: AtomicU64::new(0),
+            ignored_mmio: AtomicU64::new(0),
+        }
+    }
+
+    /// A guest `in` from `port`: fills `data`.
+    pub fn port_read(&self, port: u16, data: &mut [u8]) {
+        match port {
+            p if is_serial(p) => {
+                let mut serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+                data.fill(0);
+                data[0] = serial.read((p - SERIAL_PORT_BASE) as u8);
+            }
+            I8042_DATA_PORT | I8042_COMMAND_PORT => {
+                let mut i8042 = self.i8042.lock().unwrap_or_else(PoisonError::into_inner);
+                data.fill(0);
+                data[0] = i8042.read(port);
+            }
+            RESET_CONTROL_PORT => {
+                data.fill(0);
+                data[0] = self.reset_control.lock().unwrap_or_else(PoisonError::into_inner).read();
+            }
+            _ => {
+                self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
+                data.fill(0xff);
+            }
+        }
+    }
+
+    /// A guest `out` to `port`; returns a reset request if the write was one.
+    pub fn port_write(&self, port: u16, data: &[u8]) -> Option<ResetSource> {
+        let Some(&value) = data.first() else { return None };
+        match port {
+            p if is_serial(p) => {
+                self.serial.lock().unwrap_or_else(PoisonError::into_inner).write((p - SERIAL_PORT_BASE) as u8, value);
+                None
+            }
+            I8042_DATA_PORT | I8042_COMMAND_PORT => {
+                let mut i8042 = self.i8042.lock().unwrap_or_else(PoisonError::into_inner);
+                i8042.write(port, value).then_some(ResetSource::I8042)
+            }
+            RESET_CONTROL_PORT => {
+                let mut reset = self.reset_control.lock().unwrap_or_else(PoisonError::into_inner);
+                reset.write(value).then_some(ResetSource::ResetControl)
+            }
+            _ => {
+                self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
+    }
+
+    /// A guest MMIO read at `address`: fills `data`.
+    pub fn mmio_read(&self, address: u64, data: &mut [u8]) {
+        if is_boot_timer(address) {
+            data.fill(0);
+        } else {
+            self.ignored_mmio.fetch_add(1, Ordering::Relaxed);
+            data.fill(0xff);
+        }
+    }
+
+    /// A guest MMIO write at `address`.
+    pub fn mmio_write(&self, address: u64, data: &[u8]) {
+        if is_boot_timer(address) {
+            self.boot_timer.write(address - BOOT_TIMER_ADDR, data);
+        } else {
+            self.ignored_mmio.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// What the guest touched that is not there.
+    pub fn ignored(&self) -> IgnoredAccesses {
+        IgnoredAccesses {
+            port_io: self.ignored_port_io.load(Ordering::Relaxed),
+            mmio: self.ignored_mmio.load(Ordering::Relaxed),
+        }
+    }
+}
+
+fn is_serial(port: u16) -> bool {
+    (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_LEN).contains(&port)
+}
+
+fn is_boot_timer(address: u64) -> bool {
+    (BOOT_TIMER_ADDR..BOOT_TIMER_ADDR + BOOT_TIMER_LEN).contains(&address)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::observer::IgnoreMilestones;
+
+    fn devices() -> Devices {
+        let serial = serial::SerialPort::new(None, Arc::new(IgnoreMilestones)).unwrap();
+        Devices::new(serial, Arc::new(IgnoreMilestones))
+    }
+
+    #[test]
+    fn unknown_ports_and_mmio_float_and_are_counted() {
+        let devices = devices();
+        let mut data = [0u8; 4];
+        devices.port_read(0xcfc, &mut data);
+        assert_eq!(data, [0xff; 4]);
+        assert_eq!(devices.port_write(0x80, &[1]), None);
+        devices.mmio_read(0xfed0_0000, &mut data);
+        devices.mmio_write(0xfed0_0000, &[1]);
+        assert_eq!(devices.ignored(), IgnoredAccesses { port_io: 2, mmio: 2 });
+    }
+
+    #[test]
+    fn reset_requests_are_recognised() {
+        let devices = devices();
+        assert_eq!(devices.port_write(I8042_COMMAND_PORT, &[0xfe]), Some(ResetSource::I8042));
+        assert_eq!(devices.port_write(RESET_CONTROL_PORT, &[0x2]), None);
+        assert_eq!(devices.port_write(RESET_CONTROL_PORT, &[0x6]), Some(ResetSource::ResetControl));
+        assert_eq!(devices.ignored(), IgnoredAccesses::default());
+    }
+}

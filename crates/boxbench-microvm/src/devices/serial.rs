@@ -1,0 +1,153 @@
+//! COM1: a 16550 UART (vm-superio's) whose transmitted bytes are the instance console.
+//!
+//! The guest's bytes go to the console file (boxbench's pipe) as they are written, and are scanned for
+//! the ready marker so the VMM can take its at-marker measurements while the guest is stopped on that
+//! byte. The UART's interrupt line is an eventfd KVM injects as ISA IRQ 4 (an irqfd), so a guest driver
+//! that waits for "transmitter empty" interrupts is served without a VMM round trip.
+
+use std::fs::File;
+use std::io::Write;
+use std::sync::Arc;
+
+use boxbench_core::{MonotonicNs, READY_MARKER};
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+use crate::observer::VmObserver;
+
+/// The serial port could not be created.
+#[derive(Debug, thiserror::Error)]
+#[error("creating the serial port's interrupt eventfd: {0}")]
+pub struct SerialError(std::io::Error);
+
+/// Raises the UART's interrupt by signalling the eventfd KVM listens on.
+#[derive(Debug)]
+pub struct IrqTrigger(EventFd);
+
+impl Trigger for IrqTrigger {
+    type E = std::io::Error;
+
+    fn trigger(&self) -> std::io::Result<()> {
+        self.0.write(1)
+    }
+}
+
+/// Finds the marker in a byte stream that arrives one byte at a time.
+#[derive(Debug)]
+struct MarkerScanner {
+    matched: usize,
+    seen: bool,
+}
+
+impl MarkerScanner {
+    /// Feeds one byte; true exactly once, on the byte that completes the first marker.
+    fn feed(&mut self, byte: u8) -> bool {
+        if self.seen {
+            return false;
+        }
+        let marker = READY_MARKER.as_bytes();
+        if byte == marker[self.matched] {
+            self.matched += 1;
+        } else {
+            // The marker has no repeated prefix, so a mismatch restarts at its first byte.
+            self.matched = usize::from(byte == marker[0]);
+        }
+        if self.matched == marker.len() {
+            self.seen = true;
+        }
+        self.seen
+    }
+}
+
+/// Where the guest's serial output goes.
+#[derive(Debug)]
+pub struct ConsoleSink {
+    out: Option<File>,
+    scanner: MarkerScanner,
+    observer: Arc<dyn VmObserver>,
+}
+
+impl Write for ConsoleSink {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if let Some(out) = &mut self.out {
+            out.write_all(buf)?;
+        }
+        for &byte in buf {
+            if self.scanner.feed(byte) {
+                self.observer.console_marker(MonotonicNs::now());
+            }
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The 16550 at 0x3f8.
+#[derive(Debug)]
+pub struct SerialPort {
+    uart: Serial<IrqTrigger, vm_superio::serial::NoEvents, ConsoleSink>,
+}
+
+impl SerialPort {
+    /// A UART writing to `console` (`None`: output discarded, marker still detected).
+    pub fn new(console: Option<File>, observer: Arc<dyn VmObserver>) -> Result<Self, SerialError> {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError)?;
+        let sink = ConsoleSink { out: console, scanner: MarkerScanner { matched: 0, seen: false }, observer };
+        Ok(Self { uart: Serial::new(IrqTrigger(irq), sink) })
+    }
+
+    /// The eventfd to register with KVM as the UART's interrupt line.
+    pub fn irq_eventfd(&self) -> &EventFd {
+        &self.uart.interrupt_evt().0
+    }
+
+    /// A read of register `offset`.
+    pub fn read(&mut self, offset: u8) -> u8 {
+        self.uart.read(offset)
+    }
+
+    /// A write of `value` to register `offset`.
+    pub fn write(&mut self, offset: u8, value: u8) {
+        // An error means the console's reader went away (boxbench stopped reading or died); the
+        // guest carries on as a machine with a disconnected serial cable would.
+        let _ = self.uart.write(offset, value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    #[derive(Debug, Default)]
+    struct Markers(Mutex<u32>);
+    impl VmObserver for Markers {
+        fn console_marker(&self, _at: MonotonicNs) {
+            *self.0.lock().unwrap() += 1;
+        }
+    }
+
+    #[test]
+    fn transmitted_bytes_reach_the_console_and_the_marker_is_seen_once() {
+        let (reader, writer) = std::io::pipe().unwrap();
+        let markers = Arc::new(Markers::default());
+        let mut port = SerialPort::new(Some(File::from(std::os::fd::OwnedFd::from(writer))), markers.clone()).unwrap();
+        for byte in b"x BOXBENCH_BOXBENCH_READY\nBOXBENCH_READY\n" {
+            port.write(0, *byte);
+        }
+        drop(port);
+        let text = std::io::read_to_string(reader).unwrap();
+        assert_eq!(text, "x BOXBENCH_BOXBENCH_READY\nBOXBENCH_READY\n");
+        assert_eq!(*markers.0.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn line_status_says_transmitter_empty() {
+        let mut port = SerialPort::new(None, Arc::new(crate::observer::IgnoreMilestones)).unwrap();
+        // LSR (offset 5) bits 5 and 6: THR empty, transmitter idle — what a polling guest waits for.
+        assert_eq!(port.read(5) & 0x60, 0x60);
+    }
+}

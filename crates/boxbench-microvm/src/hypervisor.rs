@@ -1,0 +1,326 @@
+//! A small interface over the hypervisor calls the VMM makes, and its KVM implementation.
+//!
+//! The rest of the VMM sees a [`Hypervisor`] that creates a [`HypervisorVm`], which creates
+//! [`HypervisorVcpu`]s whose `run` returns a [`VcpuExit`] enum: the exit reasons the VMM handles are
+//! spelled out, everything else arrives as [`VcpuExit::Unsupported`] with its name. Every KVM error is
+//! wrapped with the ioctl that failed.
+
+use std::os::raw::c_int;
+
+use kvm_bindings::{
+    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_fpu, kvm_lapic_state, kvm_pit_config, kvm_regs,
+    kvm_sregs, kvm_userspace_memory_region,
+};
+use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
+use vmm_sys_util::eventfd::EventFd;
+
+/// A hypervisor call that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HypervisorError {
+    /// `/dev/kvm` does not exist.
+    #[error("/dev/kvm: no such device (KVM is not available on this host)")]
+    NoKvm,
+    /// `/dev/kvm` exists but may not be opened.
+    #[error("/dev/kvm: permission denied (run as root or join the kvm group)")]
+    KvmPermission,
+    /// An ioctl failed.
+    #[error("{call}: {source}")]
+    Ioctl { call: &'static str, source: kvm_ioctls::Error },
+    /// KVM applied fewer MSRs than asked.
+    #[error("KVM_SET_MSRS: only {set} of {asked} boot MSRs accepted (first refused: {first_refused:#x})")]
+    MsrsRefused { set: usize, asked: usize, first_refused: u32 },
+}
+
+fn ioctl(call: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> HypervisorError {
+    move |source| HypervisorError::Ioctl { call, source }
+}
+
+/// Why a vCPU stopped running guest code.
+#[derive(Debug)]
+pub enum VcpuExit<'a> {
+    /// The guest read from an I/O port; fill `data`.
+    PortIn { port: u16, data: &'a mut [u8] },
+    /// The guest wrote to an I/O port.
+    PortOut { port: u16, data: &'a [u8] },
+    /// The guest read unmapped guest-physical memory; fill `data`.
+    MmioRead { address: u64, data: &'a mut [u8] },
+    /// The guest wrote unmapped guest-physical memory.
+    MmioWrite { address: u64, data: &'a [u8] },
+    /// The vCPU halted (only without an in-kernel irqchip).
+    Halted,
+    /// The vCPU shut down: a triple fault.
+    Shutdown,
+    /// KVM could not handle the guest (e.g. an instruction its emulator lacks); `suberror` is
+    /// KVM_INTERNAL_ERROR_*.
+    InternalError { suberror: u32 },
+    /// VM entry failed; `reason` is the hardware's entry failure reason.
+    FailEntry { reason: u64, cpu: u32 },
+    /// A signal interrupted KVM_RUN (the VMM kicks vCPUs this way to stop them).
+    Interrupted,
+    /// An exit this VMM does not handle.
+    Unsupported(&'static str),
+}
+
+/// Opens the hypervisor and creates VMs.
+pub trait Hypervisor {
+    /// The VM type.
+    type Vm: HypervisorVm;
+    /// The most vCPUs one VM may have.
+    fn max_vcpus(&self) -> usize;
+    /// The CPUID the hypervisor can present to a guest.
+    fn supported_cpuid(&self) -> Result<CpuId, HypervisorError>;
+    /// A new, empty VM.
+    fn create_vm(&self) -> Result<Self::Vm, HypervisorError>;
+}
+
+/// One VM: memory, interrupt controllers, vCPUs.
+pub trait HypervisorVm {
+    /// The vCPU type.
+    type Vcpu: HypervisorVcpu;
+    /// Creates the in-kernel PIC, IOAPIC and the LAPICs the vCPUs will get (before any vCPU).
+    fn create_irqchip(&self) -> Result<(), HypervisorError>;
+    /// Creates the in-kernel PIT (8254 timer), its speaker port answered too.
+    fn create_pit(&self) -> Result<(), HypervisorError>;
+    /// Places the pages KVM needs for real-mode emulation on VMX hosts.
+    fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError>;
+    /// Maps `size` bytes of host memory at `host_address` as guest memory at `guest_address`.
+    ///
+    /// # Safety
+    /// The host range must stay mapped, and be used only as guest memory, for the life of the VM.
+    unsafe fn map_memory(
+        &self,
+        slot: u32,
+        guest_address: u64,
+        size: u64,
+        host_address: u64,
+    ) -> Result<(), HypervisorError>;
+    /// Makes a write to `eventfd` raise interrupt line `gsi`.
+    fn register_irqfd(&self, eventfd: &EventFd, gsi: u32) -> Result<(), HypervisorError>;
+    /// Creates vCPU `id` (its APIC id).
+    fn create_vcpu(&self, id: u8) -> Result<Self::Vcpu, HypervisorError>;
+}
+
+/// One vCPU.
+pub trait HypervisorVcpu: Send {
+    /// Sets the CPUID the guest sees.
+    fn set_cpuid(&self, cpuid: &CpuId) -> Result<(), HypervisorError>;
+    /// Sets MSRs; all of them or an error.
+    fn set_msrs(&self, msrs: &Msrs) -> Result<(), HypervisorError>;
+    /// Sets the general-purpose registers.
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), HypervisorError>;
+    /// The special registers as they are.
+    fn sregs(&self) -> Result<kvm_sregs, HypervisorError>;
+    /// Sets the special registers.
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), HypervisorError>;
+    /// Sets the x87/SSE state.
+    fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), HypervisorError>;
+    /// The local APIC registers as they are.
+    fn lapic(&self) -> Result<kvm_lapic_state, HypervisorError>;
+    /// Sets the local APIC registers.
+    fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<(), HypervisorError>;
+    /// Runs guest code until the next exit.
+    fn run(&mut self) -> Result<VcpuExit<'_>, HypervisorError>;
+}
+
+/// `/dev/kvm`.
+#[derive(Debug)]
+pub struct KvmHypervisor {
+    kvm: Kvm,
+}
+
+impl KvmHypervisor {
+    /// Opens `/dev/kvm`, telling a missing device from a refused one.
+    pub fn open() -> Result<Self, HypervisorError> {
+        match Kvm::new() {
+            Ok(kvm) => Ok(Self { kvm }),
+            Err(e) if e.errno() == libc::ENOENT => Err(HypervisorError::NoKvm),
+            Err(e) if e.errno() == libc::EACCES || e.errno() == libc::EPERM => Err(HypervisorError::KvmPermission),
+            Err(source) => Err(HypervisorError::Ioctl { call: "open /dev/kvm", source }),
+        }
+    }
+}
+
+impl Hypervisor for KvmHypervisor {
+    type Vm = KvmVm;
+
+    fn max_vcpus(&self) -> usize {
+        // KVM_CAP_MAX_VCPUS, falling back to KVM_CAP_NR_VCPUS (kvm-ioctls does the fallback).
+        self.kvm.get_max_vcpus()
+    }
+
+    fn supported_cpuid(&self) -> Result<CpuId, HypervisorError> {
+        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(ioctl("KVM_GET_SUPPORTED_CPUID"))
+    }
+
+    fn create_vm(&self) -> Result<KvmVm, HypervisorError> {
+        let fd = self.kvm.create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
+        let has_irqfd = self.kvm.check_extension(Cap::Irqfd);
+        Ok(KvmVm { fd, has_irqfd })
+    }
+}
+
+/// A KVM VM.
+#[derive(Debug)]
+pub struct KvmVm {
+    fd: VmFd,
+    has_irqfd: bool,
+}
+
+impl HypervisorVm for KvmVm {
+    type Vcpu = KvmVcpu;
+
+    fn create_irqchip(&self) -> Result<(), HypervisorError> {
+        self.fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))
+    }
+
+    fn create_pit(&self) -> Result<(), HypervisorError> {
+        let config = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
+        self.fd.create_pit2(config).map_err(ioctl("KVM_CREATE_PIT2"))
+    }
+
+    fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError> {
+        self.fd.set_identity_map_address(identity_map).map_err(ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
+        self.fd.set_tss_address(tss as usize).map_err(ioctl("KVM_SET_TSS_ADDR"))
+    }
+
+    unsafe fn map_memory(
+        &self,
+        slot: u32,
+        guest_address: u64,
+        size: u64,
+        host_address: u64,
+    ) -> Result<(), HypervisorError> {
+        let region = kvm_userspace_memory_region {
+            slot,
+            flags: 0,
+            guest_phys_addr: guest_address,
+            memory_size: size,
+            userspace_addr: host_address,
+        };
+        // SAFETY: the caller guarantees the host range stays mapped and is used only as this VM's
+        // memory for the VM's life, which is what KVM_SET_USER_MEMORY_REGION requires.
+        unsafe { self.fd.set_user_memory_region(region) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))
+    }
+
+    fn register_irqfd(&self, eventfd: &EventFd, gsi: u32) -> Result<(), HypervisorError> {
+        if !self.has_irqfd {
+            return Err(HypervisorError::Ioctl { call: "KVM_IRQFD", source: kvm_ioctls::Error::new(libc::ENOTSUP) });
+        }
+        self.fd.register_irqfd(eventfd, gsi).map_err(ioctl("KVM_IRQFD"))
+    }
+
+    fn create_vcpu(&self, id: u8) -> Result<KvmVcpu, HypervisorError> {
+        let fd = self.fd.create_vcpu(u64::from(id)).map_err(ioctl("KVM_CREATE_VCPU"))?;
+        Ok(KvmVcpu { fd })
+    }
+}
+
+/// A KVM vCPU.
+#[derive(Debug)]
+pub struct KvmVcpu {
+    fd: VcpuFd,
+}
+
+impl HypervisorVcpu for KvmVcpu {
+    fn set_cpuid(&self, cpuid: &CpuId) -> Result<(), HypervisorError> {
+        self.fd.set_cpuid2(cpuid).map_err(ioctl("KVM_SET_CPUID2"))
+    }
+
+    fn set_msrs(&self, msrs: &Msrs) -> Result<(), HypervisorError> {
+        let set = self.fd.set_msrs(msrs).map_err(ioctl("KVM_SET_MSRS"))?;
+        let entries = msrs.as_slice();
+        if set < entries.len() {
+            return Err(HypervisorError::MsrsRefused { set, asked: entries.len(), first_refused: entries[set].index });
+        }
+        Ok(())
+    }
+
+    fn set_regs(&self, regs: &kvm_regs) -> Result<(), HypervisorError> {
+        self.fd.set_regs(regs).map_err(ioctl("KVM_SET_REGS"))
+    }
+
+    fn sregs(&self) -> Result<kvm_sregs, HypervisorError> {
+        self.fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))
+    }
+
+    fn set_sregs(&self, sregs: &kvm_sregs) -> Result<(), HypervisorError> {
+        self.fd.set_sregs(sregs).map_err(ioctl("KVM_SET_SREGS"))
+    }
+
+    fn set_fpu(&self, fpu: &kvm_fpu) -> Result<(), HypervisorError> {
+        self.fd.set_fpu(fpu).map_err(ioctl("KVM_SET_FPU"))
+    }
+
+    fn lapic(&self) -> Result<kvm_lapic_state, HypervisorError> {
+        self.fd.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))
+    }
+
+    fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<(), HypervisorError> {
+        self.fd.set_lapic(lapic).map_err(ioctl("KVM_SET_LAPIC"))
+    }
+
+    fn run(&mut self) -> Result<VcpuExit<'_>, HypervisorError> {
+        use kvm_ioctls::VcpuExit as Kvm;
+        // The shared kvm_run page, kept as a pointer so the internal-error suberror can be read while
+        // the exit returned by `run` still borrows the vCPU.
+        let kvm_run: *const kvm_bindings::kvm_run = self.fd.get_kvm_run();
+        Ok(match self.fd.run() {
+            Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => VcpuExit::Interrupted,
+            Err(source) => return Err(HypervisorError::Ioctl { call: "KVM_RUN", source }),
+            Ok(Kvm::IoIn(port, data)) => VcpuExit::PortIn { port, data },
+            Ok(Kvm::IoOut(port, data)) => VcpuExit::PortOut { port, data },
+            Ok(Kvm::MmioRead(address, data)) => VcpuExit::MmioRead { address, data },
+            Ok(Kvm::MmioWrite(address, data)) => VcpuExit::MmioWrite { address, data },
+            Ok(Kvm::Hlt) => VcpuExit::Halted,
+            Ok(Kvm::Shutdown) => VcpuExit::Shutdown,
+            Ok(Kvm::FailEntry(reason, cpu)) => VcpuExit::FailEntry { reason, cpu },
+            Ok(Kvm::Intr) => VcpuExit::Interrupted,
+            Ok(Kvm::InternalError) => {
+                // SAFETY: `kvm_run` points at this vCPU's kvm_run mapping, which lives as long as the
+                // vCPU fd; KVM_RUN just returned KVM_EXIT_INTERNAL_ERROR, for which the kernel fills
+                // the `internal` member of the exit union, and nothing writes the page meanwhile.
+                let suberror = unsafe { (*kvm_run).__bindgen_anon_1.internal.suberror };
+                VcpuExit::InternalError { suberror }
+            }
+            Ok(other) => VcpuExit::Unsupported(exit_name(&other)),
+        })
+    }
+}
+
+/// The KVM name of an exit the VMM does not handle.
+fn exit_name(exit: &kvm_ioctls::VcpuExit<'_>) -> &'static str {
+    use kvm_ioctls::VcpuExit as Kvm;
+    match exit {
+        Kvm::Unknown => "KVM_EXIT_UNKNOWN",
+        Kvm::Exception => "KVM_EXIT_EXCEPTION",
+        Kvm::Hypercall(_) => "KVM_EXIT_HYPERCALL",
+        Kvm::Debug(_) => "KVM_EXIT_DEBUG",
+        Kvm::IrqWindowOpen => "KVM_EXIT_IRQ_WINDOW_OPEN",
+        Kvm::SystemEvent(..) => "KVM_EXIT_SYSTEM_EVENT",
+        Kvm::IoapicEoi(_) => "KVM_EXIT_IOAPIC_EOI",
+        Kvm::X86Rdmsr(_) => "KVM_EXIT_X86_RDMSR",
+        Kvm::X86Wrmsr(_) => "KVM_EXIT_X86_WRMSR",
+        _ => "an unexpected KVM exit",
+    }
+}
+
+/// Signal used to kick a vCPU thread out of KVM_RUN.
+pub fn kick_signal() -> c_int {
+    libc::SIGRTMIN()
+}
+
+extern "C" fn ignore_kick(_signal: c_int) {}
+
+/// Installs a do-nothing handler for [`kick_signal`], so the signal interrupts KVM_RUN (which then
+/// returns EINTR) instead of killing the process.
+pub fn install_kick_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is a valid "no flags, empty mask" value to fill in.
+    let mut action: libc::sigaction = unsafe { std::mem::zeroed() };
+    action.sa_sigaction = ignore_kick as *const () as usize;
+    // SAFETY: `action.sa_mask` is a valid sigset_t owned by this frame.
+    unsafe { libc::sigemptyset(&mut action.sa_mask) };
+    // SAFETY: the handler is an async-signal-safe function that does nothing, valid for the life of the
+    // process; no SA_RESTART, so an interrupted KVM_RUN returns EINTR.
+    let rc = unsafe { libc::sigaction(kick_signal(), &action, std::ptr::null_mut()) };
+    if rc == 0 { Ok(()) } else { Err(std::io::Error::last_os_error()) }
+}

@@ -1,0 +1,29 @@
+//! boxbench's own micro-VM monitor: a minimal KVM VMM on the rust-vmm crates, and the `microvm`
+//! backend that runs each VM in a child process of its own.
+//!
+//! One module per hardware concern: [`layout`] (every guest address), [`gdt`], [`paging`],
+//! [`mptable`], [`cpuid`], [`msr`], [`regs`], [`fpu`], [`boot_params`] (zero page, e820), [`pvh`]
+//! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`devices`] (serial, i8042,
+//! boot timer, reset control), [`hypervisor`] (the KVM calls behind a small trait), [`vcpu`] and
+//! [`vm`].
+
+pub mod boot_params;
+pub mod cpuid;
+pub mod devices;
+pub mod fpu;
+pub mod gdt;
+pub mod hypervisor;
+pub mod layout;
+pub mod loader;
+pub mod mptable;
+pub mod msr;
+pub mod observer;
+pub mod paging;
+pub mod pvh;
+pub mod regs;
+pub mod vcpu;
+pub mod vm;
+
+pub use observer::VmObserver;
+pub use vcpu::VmExit;
+pub use vm::{BootPlan, RunSummary, Vm, VmConfig, VmConfigError, VmError};

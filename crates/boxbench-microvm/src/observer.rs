@@ -1,0 +1,24 @@
+//! What a running VM reports as it happens: the moments boxbench turns into boot phases.
+//!
+//! The VMM calls these from its vCPU threads, synchronously, so a callback sees the guest exactly at
+//! that point (the guest is stopped on that vCPU until it returns).
+
+use std::fmt;
+
+use boxbench_core::MonotonicNs;
+
+/// Receives a running VM's milestones.
+pub trait VmObserver: Send + Sync + fmt::Debug {
+    /// The boot vCPU is about to enter the guest for the first time.
+    fn first_entry(&self, _at: MonotonicNs) {}
+    /// The guest wrote the boot-timer magic: its userspace (or equivalent) is running.
+    fn boot_timer(&self, _at: MonotonicNs) {}
+    /// The guest printed the ready marker on its serial console.
+    fn console_marker(&self, _at: MonotonicNs) {}
+}
+
+/// An observer that ignores everything.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct IgnoreMilestones;
+
+impl VmObserver for IgnoreMilestones {}

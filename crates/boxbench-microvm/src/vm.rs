@@ -1,0 +1,394 @@
+//! A whole micro-VM: its configuration, the checks that turn a configuration into a bootable plan,
+//! the guest memory prepared for the boot vCPU, and the run of its vCPU threads.
+//!
+//! Order matters and follows what KVM and the guest need: the irqchip and PIT exist before any vCPU
+//! (vCPUs get their LAPIC at creation), guest memory is mapped before the boot data is written, and
+//! the boot vCPU enters only after every vCPU is configured so APs are ready for the guest's SIPIs.
+
+use std::fs::File;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use boxbench_core::host::KvmFlavour;
+use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
+
+use crate::boot_params::{self, InitrdRegion};
+use crate::cpuid::CpuidQuirks;
+use crate::devices::serial::{SerialError, SerialPort};
+use crate::devices::{Devices, IgnoredAccesses};
+use crate::gdt::{self, GdtError};
+use crate::hypervisor::{self, Hypervisor, HypervisorError, HypervisorVm, KvmHypervisor, KvmVcpu, KvmVm};
+use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, SERIAL_IRQ};
+use crate::loader::{self, BootEntry, KernelInfo, LoaderError};
+use crate::mptable::{self, MpTableError};
+use crate::msr::{self, MsrError};
+use crate::observer::{IgnoreMilestones, VmObserver};
+use crate::paging::{self, PagingError};
+use crate::pvh::{self, PvhError};
+use crate::vcpu::{self, BootState, VmExit};
+
+/// Guest memory when none is asked for.
+pub const DEFAULT_MEMORY_MIB: u32 = 128;
+/// Stack of each vCPU thread: the run loop needs little, and a fixed size keeps thread creation from
+/// reading `RUST_MIN_STACK` (an environment lock) in a forked child.
+const VCPU_THREAD_STACK: usize = 256 * 1024;
+/// How often a stopping VM re-kicks a vCPU thread that has not left KVM_RUN yet.
+const KICK_INTERVAL: Duration = Duration::from_micros(200);
+
+/// What to boot and how big the machine is.
+#[derive(Debug)]
+pub struct VmConfig {
+    /// The kernel: a bzImage or an ELF (with a PVH note for a PVH entry).
+    pub kernel: PathBuf,
+    /// The initrd, if any.
+    pub initrd: Option<PathBuf>,
+    /// The kernel command line.
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    pub memory_mib: u32,
+    /// Virtual CPUs.
+    pub vcpus: u8,
+    /// Host-specific CPUID fixes.
+    pub cpuid_quirks: CpuidQuirks,
+    /// Where the serial console's output goes (`None`: discarded).
+    pub console: Option<File>,
+    /// Who hears of the VM's milestones.
+    pub observer: Arc<dyn VmObserver>,
+}
+
+impl VmConfig {
+    /// A configuration with the defaults: 128 MiB, one vCPU, no initrd, an empty command line, output
+    /// discarded, and the CPUID fixes this host's KVM needs.
+    pub fn new(kernel: impl Into<PathBuf>) -> Self {
+        Self {
+            kernel: kernel.into(),
+            initrd: None,
+            cmdline: String::new(),
+            memory_mib: DEFAULT_MEMORY_MIB,
+            vcpus: 1,
+            cpuid_quirks: CpuidQuirks { hide_pv_clock_features: KvmFlavour::detect() == KvmFlavour::Pvm },
+            console: None,
+            observer: Arc::new(IgnoreMilestones),
+        }
+    }
+
+    /// Checks the files and settings without touching KVM, and works out where everything goes.
+    pub fn plan(&self) -> Result<BootPlan, VmConfigError> {
+        if self.vcpus == 0 {
+            return Err(VmConfigError::NoVcpus);
+        }
+        loader::check_cmdline(&self.cmdline)?;
+        let kernel = loader::inspect_kernel(&self.kernel)?;
+        let mem_bytes = u64::from(self.memory_mib) << 20;
+        let low_end = layout::low_ram_end(mem_bytes);
+        if kernel.extent_end > low_end {
+            return Err(VmConfigError::MemoryTooSmall {
+                memory_mib: self.memory_mib,
+                kernel: self.kernel.clone(),
+                needed_mib: kernel.extent_end.div_ceil(1 << 20),
+            });
+        }
+        let host = host_memory_bytes();
+        if host.is_some_and(|host| mem_bytes > host) {
+            return Err(VmConfigError::MemoryAboveHost {
+                memory_mib: self.memory_mib,
+                host_mib: host.unwrap_or(0) >> 20,
+            });
+        }
+        let initrd = match &self.initrd {
+            Some(path) => {
+                let size = loader::inspect_initrd(path)?;
+                Some((path.clone(), loader::place_initrd(path, size, kernel.extent_end, low_end)?))
+            }
+            None => None,
+        };
+        Ok(BootPlan { kernel, initrd, cmdline: self.cmdline.clone(), mem_bytes, vcpus: self.vcpus })
+    }
+}
+
+/// A configuration that passed its checks: everything the boot data is written from.
+#[derive(Debug, Clone)]
+pub struct BootPlan {
+    /// The inspected kernel.
+    pub kernel: KernelInfo,
+    /// The initrd file and where it goes.
+    pub initrd: Option<(PathBuf, InitrdRegion)>,
+    /// The command line.
+    pub cmdline: String,
+    /// Guest memory in bytes.
+    pub mem_bytes: u64,
+    /// Virtual CPUs.
+    pub vcpus: u8,
+}
+
+/// A configuration that cannot become a VM; each message names the setting or file.
+#[derive(Debug, thiserror::Error)]
+pub enum VmConfigError {
+    /// Zero vCPUs.
+    #[error("vcpus: 0 (a VM needs at least one)")]
+    NoVcpus,
+    /// More vCPUs than KVM allows.
+    #[error("vcpus: {vcpus} is more than KVM_CAP_MAX_VCPUS ({max}) on this host")]
+    TooManyVcpus { vcpus: u8, max: usize },
+    /// More vCPUs than the MP table can describe.
+    #[error(transparent)]
+    MpTable(#[from] MpTableError),
+    /// Guest memory smaller than the kernel needs.
+    #[error("memory_mib: {memory_mib} MiB is too small for kernel {}, which needs {needed_mib} MiB", kernel.display())]
+    MemoryTooSmall { memory_mib: u32, kernel: PathBuf, needed_mib: u64 },
+    /// Guest memory larger than the host.
+    #[error("memory_mib: {memory_mib} MiB is more than this host's {host_mib} MiB")]
+    MemoryAboveHost { memory_mib: u32, host_mib: u64 },
+    /// A kernel, initrd or command line problem.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// KVM is missing or refused.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+}
+
+/// Building or running the VM failed.
+#[derive(Debug, thiserror::Error)]
+pub enum VmError {
+    /// The configuration was refused.
+    #[error(transparent)]
+    Config(#[from] VmConfigError),
+    /// A KVM call failed.
+    #[error(transparent)]
+    Hypervisor(#[from] HypervisorError),
+    /// Guest memory could not be allocated.
+    #[error("allocating {mib} MiB of guest memory: {source}")]
+    Memory { mib: u64, source: vm_memory::mmap::FromRangesError },
+    /// Loading the kernel, initrd or command line failed.
+    #[error(transparent)]
+    Loader(#[from] LoaderError),
+    /// Writing the zero page failed.
+    #[error(transparent)]
+    BootParams(#[from] boot_params::BootParamsError),
+    /// Writing the PVH start info failed.
+    #[error(transparent)]
+    Pvh(#[from] PvhError),
+    /// Writing the GDT failed.
+    #[error(transparent)]
+    Gdt(#[from] GdtError),
+    /// Writing the page tables failed.
+    #[error(transparent)]
+    Paging(#[from] PagingError),
+    /// Writing the MP table failed.
+    #[error(transparent)]
+    MpTable(#[from] MpTableError),
+    /// The boot MSR list could not be built.
+    #[error(transparent)]
+    Msr(#[from] MsrError),
+    /// The serial port could not be created.
+    #[error(transparent)]
+    Serial(#[from] SerialError),
+    /// A vCPU thread could not be started.
+    #[error("starting the thread of vCPU {vcpu}: {source}")]
+    Thread { vcpu: u8, source: std::io::Error },
+    /// The kick signal handler could not be installed.
+    #[error("installing the vCPU kick signal handler: {0}")]
+    KickHandler(std::io::Error),
+}
+
+/// How a VM run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunSummary {
+    /// The exit that ended it.
+    pub exit: VmExit,
+    /// Guest accesses to devices that do not exist.
+    pub ignored: IgnoredAccesses,
+}
+
+/// Writes everything the guest needs in memory before its first instruction: the kernel, initrd and
+/// command line, the GDT, page tables and MP table, and the zero page or PVH start info. Returns the
+/// boot vCPU's starting state. Needs no KVM: tests read the result back from `mem`.
+pub fn write_boot_data(mem: &GuestMemoryMmap, plan: &BootPlan) -> Result<BootState, VmError> {
+    let kernel = loader::load_kernel(mem, &plan.kernel)?;
+    let initrd = match &plan.initrd {
+        Some((path, region)) => {
+            loader::load_initrd(mem, path, *region)?;
+            Some(*region)
+        }
+        None => None,
+    };
+    loader::load_cmdline(mem, &plan.cmdline)?;
+    gdt::write_gdt_and_idt(mem)?;
+    let page_table = paging::write_identity_map(mem)?;
+    mptable::write_mptable(mem, plan.vcpus)?;
+    let start_info = match kernel.entry {
+        BootEntry::Linux64 { .. } => {
+            boot_params::write_zero_page(mem, plan.mem_bytes, kernel.setup_header, plan.cmdline.len(), initrd)?;
+            0
+        }
+        BootEntry::Pvh { .. } => pvh::write_start_info(mem, plan.mem_bytes, initrd)?.0,
+    };
+    Ok(BootState { entry: kernel.entry, start_info, page_table })
+}
+
+/// Allocates guest memory for `mem_bytes` (anonymous, untouched until the guest uses it).
+pub fn allocate_guest_memory(mem_bytes: u64) -> Result<GuestMemoryMmap, VmError> {
+    let ranges: Vec<(GuestAddress, usize)> =
+        layout::ram_ranges(mem_bytes).into_iter().map(|(start, size)| (start, size as usize)).collect();
+    GuestMemoryMmap::from_ranges(&ranges).map_err(|source| VmError::Memory { mib: mem_bytes >> 20, source })
+}
+
+/// A VM ready to run: memory written, devices created, vCPUs configured.
+#[derive(Debug)]
+pub struct Vm {
+    // Field order is drop order: vCPUs and the VM fd go before the memory they map.
+    vcpus: Vec<KvmVcpu>,
+    vm: KvmVm,
+    devices: Arc<Devices>,
+    observer: Arc<dyn VmObserver>,
+    memory: GuestMemoryMmap,
+    entry: BootEntry,
+}
+
+impl TryFrom<VmConfig> for Vm {
+    type Error = VmError;
+
+    fn try_from(config: VmConfig) -> Result<Self, VmError> {
+        let plan = config.plan()?;
+        Vm::build(&plan, config.cpuid_quirks, config.console, config.observer)
+    }
+}
+
+impl Vm {
+    /// Builds a VM from a checked plan (what `TryFrom<VmConfig>` does after [`VmConfig::plan`]).
+    pub fn build(
+        plan: &BootPlan,
+        quirks: CpuidQuirks,
+        console: Option<File>,
+        observer: Arc<dyn VmObserver>,
+    ) -> Result<Self, VmError> {
+        let kvm = KvmHypervisor::open().map_err(VmConfigError::from)?;
+        let max = kvm.max_vcpus();
+        if usize::from(plan.vcpus) > max {
+            return Err(VmConfigError::TooManyVcpus { vcpus: plan.vcpus, max }.into());
+        }
+        if plan.vcpus > mptable::max_cpus() {
+            return Err(VmConfigError::MpTable(MpTableError::TooManyCpus {
+                vcpus: plan.vcpus,
+                max: mptable::max_cpus(),
+            })
+            .into());
+        }
+        let vm = kvm.create_vm()?;
+        // On VMX, KVM emulates real mode with a TSS and an identity-map page it needs placed in guest
+        // address space outside RAM; elsewhere these calls are harmless.
+        vm.set_system_pages(KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR)?;
+        vm.create_irqchip()?;
+        vm.create_pit()?;
+
+        let memory = allocate_guest_memory(plan.mem_bytes)?;
+        for (slot, region) in memory.iter().enumerate() {
+            // SAFETY: `region` belongs to `memory`, which the returned Vm owns and drops after the VM
+            // fd and vCPUs (field order), so the mapping outlives its use as guest memory; nothing else
+            // in the VMM uses it but through vm-memory's checked accessors.
+            unsafe {
+                vm.map_memory(slot as u32, region.start_addr().0, region.len(), region.as_ptr() as u64)?;
+            }
+        }
+        let boot = write_boot_data(&memory, plan)?;
+
+        let serial = SerialPort::new(console, observer.clone())?;
+        vm.register_irqfd(serial.irq_eventfd(), SERIAL_IRQ)?;
+        let devices = Arc::new(Devices::new(serial, observer.clone()));
+
+        let supported = kvm.supported_cpuid()?;
+        let msrs = msr::boot_msrs()?;
+        let mut vcpus = Vec::with_capacity(plan.vcpus.into());
+        for id in 0..plan.vcpus {
+            let vcpu = vm.create_vcpu(id)?;
+            vcpu::configure(&vcpu, id, plan.vcpus, &supported, quirks, &msrs, &boot)?;
+            vcpus.push(vcpu);
+        }
+        Ok(Self { vcpus, vm, devices, observer, memory, entry: boot.entry })
+    }
+
+    /// The guest's memory.
+    pub fn memory(&self) -> &GuestMemoryMmap {
+        &self.memory
+    }
+
+    /// How the boot vCPU enters the guest.
+    pub fn entry(&self) -> BootEntry {
+        self.entry
+    }
+
+    /// Host virtual address ranges (start, length) of guest RAM.
+    pub fn guest_memory_host_ranges(&self) -> Vec<(usize, usize)> {
+        self.memory.iter().map(|region| (region.as_ptr() as usize, region.len() as usize)).collect()
+    }
+
+    /// Runs every vCPU on its own thread until one of them ends the VM, then stops the others and
+    /// returns how it ended. The boot vCPU enters first thing; APs wait for the guest's SIPIs.
+    pub fn run(self) -> Result<RunSummary, VmError> {
+        hypervisor::install_kick_handler().map_err(VmError::KickHandler)?;
+        let Vm { vcpus, vm, devices, observer, memory, entry: _ } = self;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (ended, first_exit) = mpsc::channel::<VmExit>();
+        let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
+        let mut spawn_error = None;
+        for (id, mut vcpu) in vcpus.into_iter().enumerate() {
+            let id = id as u8;
+            let (devices, observer, stop, ended) = (devices.clone(), observer.clone(), stop.clone(), ended.clone());
+            let spawned =
+                std::thread::Builder::new().name(format!("vcpu{id}")).stack_size(VCPU_THREAD_STACK).spawn(move || {
+                    if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop) {
+                        // The receiver only goes away once the VM is over; nothing to tell then.
+                        let _ = ended.send(exit);
+                    }
+                });
+            match spawned {
+                Ok(handle) => threads.push(handle),
+                Err(source) => {
+                    spawn_error = Some(VmError::Thread { vcpu: id, source });
+                    break;
+                }
+            }
+        }
+        drop(ended);
+        let exit = match spawn_error {
+            Some(_) => None,
+            None => first_exit.recv().ok(),
+        };
+        stop_vcpus(&stop, threads);
+        drop(vm);
+        drop(memory);
+        if let Some(error) = spawn_error {
+            return Err(error);
+        }
+        let exit = exit.unwrap_or(VmExit::RunFailed { vcpu: 0, error: "every vCPU thread ended".into() });
+        Ok(RunSummary { exit, ignored: devices.ignored() })
+    }
+}
+
+/// Sets `stop` and kicks every vCPU thread out of KVM_RUN until it has finished, then joins it.
+fn stop_vcpus(stop: &AtomicBool, threads: Vec<JoinHandle<()>>) {
+    use std::os::unix::thread::JoinHandleExt;
+    stop.store(true, Ordering::Release);
+    for thread in threads {
+        while !thread.is_finished() {
+            // SAFETY: the pthread_t comes from a JoinHandle not yet joined, so it names a live (or
+            // finished but unjoined) thread; the kick signal has a do-nothing handler installed.
+            unsafe { libc::pthread_kill(thread.as_pthread_t(), hypervisor::kick_signal()) };
+            std::thread::sleep(KICK_INTERVAL);
+        }
+        // A vCPU thread that panicked has nothing more to report than the exit already chosen.
+        let _ = thread.join();
+    }
+}
+
+/// Physical memory of the host, from /proc/meminfo.
+fn host_memory_bytes() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let kib: u64 =
+        meminfo.lines().find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse().ok())?;
+    Some(kib * 1024)
+}
