@@ -9,9 +9,15 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
 
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_MOUNT_ROOT: &str = "/sys/fs/cgroup";
+
+/// How long a cgroup may stay busy after its processes were killed (the kernel frees a killed task's
+/// cgroup membership when it is reaped, which for a reparented daemon such as conmon happens
+/// asynchronously).
+const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A cgroup directory in another hierarchy that could not be removed.
 #[derive(Debug, thiserror::Error)]
@@ -47,7 +53,15 @@ pub fn remove_beside_memory(memory_root: &Path, relative: &Path) -> Result<(), H
         if !dir.exists() {
             continue;
         }
-        if let Err(e) = remove_tree(&dir) {
+        let give_up = Instant::now() + REMOVE_PATIENCE;
+        let removed = loop {
+            match remove_tree(&dir) {
+                Ok(()) => break Ok(()),
+                Err(_) if Instant::now() < give_up => std::thread::sleep(Duration::from_millis(2)),
+                Err(e) => break Err(e),
+            }
+        };
+        if let Err(e) = removed {
             first_error.get_or_insert(e);
         }
         if let Some(parent) = dir.parent().filter(|p| *p != hierarchy) {

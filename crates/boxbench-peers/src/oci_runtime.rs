@@ -16,19 +16,17 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use boxbench_core::cgroup::{CgroupHost, CgroupMode, InstanceCgroup};
-use boxbench_core::{Instance, LaunchError, Launcher, MemoryUsage, Outcome, Phases, Record, Timeline};
+use boxbench_core::{Instance, LaunchError, Launcher, Outcome, Phases, Record};
 use boxbench_core::{InstanceSpec, Workload};
 use serde_json::{Value, json};
 
 use crate::hierarchies::{self, HierarchyError};
-use crate::process::{ChildSetup, ProcessError, ToolProcess, passthrough_outcome, run_helper};
+use crate::process::{ChildSetup, ProcessError, passthrough_outcome, run_helper};
+use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
-
-/// How long a killed runtime has to exit in `finish` before the instance is reported as failed.
-const KILL_GRACE: Duration = Duration::from_secs(5);
 
 /// Which OCI runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -139,8 +137,9 @@ impl OciRuntimeLauncher {
         let (mut config, rootfs) = bundle_template(spec, self.runtime.name())?;
         check_workload(&rootfs, &spec.workload)?;
         let id = format!("boxbench-{}-{}", std::process::id(), NEXT_CONTAINER.fetch_add(1, Ordering::Relaxed));
-        let cgroup = InstanceCgroup::create(&self.cgroups, self.runtime.name())?;
-        let container_cgroup = cgroup.relative_path().join("container");
+        let run = ToolRun::new(self.runtime.name(), &self.cgroups)?;
+        let cgroup_relative = run.cgroup().map(InstanceCgroup::relative_path).unwrap_or_default();
+        let container_cgroup = cgroup_relative.join("container");
         let template_path = spec.images.bundle.as_ref().map_or_else(|| rootfs.clone(), |b| b.join("config.json"));
         customise_config(&mut config, spec, &rootfs, &container_cgroup).map_err(|(field, problem)| {
             LaunchError::InvalidSpec(OciRuntimeError::ConfigField { path: template_path, field, problem }.to_string())
@@ -156,11 +155,9 @@ impl OciRuntimeLauncher {
             log_path: bundle_dir.join("runtime.log"),
             bundle_dir,
             memory_root: self.cgroups.memory_root.clone(),
-            cgroup_relative: cgroup.relative_path(),
-            cgroup: Some(Arc::new(cgroup)),
+            cgroup_relative,
+            run,
             notes: self.notes(),
-            process: None,
-            timeline: None,
             _workdir: Arc::clone(&self.workdir),
         };
         // From here on, dropping `instance` removes the bundle directory and the cgroup.
@@ -223,6 +220,11 @@ fn bundle_template(spec: &InstanceSpec, runtime: &str) -> Result<(Value, PathBuf
         return Ok((default_config(), rootfs));
     }
     Err(LaunchError::InvalidSpec(format!("{runtime} needs images.bundle (an OCI bundle) or images.rootfs")))
+}
+
+/// The root filesystem a spec names: its bundle's root, or its root filesystem directory.
+pub(crate) fn resolve_rootfs(spec: &InstanceSpec, tool: &str) -> Result<PathBuf, LaunchError> {
+    bundle_template(spec, tool).map(|(_, rootfs)| rootfs)
 }
 
 /// A named workload's script must be in the root filesystem; a command's program is the user's call.
@@ -318,10 +320,8 @@ struct OciRuntimeInstance {
     log_path: PathBuf,
     memory_root: PathBuf,
     cgroup_relative: PathBuf,
-    cgroup: Option<Arc<InstanceCgroup>>,
+    run: ToolRun,
     notes: Vec<String>,
-    process: Option<ToolProcess>,
-    timeline: Option<Timeline>,
     _workdir: Arc<tempfile::TempDir>,
 }
 
@@ -341,7 +341,7 @@ impl OciRuntimeInstance {
             let first = errors.lines().next().unwrap_or_default();
             return Outcome::Failed { reason: format!("{}: {first}", self.runtime.name()) };
         }
-        if self.cgroup.as_ref().is_some_and(|c| c.oom_killed()) {
+        if self.run.cgroup().is_some_and(|c| c.oom_killed()) {
             return Outcome::OutOfMemory;
         }
         passthrough_outcome(status)
@@ -350,9 +350,7 @@ impl OciRuntimeInstance {
     /// Removes the container if the runtime left its state (it did not get to delete it), the
     /// cgroups it made in other hierarchies, and the bundle directory. Idempotent.
     fn release_runtime_side(&mut self) -> Result<(), OciRuntimeError> {
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_all();
-        }
+        self.run.kill();
         let mut first_error = None;
         if self.state_root.join(&self.id).exists() {
             let mut delete = Command::new(&self.binary);
@@ -371,87 +369,37 @@ impl OciRuntimeInstance {
         }
         first_error.map_or(Ok(()), Err)
     }
-
-    fn remove_cgroup(&mut self) -> Result<(), LaunchError> {
-        match self.cgroup.take().map(Arc::try_unwrap) {
-            Some(Ok(cgroup)) => Ok(cgroup.remove()?),
-            // Still shared (a console thread that never ended): its last drop removes it.
-            Some(Err(_)) | None => Ok(()),
-        }
-    }
 }
 
 impl Instance for OciRuntimeInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
-        let cgroup =
-            self.cgroup.as_ref().ok_or_else(|| LaunchError::InvalidSpec("instance already finished".into()))?;
-        self.timeline = Some(Timeline::start());
         let mut command = Command::new(&self.binary);
         command.args(self.global_args()).arg("run").arg("--bundle").arg(&self.bundle_dir).arg(&self.id);
-        let process =
-            ToolProcess::spawn(self.runtime.name(), command, cgroup, self.setup).map_err(LaunchError::backend)?;
-        self.process = Some(process);
-        Ok(())
+        self.run.start(command, self.setup, None)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
-        let process = self.process.as_mut().ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
-        let status = process.wait(deadline).map_err(LaunchError::backend)?;
-        Ok(status.map(|s| self.outcome_of(s)))
+        Ok(self.run.wait(deadline)?.map(|status| self.outcome_of(status)))
     }
 
     fn kill(&mut self) -> Result<(), LaunchError> {
-        if let Some(process) = self.process.as_mut() {
-            process.kill();
-        }
-        if let Some(cgroup) = &self.cgroup {
-            cgroup.kill_all();
-        }
+        self.run.kill();
         Ok(())
     }
 
     fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
-        let timeline = self.timeline.ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
-        let mut process =
-            self.process.take().ok_or_else(|| LaunchError::InvalidSpec("instance not launched".into()))?;
-        if process.wait(Instant::now()).map_err(LaunchError::backend)?.is_none() {
-            process.kill();
-            if let Some(cgroup) = &self.cgroup {
-                cgroup.kill_all();
-            }
-            process.wait(Instant::now() + KILL_GRACE).map_err(LaunchError::backend)?;
-        }
-        let console = process.take_console();
-        let peak_bytes = self.cgroup.as_ref().and_then(|c| c.peak_bytes());
+        let stopped = self.run.stop()?;
         self.release_runtime_side().map_err(LaunchError::backend)?;
-        self.remove_cgroup()?;
-        let exit_ms = timeline.now_ms();
-        Ok(Record {
-            backend: self.runtime.name().to_owned(),
-            phases: Phases {
-                ready_ms: None,
-                userspace_ms: None,
-                workload_ms: timeline.ms(console.marker_at),
-                exit_ms: Some(exit_ms),
-                first_output_ms: timeline.ms(console.first_byte_at),
-            },
-            exit_code: outcome.exit_code(),
-            outcome,
-            console: console.text,
-            memory: MemoryUsage { peak_bytes, pss_bytes: console.marker_sample, overhead_bytes: None },
-            notes: std::mem::take(&mut self.notes),
-        })
+        self.run.remove_cgroup()?;
+        let notes = std::mem::take(&mut self.notes);
+        Ok(record(self.runtime.name(), stopped, outcome, Phases::default(), None, notes))
     }
 }
 
 impl Drop for OciRuntimeInstance {
     fn drop(&mut self) {
-        // Kill the runtime before deleting its container; errors here are on a path already failing.
-        if let Some(mut process) = self.process.take() {
-            process.kill();
-        }
+        // Errors here are on a path that is already failing; the cgroup goes with `run`.
         let _ = self.release_runtime_side();
-        let _ = self.remove_cgroup();
     }
 }
 

@@ -56,6 +56,10 @@ pub enum ChildSetup {
     PrivateMountsWithoutUnifiedCgroup,
 }
 
+/// Something a backend samples when the marker appears (besides the cgroup's PSS), such as the
+/// memory of daemons outside the instance cgroup.
+pub type MarkerHook = Box<dyn FnOnce() + Send>;
+
 /// A running tool process with its console being captured.
 #[derive(Debug)]
 pub struct ToolProcess {
@@ -68,13 +72,14 @@ pub struct ToolProcess {
 
 impl ToolProcess {
     /// Starts `command` inside `cgroup`, stdin from /dev/null, stdout and stderr into one pipe
-    /// captured as the console; the proportional set size of the cgroup's processes is sampled when
-    /// the marker appears.
+    /// captured as the console; when the marker appears, `at_marker` runs on the console thread and
+    /// the proportional set size of the cgroup's processes is sampled.
     pub fn spawn(
         tool: &str,
         mut command: Command,
         cgroup: &Arc<InstanceCgroup>,
         setup: ChildSetup,
+        at_marker: Option<MarkerHook>,
     ) -> Result<Self, ProcessError> {
         let (read_end, write_end) =
             console_pipe().map_err(|source| ProcessError::Pipe { tool: tool.into(), source })?;
@@ -111,9 +116,15 @@ impl ToolProcess {
         // From here on, dropping `this` on an error path kills and reaps the child.
         let mut this = Self { tool: tool.to_owned(), child, pidfd, console: None, status: None };
         let sampled = Arc::clone(cgroup);
-        let console =
-            ConsoleCapture::spawn(File::from(read_end), READY_MARKER, move || total_pss_bytes(&sampled.pids()))
-                .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
+        let on_marker = move || {
+            let pss = total_pss_bytes(&sampled.pids());
+            if let Some(hook) = at_marker {
+                hook();
+            }
+            pss
+        };
+        let console = ConsoleCapture::spawn(File::from(read_end), READY_MARKER, on_marker)
+            .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
         this.console = Some(console);
         Ok(this)
     }

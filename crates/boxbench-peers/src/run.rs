@@ -1,0 +1,176 @@
+//! The part of an instance every peer backend shares: the instance cgroup, the tool process in it,
+//! the launch timeline, and the record built from them once the tool has exited and the backend has
+//! released what it made.
+
+use std::process::{Command, ExitStatus};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
+use boxbench_core::console::Console;
+use boxbench_core::{LaunchError, MemoryUsage, Outcome, Phases, Record, Timeline};
+
+use crate::process::{ChildSetup, MarkerHook, ToolProcess};
+
+/// How long a killed tool has to exit before finishing gives up on it.
+const KILL_GRACE: Duration = Duration::from_secs(5);
+
+/// Misuse of an instance's life cycle (finish before launch, launch twice).
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    /// `wait`, `kill` or `finish` was called on an instance that was never launched.
+    #[error("{backend} instance was not launched")]
+    NotLaunched { backend: String },
+    /// `launch` was called twice.
+    #[error("{backend} instance was already launched")]
+    AlreadyLaunched { backend: String },
+}
+
+/// What is known once the tool has exited: its console and the cgroup's memory peak.
+#[derive(Debug)]
+pub struct Stopped {
+    /// The timeline of the launch.
+    pub timeline: Timeline,
+    /// The console (stdout and stderr of the tool).
+    pub console: Console,
+    /// The instance cgroup's memory peak.
+    pub peak_bytes: Option<u64>,
+    /// How the tool exited (`None` if it could not be reaped even after being killed).
+    pub status: Option<ExitStatus>,
+}
+
+/// One tool run in its instance cgroup.
+#[derive(Debug)]
+pub struct ToolRun {
+    backend: String,
+    cgroup: Option<Arc<InstanceCgroup>>,
+    process: Option<ToolProcess>,
+    timeline: Option<Timeline>,
+}
+
+impl ToolRun {
+    /// Creates the instance cgroup of a `backend` instance. It has no limit of its own: each tool
+    /// applies the spec's memory limit where that tool puts it (a container's cgroup, a VM's memory).
+    pub fn new(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
+        let cgroup = InstanceCgroup::create(host, backend)?;
+        Ok(Self { backend: backend.to_owned(), cgroup: Some(Arc::new(cgroup)), process: None, timeline: None })
+    }
+
+    /// The instance cgroup (until it is removed).
+    pub fn cgroup(&self) -> Option<&InstanceCgroup> {
+        self.cgroup.as_deref()
+    }
+
+    fn not_launched(&self) -> LaunchError {
+        LaunchError::backend(RunError::NotLaunched { backend: self.backend.clone() })
+    }
+
+    /// Starts the timeline and the tool in the cgroup; `at_marker` runs when the marker appears.
+    pub fn start(
+        &mut self,
+        command: Command,
+        setup: ChildSetup,
+        at_marker: Option<MarkerHook>,
+    ) -> Result<(), LaunchError> {
+        if self.timeline.is_some() {
+            return Err(LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }));
+        }
+        let cgroup = self.cgroup.as_ref().ok_or_else(|| self.not_launched())?;
+        self.timeline = Some(Timeline::start());
+        let process =
+            ToolProcess::spawn(&self.backend, command, cgroup, setup, at_marker).map_err(LaunchError::backend)?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    /// The launch timeline, once started.
+    pub fn timeline(&self) -> Option<Timeline> {
+        self.timeline
+    }
+
+    /// Waits for the tool to exit, up to `deadline`.
+    pub fn wait(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, LaunchError> {
+        let backend = self.backend.clone();
+        let process = self.process.as_mut().ok_or_else(|| LaunchError::backend(RunError::NotLaunched { backend }))?;
+        process.wait(deadline).map_err(LaunchError::backend)
+    }
+
+    /// Kills the tool and everything in the instance cgroup.
+    pub fn kill(&mut self) {
+        if let Some(process) = self.process.as_mut() {
+            process.kill();
+        }
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+    }
+
+    /// Makes sure the tool has exited (killing it and the cgroup if not), kills whatever it left in
+    /// the cgroup, and collects the console and the memory peak.
+    pub fn stop(&mut self) -> Result<Stopped, LaunchError> {
+        let timeline = self.timeline.ok_or_else(|| self.not_launched())?;
+        let mut process = self.process.take().ok_or_else(|| self.not_launched())?;
+        let mut status = process.wait(Instant::now()).map_err(LaunchError::backend)?;
+        if status.is_none() {
+            process.kill();
+            status = process.wait(Instant::now() + KILL_GRACE).map_err(LaunchError::backend)?;
+        }
+        let peak_bytes = self.cgroup.as_ref().and_then(|c| c.peak_bytes());
+        // Anything the tool left running in its cgroup would hold the console open.
+        if let Some(cgroup) = &self.cgroup {
+            cgroup.kill_all();
+        }
+        let console = process.take_console();
+        Ok(Stopped { timeline, console, peak_bytes, status })
+    }
+
+    /// Removes the instance cgroup (after the backend removed what it nested in it).
+    pub fn remove_cgroup(&mut self) -> Result<(), LaunchError> {
+        match self.cgroup.take().map(Arc::try_unwrap) {
+            Some(Ok(cgroup)) => Ok(cgroup.remove()?),
+            // Still shared by a console thread that never ended: its last drop removes it.
+            Some(Err(_)) | None => Ok(()),
+        }
+    }
+}
+
+impl Drop for ToolRun {
+    fn drop(&mut self) {
+        self.kill();
+        // The process is reaped by its own drop; the cgroup by `InstanceCgroup`'s drop.
+    }
+}
+
+/// The record of a launch whose tool exited and whose resources are all released: `exit_ms` is
+/// stamped now. Phases the tool cannot show stay `None`; `ready_ms` and `userspace_ms` are given by
+/// backends that observe them.
+pub fn record(
+    backend: &str,
+    stopped: Stopped,
+    outcome: Outcome,
+    observed: Phases,
+    overhead_bytes: Option<u64>,
+    notes: Vec<String>,
+) -> Record {
+    let timeline = stopped.timeline;
+    let exit_ms = timeline.now_ms();
+    Record {
+        backend: backend.to_owned(),
+        phases: Phases {
+            ready_ms: observed.ready_ms,
+            userspace_ms: observed.userspace_ms,
+            workload_ms: timeline.ms(stopped.console.marker_at),
+            exit_ms: Some(exit_ms),
+            first_output_ms: timeline.ms(stopped.console.first_byte_at),
+        },
+        exit_code: outcome.exit_code(),
+        outcome,
+        console: stopped.console.text,
+        memory: MemoryUsage {
+            peak_bytes: stopped.peak_bytes,
+            pss_bytes: stopped.console.marker_sample,
+            overhead_bytes,
+        },
+        notes,
+    }
+}
