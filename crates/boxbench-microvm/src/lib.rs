@@ -5,14 +5,18 @@
 //! [`mptable`], [`cpuid`], [`msr`], [`regs`], [`fpu`], [`boot_params`] (zero page, e820), [`pvh`]
 //! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`devices`] (serial, i8042,
 //! boot timer, reset control), [`hypervisor`] (the KVM calls behind a small trait), [`vcpu`] and
-//! [`vm`].
+//! [`vm`]. [`launcher`] runs each VM in a child process ([`child`]) that reports over a pipe
+//! ([`events`]), measuring its own cost beyond guest memory ([`vmm_memory`]).
 
 pub mod boot_params;
+pub mod child;
 pub mod cpuid;
 pub mod devices;
+pub mod events;
 pub mod fpu;
 pub mod gdt;
 pub mod hypervisor;
+pub mod launcher;
 pub mod layout;
 pub mod loader;
 pub mod mptable;
@@ -23,7 +27,9 @@ pub mod pvh;
 pub mod regs;
 pub mod vcpu;
 pub mod vm;
+pub mod vmm_memory;
 
+pub use launcher::{GuestKind, MicroVmLauncher, MicroVmOptions};
 pub use observer::VmObserver;
 pub use vcpu::VmExit;
 pub use vm::{BootPlan, RunSummary, Vm, VmConfig, VmConfigError, VmError};

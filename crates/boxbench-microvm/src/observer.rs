@@ -15,6 +15,8 @@ pub trait VmObserver: Send + Sync + fmt::Debug {
     fn boot_timer(&self, _at: MonotonicNs) {}
     /// The guest printed the ready marker on its serial console.
     fn console_marker(&self, _at: MonotonicNs) {}
+    /// Every vCPU has stopped; guest memory is still mapped (the last moment to measure it).
+    fn vm_ended(&self, _at: MonotonicNs) {}
 }
 
 /// An observer that ignores everything.

@@ -13,6 +13,7 @@ use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use boxbench_core::MonotonicNs;
 use boxbench_core::host::KvmFlavour;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -359,6 +360,7 @@ impl Vm {
             None => first_exit.recv().ok(),
         };
         stop_vcpus(&stop, threads);
+        observer.vm_ended(MonotonicNs::now());
         drop(vm);
         drop(memory);
         if let Some(error) = spawn_error {

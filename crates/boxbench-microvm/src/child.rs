@@ -1,0 +1,196 @@
+//! The VMM child process: forked per VM, placed in the instance cgroup, it builds and runs the VM and
+//! exits, so a crash or a kill cannot leave KVM objects, guest memory or vCPU threads in boxbench.
+//!
+//! The child reports over two pipes: fixed-size [`ChildEvent`] records (milestones, memory, how the VM
+//! ended) and the raw serial output (boxbench's console capture reads it).
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, OnceLock};
+
+use boxbench_core::MonotonicNs;
+
+use crate::cpuid::CpuidQuirks;
+use crate::events::ChildEvent;
+use crate::observer::VmObserver;
+use crate::vm::{BootPlan, Vm};
+use crate::vmm_memory;
+
+/// Exit status of a child that reported how its VM ended.
+const EXIT_REPORTED: i32 = 0;
+/// Exit status of a child that failed (and said why in a `Failed` record).
+const EXIT_FAILED: i32 = 1;
+/// Exit status of a child that panicked.
+const EXIT_PANICKED: i32 = 101;
+
+/// Everything the child needs, prepared by the parent before `fork` so the child allocates as little
+/// as possible before it is on its own.
+#[derive(Debug)]
+pub struct ChildSetup {
+    /// The checked boot plan.
+    pub plan: BootPlan,
+    /// CPUID fixes for this host.
+    pub quirks: CpuidQuirks,
+    /// `cgroup.procs` of the instance cgroup, as a C string.
+    pub cgroup_procs: CString,
+    /// The parent's pid, to notice a parent that died before `PR_SET_PDEATHSIG` took effect.
+    pub parent: libc::pid_t,
+}
+
+/// Reports milestones as event records from whichever vCPU thread sees them.
+#[derive(Debug)]
+struct Reporter {
+    events: File,
+    guest_ranges: OnceLock<Vec<(usize, usize)>>,
+    measured_at_marker: AtomicBool,
+}
+
+impl Reporter {
+    fn send(&self, event: &ChildEvent) {
+        // One write per record (≤ PIPE_BUF: atomic). If the parent stopped reading there is nobody to
+        // tell, and PR_SET_PDEATHSIG ends this process if the parent is gone.
+        let _ = (&self.events).write(&event.encode());
+    }
+
+    fn overhead_bytes(&self) -> Option<u64> {
+        let ranges = self.guest_ranges.get()?;
+        vmm_memory::resident_split(ranges).map(|split| split.overhead())
+    }
+}
+
+impl VmObserver for Reporter {
+    fn first_entry(&self, at: MonotonicNs) {
+        self.send(&ChildEvent::FirstEntry { at });
+    }
+
+    fn boot_timer(&self, at: MonotonicNs) {
+        self.send(&ChildEvent::BootTimer { at });
+    }
+
+    fn console_marker(&self, at: MonotonicNs) {
+        // Measured right here, on the vCPU thread that wrote the marker's last byte, while the guest is
+        // stopped on it: the figures are those of the moment the marker appeared.
+        let pss_bytes = vmm_memory::own_pss_bytes().unwrap_or(0);
+        let overhead_bytes = self.overhead_bytes().unwrap_or(0);
+        self.send(&ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes });
+        self.measured_at_marker.store(true, Ordering::Release);
+    }
+
+    fn vm_ended(&self, at: MonotonicNs) {
+        // Reading smaps takes a while; at exit it is only worth it when the marker never came.
+        if self.measured_at_marker.load(Ordering::Acquire) {
+            return;
+        }
+        if let Some(overhead_bytes) = self.overhead_bytes() {
+            self.send(&ChildEvent::ExitMemory { at, overhead_bytes });
+        }
+    }
+}
+
+/// Forks the VMM child. Returns its pid in the parent; the child never returns.
+///
+/// `events` and `console` are the write ends of the two pipes; the parent must close its copies after
+/// this returns.
+pub fn spawn(setup: &ChildSetup, events: &OwnedFd, console: &OwnedFd) -> std::io::Result<libc::pid_t> {
+    // SAFETY: fork is called from a possibly multi-threaded process. Only this thread exists in the
+    // child, so the child must not wait for a lock another thread may have held at the fork. The child
+    // path below takes none that way: glibc's malloc resets its locks in the child (fork-safe), the
+    // child never prints through Rust's stdout/stderr locks or reads the environment (vCPU threads are
+    // spawned with an explicit stack size, so std does not consult RUST_MIN_STACK), and every other
+    // object it uses (files, KVM fds, guest memory, the mutexes of its own devices) is created in the
+    // child after the fork. It leaves by `_exit` only, so no destructor of a parent-owned value (the
+    // instance cgroup, the parent's pipes) runs in the child.
+    let pid = unsafe { libc::fork() };
+    match pid {
+        -1 => Err(std::io::Error::last_os_error()),
+        0 => child_main(setup, events.as_raw_fd(), console.as_raw_fd()),
+        pid => Ok(pid),
+    }
+}
+
+fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) and getppid have no memory-safety preconditions.
+    let orphaned = unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL as libc::c_ulong, 0, 0, 0);
+        libc::getppid() != setup.parent
+    };
+    if orphaned {
+        exit_now(EXIT_FAILED);
+    }
+    close_other_fds(&[events_fd, console_fd]);
+    // SAFETY: `events_fd` and `console_fd` are open pipe write ends inherited from the parent, and
+    // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
+    // through _exit).
+    let (events, console) = unsafe { (File::from_raw_fd(events_fd), File::from_raw_fd(console_fd)) };
+    let reporter = Arc::new(Reporter { events, guest_ranges: OnceLock::new(), measured_at_marker: AtomicBool::new(false) });
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_vm(setup, console, &reporter)));
+    let status = match result {
+        Ok(Ok(())) => EXIT_REPORTED,
+        Ok(Err(reason)) => {
+            reporter.send(&ChildEvent::Failed { reason });
+            EXIT_FAILED
+        }
+        Err(_) => {
+            reporter.send(&ChildEvent::Failed { reason: "VMM child panicked".into() });
+            EXIT_PANICKED
+        }
+    };
+    exit_now(status)
+}
+
+fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result<(), String> {
+    join_cgroup(&setup.cgroup_procs)?;
+    let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
+    // The guest ranges are known once memory is allocated; the marker measurement needs them.
+    let _ = reporter.guest_ranges.set(vm.guest_memory_host_ranges());
+    let summary = vm.run().map_err(|e| e.to_string())?;
+    let at = MonotonicNs::now();
+    reporter.send(&ChildEvent::Ignored { port_io: summary.ignored.port_io, mmio: summary.ignored.mmio });
+    let clean = matches!(summary.exit, crate::vcpu::VmExit::Reset(_));
+    reporter.send(&ChildEvent::Exit { at, clean, reason: summary.exit.to_string() });
+    Ok(())
+}
+
+/// Moves this process into the instance cgroup ("0" means the writing process) before it allocates
+/// guest memory, so every page the VM touches is charged there.
+fn join_cgroup(procs: &CString) -> Result<(), String> {
+    // SAFETY: `procs` is a valid NUL-terminated path; the returned fd is checked and closed below.
+    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
+    if fd < 0 {
+        return Err(format!("{}: {}", procs.to_string_lossy(), std::io::Error::last_os_error()));
+    }
+    // SAFETY: `fd` is the open cgroup.procs file; the buffer is one valid byte.
+    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
+    let error = std::io::Error::last_os_error();
+    // SAFETY: `fd` was opened above and is not used afterwards.
+    unsafe { libc::close(fd) };
+    if written != 1 {
+        return Err(format!("{}: {error}", procs.to_string_lossy()));
+    }
+    Ok(())
+}
+
+/// Closes every inherited descriptor above stderr except `keep`, so pipes of other instances the
+/// parent was launching concurrently do not stay open in this child (their readers would never see
+/// end of file).
+fn close_other_fds(keep: &[RawFd]) {
+    let mut keep: Vec<RawFd> = keep.to_vec();
+    keep.sort_unstable();
+    let mut first = 3;
+    for fd in keep.into_iter().chain(std::iter::once(RawFd::MAX)) {
+        if fd > first {
+            // SAFETY: close_range only closes descriptors; the ones this child uses are excluded.
+            unsafe { libc::syscall(libc::SYS_close_range, first as libc::c_uint, (fd - 1) as libc::c_uint, 0) };
+        }
+        first = first.max(fd.saturating_add(1));
+    }
+}
+
+fn exit_now(status: i32) -> ! {
+    // SAFETY: _exit ends the process without running atexit handlers or destructors, which belong to
+    // the parent's copy of this address space.
+    unsafe { libc::_exit(status) }
+}

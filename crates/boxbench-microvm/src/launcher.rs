@@ -1,0 +1,415 @@
+//! The `microvm` backend: boxbench's own VMM behind [`boxbench_core::Launcher`].
+//!
+//! `prepare` checks everything that can be checked without starting the VM (files, sizes, KVM's
+//! limits); `launch` creates the instance cgroup and forks the VMM child, which joins the cgroup and
+//! boots; `wait` collects the child's event records until it exits or the deadline passes; `finish`
+//! reaps it, removes the cgroup and turns what was collected into the record.
+
+use std::ffi::CString;
+use std::fs::File;
+use std::io::Read;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
+use boxbench_core::console::{Console, ConsoleCapture};
+use boxbench_core::host::KvmFlavour;
+use boxbench_core::{
+    Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
+    Timeline, Workload,
+};
+
+use crate::child::{self, ChildSetup};
+use crate::cpuid::CpuidQuirks;
+use crate::events::{ChildEvent, EventDecoder};
+use crate::hypervisor::{Hypervisor, HypervisorError, KvmHypervisor};
+use crate::mptable;
+use crate::vm::{BootPlan, DEFAULT_MEMORY_MIB, VmConfig};
+
+/// The backend's name.
+pub const BACKEND_NAME: &str = "microvm";
+
+/// Why a Linux guest is refused on kvm_pvm unless forced.
+pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's instruction emulator here: a stock Linux \
+                                        kernel does not boot in useful time; use --force to try anyway";
+
+/// Which guest the VM boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestKind {
+    /// boxbench's own guest (crate boxbench-guest): boots in milliseconds, even under kvm_pvm.
+    #[default]
+    Boxbench,
+    /// A Linux kernel with an initramfs that runs the workload.
+    Linux,
+}
+
+/// How the `microvm` backend is configured.
+#[derive(Debug, Clone, Default)]
+pub struct MicroVmOptions {
+    /// The guest kind.
+    pub guest: GuestKind,
+    /// Boot a Linux guest even where it cannot boot in useful time (kvm_pvm).
+    pub force: bool,
+    /// The kernel, overriding the spec's `images.kernel`.
+    pub kernel: Option<PathBuf>,
+    /// The initrd, overriding the spec's `images.initrd`.
+    pub initrd: Option<PathBuf>,
+    /// Appended to the command line.
+    pub cmdline_extra: String,
+}
+
+/// boxbench's own micro-VM monitor as a backend.
+#[derive(Debug)]
+pub struct MicroVmLauncher {
+    options: MicroVmOptions,
+    kvm: KvmFlavour,
+}
+
+impl MicroVmLauncher {
+    /// A launcher with `options`, for this host's KVM.
+    pub fn new(options: MicroVmOptions) -> Self {
+        Self { options, kvm: KvmFlavour::detect() }
+    }
+
+    /// The command line for `workload`: a serial console, reboot through the keyboard controller (what
+    /// the VMM treats as a clean exit), reboot at once on panic, the workload's name, then the user's
+    /// additions.
+    pub fn cmdline(&self, workload: &Workload) -> String {
+        let mut cmdline = format!("console=ttyS0 reboot=k panic=-1 boxbench.workload={}", workload.name());
+        let extra = self.options.cmdline_extra.trim();
+        if !extra.is_empty() {
+            cmdline.push(' ');
+            cmdline.push_str(extra);
+        }
+        cmdline
+    }
+}
+
+impl Launcher for MicroVmLauncher {
+    fn name(&self) -> &str {
+        BACKEND_NAME
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        if let Workload::Command(_) = spec.workload {
+            return Err(LaunchError::InvalidSpec(
+                "microvm: runs named workloads only (hello, idle, uname), not a command".into(),
+            ));
+        }
+        if self.options.guest == GuestKind::Linux && self.kvm == KvmFlavour::Pvm && !self.options.force {
+            return Err(LaunchError::Unsupported(LINUX_ON_PVM_REFUSAL.into()));
+        }
+        let kernel = self.options.kernel.clone().or_else(|| spec.images.kernel.clone()).ok_or_else(|| {
+            LaunchError::InvalidSpec("microvm: no kernel given (images.kernel or the launcher's kernel)".into())
+        })?;
+        let memory_mib = match spec.memory_limit_bytes {
+            Some(bytes) => u32::try_from(bytes.div_ceil(1 << 20)).map_err(|_| {
+                LaunchError::InvalidSpec(format!("memory_limit_bytes: {bytes} is beyond what a VM can have"))
+            })?,
+            None => DEFAULT_MEMORY_MIB,
+        };
+        let config = VmConfig {
+            initrd: self.options.initrd.clone().or_else(|| spec.images.initrd.clone()),
+            cmdline: self.cmdline(&spec.workload),
+            memory_mib,
+            vcpus: spec.vcpus,
+            ..VmConfig::new(kernel)
+        };
+        let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+        check_host(plan.vcpus)?;
+        let cgroups = CgroupHost::detect()?;
+        Ok(Box::new(MicroVmInstance {
+            plan,
+            quirks: config.cpuid_quirks,
+            cgroups,
+            kvm: self.kvm,
+            running: None,
+        }))
+    }
+}
+
+/// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
+fn check_host(vcpus: u8) -> Result<(), LaunchError> {
+    let kvm = KvmHypervisor::open().map_err(|e| match e {
+        HypervisorError::NoKvm | HypervisorError::KvmPermission => LaunchError::Unsupported(e.to_string()),
+        other => LaunchError::backend(other),
+    })?;
+    let max = kvm.max_vcpus();
+    if usize::from(vcpus) > max {
+        return Err(LaunchError::InvalidSpec(format!(
+            "vcpus: {vcpus} is more than KVM_CAP_MAX_VCPUS ({max}) on this host"
+        )));
+    }
+    if vcpus > mptable::max_cpus() {
+        return Err(LaunchError::InvalidSpec(format!("vcpus: {vcpus} do not fit in the MP table (at most {})", mptable::max_cpus())));
+    }
+    Ok(())
+}
+
+/// What the child reported, gathered as it arrives.
+#[derive(Debug, Default)]
+struct Reported {
+    first_entry: Option<MonotonicNs>,
+    boot_timer: Option<MonotonicNs>,
+    marker_memory: Option<(u64, u64)>,
+    exit_overhead: Option<u64>,
+    ignored: Option<(u64, u64)>,
+    exit: Option<(bool, String)>,
+    failure: Option<String>,
+}
+
+impl Reported {
+    fn absorb(&mut self, event: ChildEvent) {
+        match event {
+            ChildEvent::FirstEntry { at } => self.first_entry = Some(at),
+            ChildEvent::BootTimer { at } => {
+                self.boot_timer.get_or_insert(at);
+            }
+            ChildEvent::MarkerMemory { pss_bytes, overhead_bytes, .. } => {
+                self.marker_memory = Some((pss_bytes, overhead_bytes));
+            }
+            ChildEvent::ExitMemory { overhead_bytes, .. } => self.exit_overhead = Some(overhead_bytes),
+            ChildEvent::Ignored { port_io, mmio } => self.ignored = Some((port_io, mmio)),
+            ChildEvent::Exit { clean, reason, .. } => self.exit = Some((clean, reason)),
+            ChildEvent::Failed { reason } => self.failure = Some(reason),
+        }
+    }
+}
+
+/// A launched VMM child.
+#[derive(Debug)]
+struct Running {
+    timeline: Timeline,
+    forked_at: MonotonicNs,
+    pid: libc::pid_t,
+    cgroup: InstanceCgroup,
+    events: File,
+    decoder: EventDecoder,
+    events_closed: bool,
+    console: Option<ConsoleCapture>,
+    reported: Reported,
+    status: Option<ChildStatus>,
+}
+
+/// How the child process ended.
+#[derive(Debug, Clone, Copy)]
+enum ChildStatus {
+    Exited(i32),
+    Signaled(i32),
+}
+
+/// One VM of the `microvm` backend.
+#[derive(Debug)]
+struct MicroVmInstance {
+    plan: BootPlan,
+    quirks: CpuidQuirks,
+    cgroups: CgroupHost,
+    kvm: KvmFlavour,
+    running: Option<Running>,
+}
+
+fn pipe() -> Result<(File, OwnedFd), LaunchError> {
+    let (read, write) = std::io::pipe().map_err(LaunchError::backend)?;
+    Ok((File::from(OwnedFd::from(read)), OwnedFd::from(write)))
+}
+
+impl Instance for MicroVmInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let timeline = Timeline::start();
+        let cgroup = InstanceCgroup::create(&self.cgroups, BACKEND_NAME)?;
+        let cgroup_procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
+            .map_err(|_| LaunchError::InvalidSpec(format!("cgroup path {} has a NUL byte", cgroup.path().display())))?;
+        let (events, events_child) = pipe()?;
+        let (console, console_child) = pipe()?;
+        let setup = ChildSetup {
+            plan: self.plan.clone(),
+            quirks: self.quirks,
+            cgroup_procs,
+            // SAFETY: getpid has no preconditions.
+            parent: unsafe { libc::getpid() },
+        };
+        let forked_at = MonotonicNs::now();
+        let pid = child::spawn(&setup, &events_child, &console_child).map_err(LaunchError::backend)?;
+        // The child has its own copies; closing ours lets end of file mean "the child is gone".
+        drop((events_child, console_child));
+        let console = ConsoleCapture::spawn(console, READY_MARKER, || None).map_err(LaunchError::backend)?;
+        self.running = Some(Running {
+            timeline,
+            forked_at,
+            pid,
+            cgroup,
+            events,
+            decoder: EventDecoder::default(),
+            events_closed: false,
+            console: Some(console),
+            reported: Reported::default(),
+            status: None,
+        });
+        Ok(())
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        let running = self
+            .running
+            .as_mut()
+            .ok_or_else(|| LaunchError::InvalidSpec("microvm: wait before launch".into()))?;
+        while !running.events_closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Ok(None);
+            }
+            let mut poll = [nix::poll::PollFd::new(running.events.as_fd(), nix::poll::PollFlags::POLLIN)];
+            let timeout = nix::poll::PollTimeout::try_from(left.as_millis().min(60_000) as i32 + 1)
+                .unwrap_or(nix::poll::PollTimeout::MAX);
+            match nix::poll::poll(&mut poll, timeout) {
+                Ok(0) => continue,
+                Ok(_) => {}
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(e) => return Err(LaunchError::backend(e)),
+            }
+            let mut buf = [0u8; 4096];
+            match running.events.read(&mut buf) {
+                Ok(0) => running.events_closed = true,
+                Ok(n) => {
+                    for event in running.decoder.feed(&buf[..n]) {
+                        running.reported.absorb(event);
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LaunchError::backend(e)),
+            }
+        }
+        running.reap()?;
+        Ok(Some(running.outcome()))
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        if let Some(running) = &self.running {
+            if running.status.is_none() {
+                // SAFETY: kill has no memory-safety preconditions; the pid is our unreaped child, so it
+                // cannot name another process.
+                unsafe { libc::kill(running.pid, libc::SIGKILL) };
+            }
+            running.cgroup.kill_all();
+        }
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        let Some(mut running) = self.running.take() else {
+            return Err(LaunchError::InvalidSpec("microvm: finish before launch".into()));
+        };
+        if running.status.is_none() {
+            // SAFETY: as in `kill`: our own unreaped child.
+            unsafe { libc::kill(running.pid, libc::SIGKILL) };
+            running.reap()?;
+        }
+        let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
+        let peak_bytes = running.cgroup.peak_bytes();
+        let Running { timeline, forked_at, cgroup, reported, .. } = running;
+        cgroup.remove()?;
+        let exit_ms = Some(timeline.now_ms());
+        Ok(build_record(timeline, forked_at, reported, console, peak_bytes, exit_ms, outcome, self.kvm))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn build_record(
+    timeline: Timeline,
+    forked_at: MonotonicNs,
+    reported: Reported,
+    console: Console,
+    peak_bytes: Option<u64>,
+    exit_ms: Option<f64>,
+    outcome: Outcome,
+    kvm: KvmFlavour,
+) -> Record {
+    let mut notes = Vec::new();
+    if kvm == KvmFlavour::Pvm {
+        notes.push("guest kernel code emulated by kvm_pvm".to_owned());
+    }
+    if let Some(entry) = reported.first_entry {
+        notes.push(format!("VMM child start to first KVM_RUN: {:.3} ms", entry.millis_since(forked_at)));
+    }
+    if let Some((port_io, mmio)) = reported.ignored.filter(|&(p, m)| p + m > 0) {
+        notes.push(format!("guest accesses to absent devices ignored: {port_io} port I/O, {mmio} MMIO"));
+    }
+    let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
+    Record {
+        backend: BACKEND_NAME.to_owned(),
+        phases: Phases {
+            ready_ms: timeline.ms(reported.first_entry),
+            userspace_ms: timeline.ms(reported.boot_timer),
+            workload_ms: timeline.ms(console.marker_at),
+            exit_ms,
+            first_output_ms: timeline.ms(console.first_byte_at),
+        },
+        exit_code: outcome.exit_code(),
+        outcome,
+        console: console.text,
+        memory: MemoryUsage {
+            peak_bytes,
+            pss_bytes: pss_bytes.filter(|&b| b > 0),
+            overhead_bytes: marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0),
+        },
+        notes,
+    }
+}
+
+impl Running {
+    /// Waits for the child to be gone (it is, or is about to be, once its pipes closed).
+    fn reap(&mut self) -> Result<(), LaunchError> {
+        if self.status.is_some() {
+            return Ok(());
+        }
+        let mut status = 0;
+        loop {
+            // SAFETY: `status` is a valid out-pointer; the pid is our own child.
+            let rc = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if rc == self.pid {
+                break;
+            }
+            let error = std::io::Error::last_os_error();
+            if error.kind() != std::io::ErrorKind::Interrupted {
+                return Err(LaunchError::backend(error));
+            }
+        }
+        self.status = Some(if libc::WIFSIGNALED(status) {
+            ChildStatus::Signaled(libc::WTERMSIG(status))
+        } else {
+            ChildStatus::Exited(libc::WEXITSTATUS(status))
+        });
+        Ok(())
+    }
+
+    /// How the instance ended, from what the child reported and how it exited.
+    fn outcome(&self) -> Outcome {
+        match (&self.reported.exit, &self.reported.failure) {
+            (Some((true, _)), _) => Outcome::Exited { code: 0 },
+            (Some((false, reason)), _) => Outcome::Failed { reason: reason.clone() },
+            (None, Some(reason)) => Outcome::Failed { reason: reason.clone() },
+            (None, None) if self.cgroup.oom_killed() => Outcome::OutOfMemory,
+            (None, None) => match self.status {
+                Some(ChildStatus::Signaled(signal)) => Outcome::Signaled { signal },
+                Some(ChildStatus::Exited(code)) => Outcome::Failed {
+                    reason: format!("VMM child exited with status {code} without saying how the VM ended"),
+                },
+                None => Outcome::Failed { reason: "VMM child still running".into() },
+            },
+        }
+    }
+}
+
+impl Drop for MicroVmInstance {
+    fn drop(&mut self) {
+        let Some(running) = &mut self.running else { return };
+        if running.status.is_none() {
+            // SAFETY: as in `kill`: our own unreaped child.
+            unsafe { libc::kill(running.pid, libc::SIGKILL) };
+            // Drop cannot report; the cgroup's own Drop removes it after this.
+            let _ = running.reap();
+        }
+    }
+}
