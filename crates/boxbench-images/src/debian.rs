@@ -64,9 +64,10 @@ fn cached_debs(dir: &Path, package: &str, version: Option<&str>) -> Result<Vec<P
     Ok(found)
 }
 
-/// The `.deb` of `package` in `cache_dir`, downloaded with `apt-get download` unless the version apt
-/// would pick is cached already. Without package lists, a previously cached copy is used.
-pub(crate) fn fetch_deb(package: &str, cache_dir: &Path) -> Result<PathBuf, DebianError> {
+/// The `.deb` of `package` in `cache_dir`, downloaded with `apt-get download` (after calling
+/// `on_download`) unless the version apt would pick is cached already. Without package lists, a
+/// previously cached copy is used.
+pub(crate) fn fetch_deb(package: &str, cache_dir: &Path, on_download: impl FnOnce()) -> Result<PathBuf, DebianError> {
     fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
     let _lock = DirLock::acquire(&cache_dir.join(".lock"), || {})?;
     let Some(version) = candidate_version(package)? else {
@@ -79,6 +80,7 @@ pub(crate) fn fetch_deb(package: &str, cache_dir: &Path) -> Result<PathBuf, Debi
     }
     // Download into a private directory and move the finished file in, so an interrupted download
     // never leaves a truncated .deb under its final name.
+    on_download();
     let staging = cache_dir.join(format!(".download-{}", std::process::id()));
     fs::create_dir_all(&staging).map_err(io_err(&staging))?;
     let downloaded = run("apt-get", &["download", "-q", package], Some(&staging))
@@ -126,7 +128,9 @@ mod tests {
     #[test]
     fn cached_debs_match_the_escaped_epoch() {
         let dir = tempfile::tempdir().unwrap();
-        for name in ["busybox-static_1%3a1.35.0-4_amd64.deb", "busybox-static_1%3a1.30_amd64.deb", "busybox_1_amd64.deb"] {
+        for name in
+            ["busybox-static_1%3a1.35.0-4_amd64.deb", "busybox-static_1%3a1.30_amd64.deb", "busybox_1_amd64.deb"]
+        {
             fs::write(dir.path().join(name), b"").unwrap();
         }
         let exact = cached_debs(dir.path(), "busybox-static", Some("1:1.35.0-4")).unwrap();
@@ -138,7 +142,7 @@ mod tests {
     #[test]
     fn unknown_package_without_cache_says_run_apt_get_update() {
         let dir = tempfile::tempdir().unwrap();
-        let err = fetch_deb("boxbench-no-such-package", dir.path()).unwrap_err();
+        let err = fetch_deb("boxbench-no-such-package", dir.path(), || {}).unwrap_err();
         assert!(err.to_string().contains("run apt-get update"), "{err}");
     }
 }

@@ -5,6 +5,10 @@
 //! |---|---|---|
 //! | root filesystem | `bundle/rootfs/` | containers (as a directory) |
 //! | OCI runtime bundle | `bundle/` (`config.json` + `rootfs/`) | crun, runc, boxbench's container |
+//! | initramfs | `initramfs.cpio.gz`, `initramfs.cpio` | VMs (the uncompressed one for kvm_pvm) |
+//! | layer tar | `rootfs.tar` | `docker import`, `podman import` |
+//! | OCI image layout | `oci/` | `skopeo`, `podman load` |
+//! | Debian cloud kernel (on request) | `debian-cloud/boot/vmlinuz-*` | VMs |
 //!
 //! The rootfs is Debian's static busybox with a symlink per applet, a minimal `/etc`, empty mount
 //! points, `/init` (PID 1 of a VM guest) and the workloads `/boxbench/workloads/{hello,idle,uname}`.
@@ -24,26 +28,38 @@
 
 pub mod bundle;
 pub mod command;
+pub mod cpio;
 pub mod debian;
+pub mod kernel;
 pub mod lock;
+pub mod oci;
 pub mod progress;
 pub mod rootfs;
+pub mod sizes;
+pub mod tarball;
 pub mod tree;
 
 use std::fs;
-use std::io::Write;
+use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use boxbench_core::ImagePaths;
+use flate2::Compression;
+use flate2::write::GzEncoder;
 use sha2::{Digest, Sha256};
 
 pub use bundle::{BundleError, runtime_config};
 pub use command::CommandError;
+pub use cpio::CpioError;
 pub use debian::DebianError;
+pub use kernel::{DebianKernel, KernelError};
 pub use lock::LockError;
+pub use oci::{OciError, OciImage};
 pub use progress::{NoProgress, Progress, StepState};
 pub use rootfs::RootfsError;
+pub use sizes::{ArtefactSize, SizeError};
+pub use tarball::TarError;
 pub use tree::TreeError;
 
 /// Bumped whenever the builder's output changes for the same inputs, so old artefacts are rebuilt.
@@ -63,7 +79,20 @@ pub mod artefact {
     pub const ROOTFS: &str = "rootfs";
     /// The OCI runtime bundle's `config.json`.
     pub const BUNDLE: &str = "bundle";
+    /// The initramfs (`initramfs.cpio` and `initramfs.cpio.gz`).
+    pub const INITRAMFS: &str = "initramfs";
+    /// The uncompressed layer tar `rootfs.tar`.
+    pub const ROOTFS_TAR: &str = "rootfs.tar";
+    /// The OCI image layout.
+    pub const OCI_IMAGE: &str = "oci-image";
+    /// Debian's cloud kernel bzImage.
+    pub const DEBIAN_KERNEL: &str = "debian-cloud-vmlinuz";
+    /// Debian's cloud kernel's modules tree.
+    pub const DEBIAN_KERNEL_MODULES: &str = "debian-cloud-modules";
 }
+
+/// The gzip level of `initramfs.cpio.gz`.
+pub const INITRAMFS_GZIP_LEVEL: u32 = 9;
 
 /// An image that could not be built, fetched or measured.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +118,21 @@ pub enum ImageError {
     /// A tree (recipes, rootfs) could not be read.
     #[error(transparent)]
     Tree(#[from] TreeError),
+    /// The initramfs could not be written.
+    #[error(transparent)]
+    Cpio(#[from] CpioError),
+    /// The layer tar could not be written.
+    #[error(transparent)]
+    Tar(#[from] TarError),
+    /// The OCI image layout could not be written.
+    #[error(transparent)]
+    Oci(#[from] OciError),
+    /// Debian's cloud kernel could not be fetched.
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    /// An artefact could not be measured.
+    #[error(transparent)]
+    Size(#[from] SizeError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -102,6 +146,28 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
     tmp_name.push(format!(".tmp-{}", std::process::id()));
     let tmp = PathBuf::from(tmp_name);
     let result = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes)).and_then(|_| fs::rename(&tmp, path));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Writes `path` through a temporary file: `fill` writes the content, which is renamed into place
+/// only if it succeeded.
+fn write_file_with<E: From<ImageError>>(
+    path: &Path,
+    fill: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), E>,
+) -> Result<(), E> {
+    let mut tmp_name = path.as_os_str().to_owned();
+    tmp_name.push(format!(".tmp-{}", std::process::id()));
+    let tmp = PathBuf::from(tmp_name);
+    let result = (|| {
+        let mut writer = BufWriter::new(fs::File::create(&tmp).map_err(io_err(&tmp))?);
+        fill(&mut writer)?;
+        writer.flush().map_err(io_err(&tmp))?;
+        fs::rename(&tmp, path).map_err(io_err(path))?;
+        Ok(())
+    })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
     }
@@ -123,13 +189,26 @@ pub struct BuiltImages {
     pub rootfs: PathBuf,
     /// The OCI runtime bundle directory (`out/bundle`: `config.json` and `rootfs/`).
     pub bundle: PathBuf,
+    /// The gzip-compressed newc initramfs of the rootfs (`out/initramfs.cpio.gz`).
+    pub initramfs_gz: PathBuf,
+    /// The same initramfs uncompressed (`out/initramfs.cpio`).
+    pub initramfs_cpio: PathBuf,
+    /// The OCI image layout directory (`out/oci`).
+    pub oci_layout: PathBuf,
+    /// The uncompressed layer: a tar of the rootfs (`out/rootfs.tar`).
+    pub rootfs_tar: PathBuf,
 }
 
 impl BuiltImages {
     /// The images as an [`InstanceSpec`](boxbench_core::InstanceSpec) takes them (no kernel: VM
     /// backends bring their own or use [`ImageBuilder::fetch_debian_cloud_kernel`]).
     pub fn image_paths(&self) -> ImagePaths {
-        ImagePaths { rootfs: Some(self.rootfs.clone()), bundle: Some(self.bundle.clone()), kernel: None, initrd: None }
+        ImagePaths {
+            rootfs: Some(self.rootfs.clone()),
+            bundle: Some(self.bundle.clone()),
+            kernel: None,
+            initrd: Some(self.initramfs_gz.clone()),
+        }
     }
 }
 
@@ -171,7 +250,14 @@ impl ImageBuilder {
     /// Where the artefacts are (built or not).
     pub fn paths(&self) -> BuiltImages {
         let bundle = self.out_dir.join("bundle");
-        BuiltImages { rootfs: bundle.join(bundle::ROOTFS_DIR), bundle }
+        BuiltImages {
+            rootfs: bundle.join(bundle::ROOTFS_DIR),
+            bundle,
+            initramfs_gz: self.out_dir.join("initramfs.cpio.gz"),
+            initramfs_cpio: self.out_dir.join("initramfs.cpio"),
+            oci_layout: self.out_dir.join("oci"),
+            rootfs_tar: self.out_dir.join("rootfs.tar"),
+        }
     }
 
     /// Builds every artefact that is missing or out of date and returns their paths.
@@ -183,9 +269,12 @@ impl ImageBuilder {
         })?;
         let paths = self.paths();
 
-        progress.step(artefact::BUSYBOX, StepState::Downloading);
-        let deb = debian::fetch_deb(BUSYBOX_PACKAGE, &self.cache_dir)?;
-        progress.step(artefact::BUSYBOX, StepState::Built);
+        let mut downloaded = false;
+        let deb = debian::fetch_deb(BUSYBOX_PACKAGE, &self.cache_dir, || {
+            downloaded = true;
+            progress.step(artefact::BUSYBOX, StepState::Downloading);
+        })?;
+        progress.step(artefact::BUSYBOX, if downloaded { StepState::Built } else { StepState::UpToDate });
         let inputs = self.input_digest(&deb)?;
         let stamps = Stamps::new(self.out_dir.join(".stamps"), inputs);
 
@@ -209,7 +298,120 @@ impl ImageBuilder {
             stamps.record(artefact::BUNDLE)?;
             progress.step(artefact::BUNDLE, StepState::Built);
         }
+
+        // The archives are made from the rootfs as built; its tree is walked once, when needed.
+        let mut rootfs_entries = None;
+        let mut entries = || -> Result<Vec<tree::TreeEntry>, ImageError> {
+            match &rootfs_entries {
+                Some(entries) => Ok(Clone::clone(entries)),
+                None => Ok(rootfs_entries.insert(tree::walk(&paths.rootfs)?).clone()),
+            }
+        };
+        self.step(&stamps, progress, artefact::INITRAMFS, &[&paths.initramfs_cpio, &paths.initramfs_gz], || {
+            write_initramfs(entries()?, &paths.initramfs_cpio, &paths.initramfs_gz)
+        })?;
+        self.step(&stamps, progress, artefact::ROOTFS_TAR, &[&paths.rootfs_tar], || {
+            let entries = entries()?;
+            write_file_with(&paths.rootfs_tar, |w| {
+                tarball::write_archive(&entries, w).map(drop).map_err(ImageError::from)
+            })
+        })?;
+        self.step(&stamps, progress, artefact::OCI_IMAGE, &[&paths.oci_layout.join("index.json")], || {
+            let fresh = self.fresh_work_dir()?.join("oci");
+            oci::write_layout(&paths.rootfs_tar, &fresh)?;
+            replace_dir(&fresh, &paths.oci_layout)?;
+            self.remove_work_dir()
+        })?;
         Ok(paths)
+    }
+
+    /// Rebuilds `artefact` (whose files are `outputs`) with `build` unless it is up to date.
+    fn step(
+        &self,
+        stamps: &Stamps,
+        progress: &dyn Progress,
+        artefact: &str,
+        outputs: &[&Path],
+        build: impl FnOnce() -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
+        if outputs.iter().all(|p| stamps.is_current(artefact, p)) {
+            progress.step(artefact, StepState::UpToDate);
+            return Ok(());
+        }
+        progress.step(artefact, StepState::Building);
+        stamps.invalidate(artefact)?;
+        build()?;
+        stamps.record(artefact)?;
+        progress.step(artefact, StepState::Built);
+        Ok(())
+    }
+
+    /// An empty staging directory (`out/.work`); anything left there is from an interrupted build,
+    /// since the caller holds the lock.
+    fn fresh_work_dir(&self) -> Result<PathBuf, ImageError> {
+        let work = self.out_dir.join(".work");
+        if work.exists() {
+            fs::remove_dir_all(&work).map_err(io_err(&work))?;
+        }
+        fs::create_dir_all(&work).map_err(io_err(&work))?;
+        Ok(work)
+    }
+
+    fn remove_work_dir(&self) -> Result<(), ImageError> {
+        let work = self.out_dir.join(".work");
+        fs::remove_dir_all(&work).map_err(io_err(&work))
+    }
+
+    /// Fetches Debian's cloud kernel into `out/debian-cloud/` (the `.deb` into the package cache),
+    /// unless the package `linux-image-cloud-amd64` currently depends on is there already. Without
+    /// package lists, a kernel fetched before is returned as it is.
+    pub fn fetch_debian_cloud_kernel(&self, progress: &dyn Progress) -> Result<DebianKernel, ImageError> {
+        fs::create_dir_all(&self.out_dir).map_err(io_err(&self.out_dir))?;
+        let _lock = lock::DirLock::acquire(&self.out_dir.join(".lock"), || {
+            progress.step(artefact::DEBIAN_KERNEL, StepState::WaitingForLock)
+        })?;
+        let existing = kernel::fetched(&self.out_dir);
+        let package = match (kernel::resolve(), existing) {
+            (Ok(package), _) => package,
+            (Err(_), Some(existing)) => {
+                progress.step(artefact::DEBIAN_KERNEL, StepState::UpToDate);
+                return Ok(existing);
+            }
+            (Err(err), None) => return Err(err.into()),
+        };
+        if let Some(existing) = kernel::fetched(&self.out_dir).filter(|k| k.package == package) {
+            progress.step(artefact::DEBIAN_KERNEL, StepState::UpToDate);
+            return Ok(existing);
+        }
+        progress.step(artefact::DEBIAN_KERNEL, StepState::Building);
+        let work = self.fresh_work_dir()?.join(kernel::UNPACK_DIR);
+        let fetched = kernel::fetch(&package, &self.cache_dir, &self.out_dir, &work, || {
+            progress.step(artefact::DEBIAN_KERNEL, StepState::Downloading)
+        })?;
+        self.remove_work_dir()?;
+        progress.step(artefact::DEBIAN_KERNEL, StepState::Built);
+        Ok(fetched)
+    }
+
+    /// Debian's cloud kernel if it was fetched into this output directory before (no apt, no lock).
+    pub fn debian_cloud_kernel(&self) -> Option<DebianKernel> {
+        kernel::fetched(&self.out_dir)
+    }
+
+    /// The size of every built artefact, and of Debian's cloud kernel when it was fetched. Fails,
+    /// naming the file, if an artefact was not built.
+    pub fn sizes(&self) -> Result<Vec<ArtefactSize>, ImageError> {
+        let paths = self.paths();
+        let mut list = vec![
+            sizes::directory(artefact::ROOTFS, &paths.rootfs)?,
+            sizes::file_pair(artefact::INITRAMFS, &paths.initramfs_cpio, &paths.initramfs_gz)?,
+            sizes::oci_layout(artefact::OCI_IMAGE, &paths.oci_layout, &paths.rootfs_tar)?,
+        ];
+        if let Some(kernel) = self.debian_cloud_kernel() {
+            list.push(sizes::compressed_file(artefact::DEBIAN_KERNEL, &kernel.vmlinuz, "bzImage")?);
+            list.push(sizes::directory(artefact::DEBIAN_KERNEL_MODULES, &kernel.modules_dir)?);
+        }
+        Ok(list)
     }
 
     /// The hash of everything the artefacts are made from.
@@ -238,13 +440,7 @@ impl ImageBuilder {
 
     /// Extracts busybox from `deb` and assembles a fresh rootfs in place of `rootfs`.
     fn build_rootfs(&self, deb: &Path, rootfs: &Path) -> Result<(), ImageError> {
-        let bundle = rootfs.parent().unwrap_or(&self.out_dir);
-        fs::create_dir_all(bundle).map_err(io_err(bundle))?;
-        let work = self.out_dir.join(".work");
-        // Anything left in the work directory is from an interrupted build: this one holds the lock.
-        if work.exists() {
-            fs::remove_dir_all(&work).map_err(io_err(&work))?;
-        }
+        let work = self.fresh_work_dir()?;
         let unpacked = work.join("busybox-static");
         debian::extract(deb, &unpacked)?;
         let busybox = unpacked.join("bin/busybox");
@@ -253,13 +449,39 @@ impl ImageBuilder {
         }
         let fresh = work.join("rootfs");
         rootfs::assemble(&busybox, &self.recipes_dir, &fresh)?;
-        if rootfs.exists() {
-            fs::remove_dir_all(rootfs).map_err(io_err(rootfs))?;
-        }
-        fs::rename(&fresh, rootfs).map_err(io_err(rootfs))?;
-        fs::remove_dir_all(&work).map_err(io_err(&work))?;
-        Ok(())
+        replace_dir(&fresh, rootfs)?;
+        self.remove_work_dir()
     }
+}
+
+/// Moves the directory `fresh` to `dest`, replacing what was there.
+fn replace_dir(fresh: &Path, dest: &Path) -> Result<(), ImageError> {
+    if let Some(parent) = dest.parent() {
+        fs::create_dir_all(parent).map_err(io_err(parent))?;
+    }
+    if dest.exists() {
+        fs::remove_dir_all(dest).map_err(io_err(dest))?;
+    }
+    fs::rename(fresh, dest).map_err(io_err(dest))
+}
+
+/// Writes the newc archive of the rootfs `entries`, plus the `/dev/console` node the kernel opens
+/// for PID 1 before `/init` can mount devtmpfs, to `cpio_path`, and its gzip to `gz_path`.
+fn write_initramfs(mut entries: Vec<tree::TreeEntry>, cpio_path: &Path, gz_path: &Path) -> Result<(), ImageError> {
+    entries.push(tree::TreeEntry {
+        path: PathBuf::from("dev/console"),
+        mode: 0o600,
+        kind: tree::EntryKind::CharDevice { major: 5, minor: 1 },
+    });
+    entries.sort_by(|a, b| a.path.as_os_str().as_bytes().cmp(b.path.as_os_str().as_bytes()));
+    write_file_with(cpio_path, |w| cpio::write_archive(&entries, w).map(drop).map_err(ImageError::from))?;
+    write_file_with(gz_path, |w| {
+        let mut cpio = fs::File::open(cpio_path).map_err(io_err(cpio_path))?;
+        let mut gz = GzEncoder::new(w, Compression::new(INITRAMFS_GZIP_LEVEL));
+        std::io::copy(&mut cpio, &mut gz).map_err(io_err(gz_path))?;
+        gz.finish().map_err(io_err(gz_path))?;
+        Ok(())
+    })
 }
 
 /// Lower-case hexadecimal of `bytes`.

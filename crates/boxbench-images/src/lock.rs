@@ -25,12 +25,8 @@ impl DirLock {
     /// Locks `path` (created if missing), calling `on_wait` first if another holder makes us wait.
     pub(crate) fn acquire(path: &Path, on_wait: impl FnOnce()) -> Result<Self, LockError> {
         let fail = |reason: String| LockError { path: path.to_owned(), reason };
-        let file = OpenOptions::new()
-            .create(true)
-            .truncate(false)
-            .write(true)
-            .open(path)
-            .map_err(|e| fail(e.to_string()))?;
+        let file =
+            OpenOptions::new().create(true).truncate(false).write(true).open(path).map_err(|e| fail(e.to_string()))?;
         let file = match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
             Ok(flock) => return Ok(Self { _flock: flock }),
             Err((file, Errno::EWOULDBLOCK)) => file,

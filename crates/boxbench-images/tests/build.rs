@@ -4,7 +4,7 @@
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use boxbench_images::{BuiltImages, ImageBuilder, NoProgress, StepState, artefact};
 
@@ -15,7 +15,8 @@ fn recipes() -> PathBuf {
 
 /// A builder into `out`, sharing the test cache of downloaded packages.
 fn builder(out: &Path) -> ImageBuilder {
-    ImageBuilder::new(out.to_owned(), recipes()).with_cache_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache"))
+    ImageBuilder::new(out.to_owned(), recipes())
+        .with_cache_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache"))
 }
 
 /// Builds into a fresh temporary directory, or `None` (after saying why) when this host has no apt.
@@ -29,13 +30,32 @@ fn build_fresh() -> Option<(tempfile::TempDir, BuiltImages)> {
     Some((out, built))
 }
 
+/// One build shared by the tests that only read artefacts, kept (and reused, as a cache hit) in the
+/// target directory; `None` (after saying why) when this host has no apt.
+fn shared_build() -> Option<&'static BuiltImages> {
+    static SHARED: OnceLock<Option<BuiltImages>> = OnceLock::new();
+    SHARED
+        .get_or_init(|| {
+            if which("apt-get").is_none() || which("dpkg").is_none() {
+                eprintln!("skipping: apt-get and dpkg are needed to fetch busybox-static");
+                return None;
+            }
+            Some(builder(&shared_out()).build(&NoProgress).unwrap())
+        })
+        .as_ref()
+}
+
+fn shared_out() -> PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join("shared-out")
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
 #[test]
 fn rootfs_has_busybox_applets_workloads_and_mount_points() {
-    let Some((_out, built)) = build_fresh() else { return };
+    let Some(built) = shared_build() else { return };
     let rootfs = &built.rootfs;
     let busybox = fs::metadata(rootfs.join("bin/busybox")).unwrap();
     assert!(busybox.len() > 500_000, "busybox is {} bytes", busybox.len());
@@ -61,7 +81,7 @@ fn rootfs_has_busybox_applets_workloads_and_mount_points() {
 
 #[test]
 fn workloads_print_the_marker_when_run_by_the_rootfs_busybox() {
-    let Some((_out, built)) = build_fresh() else { return };
+    let Some(built) = shared_build() else { return };
     let busybox = built.rootfs.join("bin/busybox");
     for workload in ["hello", "uname"] {
         let script = built.rootfs.join("boxbench/workloads").join(workload);
@@ -78,7 +98,7 @@ fn workloads_print_the_marker_when_run_by_the_rootfs_busybox() {
 
 #[test]
 fn bundle_config_has_the_exact_shape_the_launchers_parse() {
-    let Some((_out, built)) = build_fresh() else { return };
+    let Some(built) = shared_build() else { return };
     let text = fs::read_to_string(built.bundle.join("config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
@@ -148,4 +168,167 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
         if path.is_dir() { files.extend(walk(&path)) } else { files.push(path) }
     }
     files
+}
+
+#[test]
+fn initramfs_lists_the_rootfs_plus_a_console_node_and_matches_its_gzip() {
+    let Some(built) = shared_build() else { return };
+    let cpio = fs::read(&built.initramfs_cpio).unwrap();
+    let mut gunzipped = Vec::new();
+    std::io::Read::read_to_end(
+        &mut flate2::read::GzDecoder::new(fs::File::open(&built.initramfs_gz).unwrap()),
+        &mut gunzipped,
+    )
+    .unwrap();
+    assert_eq!(gunzipped, cpio, "initramfs.cpio.gz is the gzip of initramfs.cpio");
+    assert!(cpio.starts_with(b"070701"));
+    if which("cpio").is_none() {
+        eprintln!("skipping the cpio listing: cpio is not installed");
+        return;
+    }
+    let listing = command_output("cpio", &["-itv", "-F", built.initramfs_cpio.to_str().unwrap()]);
+    // `cpio -tv` lines end with the name, then ` -> TARGET` for a symlink.
+    let names: Vec<&str> = listing.lines().filter_map(|l| l.split(" -> ").next()?.split_whitespace().last()).collect();
+    for name in ["init", "bin/busybox", "bin/sh", "boxbench/workloads/hello", "etc/passwd", "dev", "dev/console", "tmp"]
+    {
+        assert!(names.contains(&name), "{name} missing from the initramfs: {names:?}");
+    }
+    let console = listing.lines().find(|l| l.ends_with(" dev/console")).unwrap();
+    assert!(console.starts_with("crw-------"), "{console}");
+    // Every rootfs entry is in the archive, plus dev/console.
+    let rootfs_entries = walk_all(&built.rootfs).len();
+    assert_eq!(names.len(), rootfs_entries + 1);
+}
+
+#[test]
+fn two_builds_give_identical_archives_and_digests() {
+    let Some((first_out, first)) = build_fresh() else { return };
+    let Some((_second_out, second)) = build_fresh() else { return };
+    assert_ne!(first_out.path(), _second_out.path());
+    for (a, b) in [
+        (&first.initramfs_cpio, &second.initramfs_cpio),
+        (&first.initramfs_gz, &second.initramfs_gz),
+        (&first.rootfs_tar, &second.rootfs_tar),
+        (&first.oci_layout.join("index.json"), &second.oci_layout.join("index.json")),
+    ] {
+        assert!(fs::read(a).unwrap() == fs::read(b).unwrap(), "{} differs from {}", a.display(), b.display());
+    }
+}
+
+#[test]
+fn oci_layout_blobs_match_their_digests_and_the_manifest() {
+    let Some(built) = shared_build() else { return };
+    let layout = &built.oci_layout;
+    let oci_layout: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("oci-layout")).unwrap()).unwrap();
+    assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
+    let index = oci_spec::image::ImageIndex::from_file(layout.join("index.json")).unwrap();
+    assert_eq!(index.manifests().len(), 1);
+    let blob = |descriptor: &oci_spec::image::Descriptor| -> Vec<u8> {
+        let hex = descriptor.digest().digest();
+        let bytes = fs::read(layout.join("blobs/sha256").join(hex)).unwrap();
+        assert_eq!(sha256_hex(&bytes), hex, "blob content matches its name");
+        assert_eq!(bytes.len() as u64, descriptor.size(), "descriptor size of {hex}");
+        bytes
+    };
+    let manifest: oci_spec::image::ImageManifest = serde_json::from_slice(&blob(&index.manifests()[0])).unwrap();
+    let config: oci_spec::image::ImageConfiguration = serde_json::from_slice(&blob(manifest.config())).unwrap();
+    assert_eq!(manifest.layers().len(), 1);
+    let layer = blob(&manifest.layers()[0]);
+    let mut tar = Vec::new();
+    std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(layer.as_slice()), &mut tar).unwrap();
+    assert_eq!(tar, fs::read(&built.rootfs_tar).unwrap(), "the layer is the gzip of rootfs.tar");
+    assert_eq!(config.rootfs().diff_ids(), &vec![format!("sha256:{}", sha256_hex(&tar))]);
+    let run = config.config().as_ref().unwrap();
+    assert_eq!(run.cmd().as_ref().unwrap(), &vec!["/boxbench/workloads/hello".to_owned()]);
+    assert_eq!(run.env().as_ref().unwrap(), &vec!["PATH=/usr/sbin:/usr/bin:/sbin:/bin".to_owned()]);
+    // Nothing but the three blobs: stale blobs of earlier builds do not accumulate.
+    assert_eq!(fs::read_dir(layout.join("blobs/sha256")).unwrap().count(), 3);
+}
+
+#[test]
+fn rootfs_tar_holds_every_rootfs_entry_owned_by_root_at_time_zero() {
+    let Some(built) = shared_build() else { return };
+    let mut archive = tar::Archive::new(fs::File::open(&built.rootfs_tar).unwrap());
+    let mut paths = Vec::new();
+    for entry in archive.entries().unwrap() {
+        let entry = entry.unwrap();
+        let header = entry.header();
+        assert_eq!((header.mtime().unwrap(), header.uid().unwrap(), header.gid().unwrap()), (0, 0, 0));
+        paths.push(entry.path().unwrap().into_owned());
+    }
+    let mut sorted = paths.clone();
+    sorted.sort_by(|a, b| a.as_os_str().as_encoded_bytes().cmp(b.as_os_str().as_encoded_bytes()));
+    assert_eq!(paths, sorted, "entries in byte order");
+    assert_eq!(paths.len(), walk_all(&built.rootfs).len());
+    assert!(paths.contains(&PathBuf::from("boxbench/workloads/idle")));
+}
+
+#[test]
+fn sizes_are_measured_for_every_built_artefact() {
+    let Some(built) = shared_build() else { return };
+    let sizes = builder(&shared_out()).sizes().unwrap();
+    let names: Vec<&str> = sizes.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(names, [artefact::ROOTFS, artefact::INITRAMFS, artefact::OCI_IMAGE]);
+    for size in &sizes {
+        assert!(size.compressed_bytes > 0, "{size:?}");
+        assert!(size.compressed_bytes < size.uncompressed_bytes, "{size:?}");
+    }
+    assert_eq!(sizes[1].uncompressed_bytes, fs::metadata(&built.initramfs_cpio).unwrap().len());
+    assert_eq!(sizes[2].uncompressed_bytes, fs::metadata(&built.rootfs_tar).unwrap().len());
+    let busybox = fs::metadata(built.rootfs.join("bin/busybox")).unwrap().len();
+    assert!(sizes[0].uncompressed_bytes > busybox, "{:?}", sizes[0]);
+    let json = serde_json::to_value(&sizes).unwrap();
+    assert_eq!(json[0]["name"], "rootfs");
+    assert!(json[0]["compressed_bytes"].as_u64().unwrap() > 0);
+}
+
+#[test]
+fn sizes_of_an_unbuilt_directory_name_the_missing_artefact() {
+    let out = tempfile::tempdir().unwrap();
+    let err = builder(out.path()).sizes().unwrap_err();
+    assert!(err.to_string().contains("bundle/rootfs"), "{err}");
+}
+
+#[test]
+fn concurrent_builds_into_one_directory_both_succeed() {
+    if which("apt-get").is_none() {
+        eprintln!("skipping: apt-get is needed to fetch busybox-static");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let results: Vec<_> = std::thread::scope(|scope| {
+        let handles: Vec<_> =
+            (0..2).map(|_| scope.spawn(|| builder(out.path()).build(&NoProgress).map_err(|e| e.to_string()))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    assert_eq!(results[0].as_ref().unwrap(), results[1].as_ref().unwrap());
+    // Nothing left behind but the artefacts, their stamps, the lock and the cache.
+    let mut left: Vec<String> =
+        fs::read_dir(out.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    left.sort();
+    assert_eq!(left, [".lock", ".stamps", "bundle", "initramfs.cpio", "initramfs.cpio.gz", "oci", "rootfs.tar"]);
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(bytes).iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn command_output(program: &str, args: &[&str]) -> String {
+    let output = std::process::Command::new(program).args(args).output().unwrap();
+    assert!(output.status.success(), "{program} {args:?}: {output:?}");
+    String::from_utf8(output.stdout).unwrap()
+}
+
+/// Every entry (file, directory, symlink) under `dir`, not following symlinks.
+fn walk_all(dir: &Path) -> Vec<PathBuf> {
+    let mut entries = Vec::new();
+    for entry in fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        entries.push(path.clone());
+        if path.is_dir() && !path.is_symlink() {
+            entries.extend(walk_all(&path));
+        }
+    }
+    entries
 }
