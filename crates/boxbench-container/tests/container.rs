@@ -125,7 +125,10 @@ fn the_rootfs_is_the_root() {
     let record = env.run(&env.rootfs_spec(command(&["cat", "/boxbench/sentinel"])));
     assert_eq!(record.console, SENTINEL);
     let record = env.run(&env.rootfs_spec(command(&["ls", "/"])));
-    assert_eq!(record.console.split_whitespace().collect::<Vec<_>>(), ["bin", "boxbench", "dev", "proc", "sys", "tmp"]);
+    assert_eq!(
+        record.console.split_whitespace().collect::<Vec<_>>(),
+        ["bin", "boxbench", "dev", "mnt", "proc", "sys", "tmp"]
+    );
 }
 
 #[test]
@@ -220,6 +223,37 @@ fn a_readonly_bundle_root_cannot_be_written() {
     ])));
     assert_eq!(record.console, "refused\ndev\n");
     assert!(!env.fixture.rootfs().join("new").exists());
+}
+
+#[test]
+fn a_bundle_sets_user_no_new_privileges_cwd_and_env() {
+    let Some(env) = env() else { return };
+    let mut value = env.fixture.config();
+    value["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
+    value["process"]["noNewPrivileges"] = serde_json::json!(true);
+    value["process"]["cwd"] = serde_json::json!("/tmp");
+    value["process"]["env"] = serde_json::json!(["PATH=/bin", "GREETING=hi"]);
+    env.fixture.write_config(&value);
+    let script = "id -u; id -g; id -G; pwd; echo $GREETING; grep NoNewPrivs /proc/self/status";
+    let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
+    assert_eq!(record.console, "1000\n1001\n1001\n/tmp\nhi\nNoNewPrivs:\t1\n");
+}
+
+#[test]
+fn a_bundle_bind_mount_is_seen_read_only_and_leaves_no_mount() {
+    let Some(env) = env() else { return };
+    let shared = env.fixture.dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::write(shared.join("note"), "from the host").unwrap();
+    let mut value = env.fixture.config();
+    value["mounts"].as_array_mut().unwrap().push(serde_json::json!(
+        {"destination": "/mnt", "type": "bind", "source": shared, "options": ["rbind", "ro", "nosuid"]}
+    ));
+    env.fixture.write_config(&value);
+    let script = "cat /mnt/note; echo; touch /mnt/x 2>/dev/null || echo refused";
+    let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
+    assert_eq!(record.console, "from the host\nrefused\n");
+    assert!(!shared.join("x").exists());
 }
 
 #[test]

@@ -14,7 +14,7 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 /// The applets the tests and workloads use.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "dd", "ls", "hostname", "uname", "sleep", "true", "false", "id", "env", "pwd", "touch",
-    "test", "head", "wc", "readlink", "stat",
+    "test", "head", "wc", "readlink", "stat", "grep",
 ];
 
 /// The text of `/boxbench/sentinel` in every fixture rootfs.
@@ -36,7 +36,7 @@ impl Fixture {
         let dir = tempfile::tempdir().expect("temp dir");
         let fixture = Self { dir };
         let rootfs = fixture.rootfs();
-        for sub in ["bin", "proc", "dev", "sys", "tmp", "boxbench/workloads"] {
+        for sub in ["bin", "proc", "dev", "sys", "tmp", "mnt", "boxbench/workloads"] {
             std::fs::create_dir_all(rootfs.join(sub)).expect("rootfs dir");
         }
         std::fs::copy(HOST_BUSYBOX, rootfs.join("bin/busybox")).expect("copy busybox");
