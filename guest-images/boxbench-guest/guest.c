@@ -1,0 +1,614 @@
+/*
+ * boxbench-guest: reads the boot protocol it was handed (PVH hvm_start_info or
+ * Linux boot_params), counts and starts the CPUs of the MP table, checksums the
+ * initrd and reports all of it on the serial port, then reboots through the
+ * i8042 controller. The report format is the contract with boxbench's VMM
+ * (notes/vmm-guest-contract.md) and with GuestReport::parse in the
+ * boxbench-guest crate.
+ *
+ * Runs in long mode on the page tables of entry.S (identity map of 4 GiB),
+ * interrupts off, no IDT: a fault ends the VM as a triple fault.
+ */
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "crc32_table.h"
+
+#define BOOT_PVH 1
+#define BOOT_LINUX32 2
+#define BOOT_LINUX64 3
+
+#define IDENTITY_MAP_END 0x100000000ull
+
+#define SERIAL_PORT 0x3f8
+#define SERIAL_LSR (SERIAL_PORT + 5)
+#define SERIAL_LSR_THR_EMPTY 0x20
+
+#define BOOT_TIMER_ADDR 0xd0000000ull
+#define BOOT_TIMER_VALUE 123
+
+#define I8042_COMMAND 0x64
+#define I8042_PULSE_RESET 0xfe
+#define RESET_CONTROL_PORT 0xcf9
+#define RESET_CONTROL_RESET 0x06
+
+#define CMDLINE_MAX 4096
+#define MEMMAP_MAX 128
+#define ERRORS_MAX 8
+#define CPUS_MAX 64
+
+#define E820_RAM 1
+
+/* PVH: struct hvm_start_info and its tables (xen/include/public/arch-x86/hvm/start_info.h). */
+#define PVH_MAGIC 0x336ec578
+#define PVH_VERSION 0x04
+#define PVH_NR_MODULES 0x0c
+#define PVH_MODLIST_PADDR 0x10
+#define PVH_CMDLINE_PADDR 0x18
+#define PVH_MEMMAP_PADDR 0x28
+#define PVH_MEMMAP_ENTRIES 0x30
+#define PVH_START_INFO_V0_SIZE 0x28
+#define PVH_START_INFO_V1_SIZE 0x38
+#define PVH_MODLIST_ENTRY_SIZE 32
+#define PVH_MEMMAP_ENTRY_SIZE 24
+
+/* Linux: struct boot_params (Documentation/arch/x86/zero-page.rst, boot.rst). */
+#define BP_EXT_RAMDISK_IMAGE 0x0c0
+#define BP_EXT_RAMDISK_SIZE 0x0c4
+#define BP_EXT_CMD_LINE_PTR 0x0c8
+#define BP_E820_ENTRIES 0x1e8
+#define BP_HEADER 0x202
+#define BP_VERSION 0x206
+#define BP_RAMDISK_IMAGE 0x218
+#define BP_RAMDISK_SIZE 0x21c
+#define BP_CMD_LINE_PTR 0x228
+#define BP_E820_TABLE 0x2d0
+#define BP_SIZE 0x1000
+#define BP_E820_ENTRY_SIZE 20
+#define HDRS_SIGNATURE 0x53726448
+
+/* Intel MultiProcessor Specification 1.4 tables. */
+#define MP_FLOATING_SIGNATURE 0x5f504d5f /* "_MP_" */
+#define MP_CONFIG_SIGNATURE 0x504d4350   /* "PCMP" */
+#define MP_CONFIG_HEADER_SIZE 44
+#define MP_ENTRY_PROCESSOR 0
+#define MP_PROCESSOR_ENTRY_SIZE 20
+#define MP_OTHER_ENTRY_SIZE 8
+#define MP_CPU_ENABLED 0x1
+
+/* Local xAPIC. */
+#define MSR_APIC_BASE 0x1b
+#define APIC_BASE_ENABLE (1u << 11)
+#define APIC_BASE_X2APIC (1u << 10)
+#define APIC_ID 0x020
+#define APIC_SVR 0x0f0
+#define APIC_ICR_LOW 0x300
+#define APIC_ICR_HIGH 0x310
+#define APIC_LVT_TIMER 0x320
+#define APIC_TIMER_INITIAL 0x380
+#define APIC_TIMER_CURRENT 0x390
+#define APIC_TIMER_DIVIDE 0x3e0
+#define APIC_SVR_ENABLE 0x100
+#define APIC_LVT_MASKED 0x10000
+#define APIC_TIMER_DIVIDE_BY_1 0xb
+#define APIC_ICR_BUSY (1u << 12)
+#define APIC_ICR_INIT_ASSERT 0x0000c500
+#define APIC_ICR_INIT_DEASSERT 0x00008500
+#define APIC_ICR_STARTUP 0x00000600
+
+/*
+ * The timer counts APIC bus cycles: 1 GHz in KVM's in-kernel APIC and in
+ * QEMU's emulated one, so these counts are nanoseconds there (a real chip's
+ * slower bus only makes the waits longer).
+ */
+#define WAIT_AFTER_INIT 10000000u   /* 10 ms */
+#define WAIT_AFTER_SIPI 200000u     /* 200 us */
+#define WAIT_FOR_APS 1000000000u    /* 1 s: bounded, generous for emulated start-up */
+
+#define AP_TRAMPOLINE 0x10000ul
+#define AP_SIPI_VECTOR (AP_TRAMPOLINE >> 12)
+
+extern uint32_t boot_kind;
+extern uint64_t boot_info;
+extern volatile uint32_t ap_started;
+extern const char ap_trampoline_start[], ap_trampoline_end[];
+extern void triple_fault(void) __attribute__((noreturn));
+
+struct memory_range {
+	uint64_t addr;
+	uint64_t size;
+	uint32_t type;
+};
+
+static char cmdline[CMDLINE_MAX + 1];
+static size_t cmdline_len;
+static struct memory_range memmap[MEMMAP_MAX];
+static uint32_t memmap_count;
+static uint64_t initrd_addr;
+static uint64_t initrd_size;
+static const char *errors[ERRORS_MAX];
+static uint32_t error_count;
+static uint8_t mp_apic_ids[CPUS_MAX];
+static uint32_t mp_cpu_count;
+static uintptr_t mp_lapic_addr;
+
+/* gcc may emit calls to these even in freestanding code. */
+void *memset(void *dest, int value, size_t len)
+{
+	uint8_t *d = dest;
+	while (len--)
+		*d++ = (uint8_t)value;
+	return dest;
+}
+
+void *memcpy(void *dest, const void *src, size_t len)
+{
+	uint8_t *d = dest;
+	const uint8_t *s = src;
+	while (len--)
+		*d++ = *s++;
+	return dest;
+}
+
+static inline void outb(uint16_t port, uint8_t value)
+{
+	__asm__ volatile("outb %0, %1" : : "a"(value), "Nd"(port));
+}
+
+static inline uint8_t inb(uint16_t port)
+{
+	uint8_t value;
+	__asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
+	return value;
+}
+
+static inline uint64_t rdmsr(uint32_t msr)
+{
+	uint32_t lo, hi;
+	__asm__ volatile("rdmsr" : "=a"(lo), "=d"(hi) : "c"(msr));
+	return ((uint64_t)hi << 32) | lo;
+}
+
+static inline void wrmsr(uint32_t msr, uint64_t value)
+{
+	__asm__ volatile("wrmsr" : : "c"(msr), "a"((uint32_t)value), "d"((uint32_t)(value >> 32)));
+}
+
+static inline uint8_t read8(uint64_t addr)
+{
+	return *(volatile const uint8_t *)(uintptr_t)addr;
+}
+
+static inline uint16_t read16(uint64_t addr)
+{
+	return *(volatile const uint16_t *)(uintptr_t)addr;
+}
+
+static inline uint32_t read32(uint64_t addr)
+{
+	return *(volatile const uint32_t *)(uintptr_t)addr;
+}
+
+static inline uint64_t read64(uint64_t addr)
+{
+	return *(volatile const uint64_t *)(uintptr_t)addr;
+}
+
+static void record_error(const char *what)
+{
+	if (error_count < ERRORS_MAX)
+		errors[error_count++] = what;
+}
+
+/* True when [addr, addr + len) lies inside the identity map. */
+static bool mapped(uint64_t addr, uint64_t len)
+{
+	return addr < IDENTITY_MAP_END && len <= IDENTITY_MAP_END - addr;
+}
+
+static void serial_putc(char c)
+{
+	/* Bounded: a missing UART reads as 0xff, which has the bit set. */
+	for (uint32_t tries = 0; tries < 100000; tries++)
+		if (inb(SERIAL_LSR) & SERIAL_LSR_THR_EMPTY)
+			break;
+	outb(SERIAL_PORT, (uint8_t)c);
+}
+
+static void serial_puts(const char *s)
+{
+	while (*s)
+		serial_putc(*s++);
+}
+
+static void serial_put_dec(uint64_t value)
+{
+	char digits[20];
+	int n = 0;
+	do {
+		digits[n++] = (char)('0' + value % 10);
+		value /= 10;
+	} while (value);
+	while (n)
+		serial_putc(digits[--n]);
+}
+
+static void serial_put_hex32(uint32_t value)
+{
+	for (int shift = 28; shift >= 0; shift -= 4)
+		serial_putc("0123456789abcdef"[(value >> shift) & 0xf]);
+}
+
+/* Copies a NUL-terminated command line at `addr` into `cmdline`. */
+static void copy_cmdline(uint64_t addr)
+{
+	if (addr == 0)
+		return;
+	size_t len = 0;
+	while (len < CMDLINE_MAX && mapped(addr + len, 1) && read8(addr + len) != 0) {
+		cmdline[len] = (char)read8(addr + len);
+		len++;
+	}
+	if (len == CMDLINE_MAX || !mapped(addr + len, 1))
+		record_error("command line not terminated within 4096 bytes");
+	cmdline[len] = 0;
+	cmdline_len = len;
+}
+
+static void add_memory_range(uint64_t addr, uint64_t size, uint32_t type)
+{
+	if (memmap_count == MEMMAP_MAX) {
+		record_error("memory map has more than 128 entries");
+		return;
+	}
+	memmap[memmap_count].addr = addr;
+	memmap[memmap_count].size = size;
+	memmap[memmap_count].type = type;
+	memmap_count++;
+}
+
+static void read_pvh_start_info(uint64_t info)
+{
+	if (!mapped(info, PVH_START_INFO_V1_SIZE)) {
+		record_error("hvm_start_info outside the first 4 GiB");
+		return;
+	}
+	if (read32(info) != PVH_MAGIC) {
+		record_error("hvm_start_info magic is not 0x336ec578");
+		return;
+	}
+	uint32_t version = read32(info + PVH_VERSION);
+	copy_cmdline(read64(info + PVH_CMDLINE_PADDR));
+
+	uint32_t nr_modules = read32(info + PVH_NR_MODULES);
+	uint64_t modlist = read64(info + PVH_MODLIST_PADDR);
+	if (nr_modules > 0) {
+		if (!mapped(modlist, PVH_MODLIST_ENTRY_SIZE)) {
+			record_error("hvm_start_info modlist outside the first 4 GiB");
+		} else {
+			initrd_addr = read64(modlist);
+			initrd_size = read64(modlist + 8);
+		}
+		if (nr_modules > 1)
+			record_error("hvm_start_info has more than one module; only the first is the initrd");
+	}
+
+	if (version < 1) {
+		record_error("hvm_start_info version 0 has no memory map");
+		return;
+	}
+	uint64_t table = read64(info + PVH_MEMMAP_PADDR);
+	uint32_t entries = read32(info + PVH_MEMMAP_ENTRIES);
+	if (!mapped(table, (uint64_t)entries * PVH_MEMMAP_ENTRY_SIZE)) {
+		record_error("hvm_start_info memmap outside the first 4 GiB");
+		return;
+	}
+	for (uint32_t i = 0; i < entries; i++) {
+		uint64_t entry = table + (uint64_t)i * PVH_MEMMAP_ENTRY_SIZE;
+		add_memory_range(read64(entry), read64(entry + 8), read32(entry + 16));
+	}
+}
+
+static void read_boot_params(uint64_t params)
+{
+	if (!mapped(params, BP_SIZE)) {
+		record_error("boot_params outside the first 4 GiB");
+		return;
+	}
+	if (read32(params + BP_HEADER) != HDRS_SIGNATURE) {
+		record_error("boot_params without the HdrS signature at 0x202");
+		return;
+	}
+	copy_cmdline(read32(params + BP_CMD_LINE_PTR) | ((uint64_t)read32(params + BP_EXT_CMD_LINE_PTR) << 32));
+	initrd_addr = read32(params + BP_RAMDISK_IMAGE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_IMAGE) << 32);
+	initrd_size = read32(params + BP_RAMDISK_SIZE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_SIZE) << 32);
+
+	uint32_t entries = read8(params + BP_E820_ENTRIES);
+	if (entries > MEMMAP_MAX) {
+		record_error("boot_params e820_entries above 128");
+		entries = MEMMAP_MAX;
+	}
+	for (uint32_t i = 0; i < entries; i++) {
+		uint64_t entry = params + BP_E820_TABLE + (uint64_t)i * BP_E820_ENTRY_SIZE;
+		add_memory_range(read64(entry), read64(entry + 8), read32(entry + 16));
+	}
+}
+
+static uint64_t ram_mib(void)
+{
+	uint64_t bytes = 0;
+	for (uint32_t i = 0; i < memmap_count; i++)
+		if (memmap[i].type == E820_RAM)
+			bytes += memmap[i].size;
+	return (bytes + (1ull << 20) - 1) >> 20;
+}
+
+static uint32_t crc32_of(uint64_t addr, uint64_t len)
+{
+	const uint8_t *p = (const uint8_t *)(uintptr_t)addr;
+	uint32_t crc = 0xffffffffu;
+	while (len--)
+		crc = crc32_table[(crc ^ *p++) & 0xff] ^ (crc >> 8);
+	return ~crc;
+}
+
+static uint8_t checksum(uint64_t addr, uint64_t len)
+{
+	uint8_t sum = 0;
+	for (uint64_t i = 0; i < len; i++)
+		sum = (uint8_t)(sum + read8(addr + i));
+	return sum;
+}
+
+/* Finds the MP floating pointer structure ("_MP_", 16-byte aligned, checksum 0). */
+static uint64_t find_mp_floating(uint64_t start, uint64_t len)
+{
+	for (uint64_t addr = start; addr + 16 <= start + len; addr += 16)
+		if (read32(addr) == MP_FLOATING_SIGNATURE && checksum(addr, 16) == 0)
+			return addr;
+	return 0;
+}
+
+/* Reads the processor entries of the MP configuration table. */
+static void read_mp_table(void)
+{
+	uint64_t ebda = (uint64_t)read16(0x40e) << 4;
+	uint64_t floating = 0;
+	if (ebda >= 0x80000 && ebda < 0xa0000)
+		floating = find_mp_floating(ebda, 1024);
+	if (!floating)
+		floating = find_mp_floating(0x9fc00, 1024);
+	if (!floating)
+		floating = find_mp_floating(0xf0000, 0x10000);
+	if (!floating)
+		return;
+
+	uint64_t config = read32(floating + 4);
+	if (config == 0) {
+		record_error("MP floating pointer names a default configuration, not a table");
+		return;
+	}
+	if (!mapped(config, MP_CONFIG_HEADER_SIZE) || read32(config) != MP_CONFIG_SIGNATURE) {
+		record_error("MP configuration table without the PCMP signature");
+		return;
+	}
+	uint16_t length = read16(config + 4);
+	if (checksum(config, length) != 0) {
+		record_error("MP configuration table checksum is not zero");
+		return;
+	}
+	mp_lapic_addr = read32(config + 36);
+	uint16_t entries = read16(config + 34);
+	uint64_t entry = config + MP_CONFIG_HEADER_SIZE;
+	uint64_t end = config + length;
+	for (uint16_t i = 0; i < entries && entry < end; i++) {
+		uint8_t type = read8(entry);
+		if (type == MP_ENTRY_PROCESSOR) {
+			if (read8(entry + 3) & MP_CPU_ENABLED) {
+				if (mp_cpu_count < CPUS_MAX)
+					mp_apic_ids[mp_cpu_count] = read8(entry + 1);
+				else
+					record_error("MP table lists more than 64 processors; only 64 are started");
+				mp_cpu_count++;
+			}
+			entry += MP_PROCESSOR_ENTRY_SIZE;
+		} else {
+			entry += MP_OTHER_ENTRY_SIZE;
+		}
+	}
+}
+
+static uintptr_t lapic_base;
+
+static inline uint32_t lapic_read(uint32_t reg)
+{
+	return *(volatile uint32_t *)(lapic_base + reg);
+}
+
+static inline void lapic_write(uint32_t reg, uint32_t value)
+{
+	*(volatile uint32_t *)(lapic_base + reg) = value;
+}
+
+/* Starts the one-shot APIC timer, masked: only its count is read. */
+static void timer_start(uint32_t count)
+{
+	lapic_write(APIC_TIMER_INITIAL, count);
+}
+
+static bool timer_expired(void)
+{
+	return lapic_read(APIC_TIMER_CURRENT) == 0;
+}
+
+static void delay(uint32_t count)
+{
+	timer_start(count);
+	while (!timer_expired())
+		__asm__ volatile("pause");
+}
+
+static void send_ipi(uint8_t apic_id, uint32_t command)
+{
+	lapic_write(APIC_ICR_HIGH, (uint32_t)apic_id << 24);
+	lapic_write(APIC_ICR_LOW, command);
+	timer_start(WAIT_AFTER_SIPI);
+	while ((lapic_read(APIC_ICR_LOW) & APIC_ICR_BUSY) && !timer_expired())
+		__asm__ volatile("pause");
+}
+
+/* INIT-SIPI-SIPI to every enabled processor of the MP table but this one. */
+static uint32_t start_application_processors(void)
+{
+	uint64_t apic_base_msr = rdmsr(MSR_APIC_BASE);
+	if (apic_base_msr & APIC_BASE_X2APIC) {
+		record_error("local APIC is in x2APIC mode; application processors not started");
+		return 0;
+	}
+	if (!(apic_base_msr & APIC_BASE_ENABLE))
+		wrmsr(MSR_APIC_BASE, apic_base_msr | APIC_BASE_ENABLE);
+	lapic_base = (uintptr_t)(apic_base_msr & 0xfffff000ull);
+	if (mp_lapic_addr && mp_lapic_addr != lapic_base)
+		record_error("MP table local APIC address differs from IA32_APIC_BASE");
+
+	lapic_write(APIC_SVR, APIC_SVR_ENABLE | 0xff);
+	lapic_write(APIC_LVT_TIMER, APIC_LVT_MASKED);
+	lapic_write(APIC_TIMER_DIVIDE, APIC_TIMER_DIVIDE_BY_1);
+
+	memcpy((void *)AP_TRAMPOLINE, ap_trampoline_start, (size_t)(ap_trampoline_end - ap_trampoline_start));
+
+	uint8_t self = (uint8_t)(lapic_read(APIC_ID) >> 24);
+	uint32_t targets = 0;
+	for (uint32_t i = 0; i < mp_cpu_count && i < CPUS_MAX; i++) {
+		if (mp_apic_ids[i] == self)
+			continue;
+		send_ipi(mp_apic_ids[i], APIC_ICR_INIT_ASSERT);
+		send_ipi(mp_apic_ids[i], APIC_ICR_INIT_DEASSERT);
+		targets++;
+	}
+	if (targets == 0)
+		return 0;
+	delay(WAIT_AFTER_INIT);
+	for (int round = 0; round < 2; round++) {
+		for (uint32_t i = 0; i < mp_cpu_count && i < CPUS_MAX; i++) {
+			if (mp_apic_ids[i] == self)
+				continue;
+			send_ipi(mp_apic_ids[i], APIC_ICR_STARTUP | AP_SIPI_VECTOR);
+		}
+		delay(WAIT_AFTER_SIPI);
+	}
+
+	timer_start(WAIT_FOR_APS);
+	while (ap_started < targets && !timer_expired())
+		__asm__ volatile("pause");
+	return ap_started;
+}
+
+/* True when `word` appears in the command line as a whole space-separated word. */
+static bool cmdline_has(const char *word)
+{
+	size_t word_len = 0;
+	while (word[word_len])
+		word_len++;
+	size_t i = 0;
+	while (i < cmdline_len) {
+		while (i < cmdline_len && cmdline[i] == ' ')
+			i++;
+		size_t start = i;
+		while (i < cmdline_len && cmdline[i] != ' ')
+			i++;
+		if (i - start == word_len) {
+			size_t k = 0;
+			while (k < word_len && cmdline[start + k] == word[k])
+				k++;
+			if (k == word_len)
+				return true;
+		}
+	}
+	return false;
+}
+
+/* i8042 pulse reset; then the PC reset-control port for machines without an i8042. */
+static void __attribute__((noreturn)) reboot(void)
+{
+	outb(I8042_COMMAND, I8042_PULSE_RESET);
+	outb(RESET_CONTROL_PORT, RESET_CONTROL_RESET);
+	for (;;)
+		__asm__ volatile("cli; hlt");
+}
+
+void __attribute__((noreturn)) guest_main(void)
+{
+	/* The boot timer first: it stands for "first guest userspace instruction". */
+	*(volatile uint8_t *)(uintptr_t)BOOT_TIMER_ADDR = BOOT_TIMER_VALUE;
+
+	const char *entry = "unknown";
+	switch (boot_kind) {
+	case BOOT_PVH:
+		entry = "pvh";
+		read_pvh_start_info(boot_info);
+		break;
+	case BOOT_LINUX32:
+		entry = "linux32";
+		read_boot_params(boot_info);
+		break;
+	case BOOT_LINUX64:
+		entry = "linux64";
+		read_boot_params(boot_info);
+		break;
+	}
+
+	uint32_t crc = 0;
+	if (initrd_size != 0) {
+		if (mapped(initrd_addr, initrd_size))
+			crc = crc32_of(initrd_addr, initrd_size);
+		else
+			record_error("initrd outside the first 4 GiB");
+	}
+
+	read_mp_table();
+	uint32_t cpus = 1;
+	if (mp_cpu_count > 1)
+		cpus += start_application_processors();
+
+	serial_puts("boxbench-guest entry=");
+	serial_puts(entry);
+	serial_puts("\n");
+	for (uint32_t i = 0; i < error_count; i++) {
+		serial_puts("boxbench-guest error: ");
+		serial_puts(errors[i]);
+		serial_puts("\n");
+	}
+	serial_puts("boxbench-guest cpus=");
+	serial_put_dec(cpus);
+	if (mp_cpu_count != cpus) {
+		serial_puts(" mp_cpus=");
+		serial_put_dec(mp_cpu_count);
+	}
+	serial_puts(" mem_mib=");
+	serial_put_dec(ram_mib());
+	serial_puts(" initrd_bytes=");
+	serial_put_dec(initrd_size);
+	serial_puts(" initrd_crc32=");
+	serial_put_hex32(crc);
+	serial_puts(" cmdline=\"");
+	for (size_t i = 0; i < cmdline_len; i++)
+		serial_putc(cmdline[i]);
+	serial_puts("\"\n");
+
+	if (cmdline_has("boxbench.test=spin"))
+		for (;;)
+			__asm__ volatile("cli; pause");
+	if (cmdline_has("boxbench.test=triple-fault"))
+		triple_fault();
+	if (cmdline_has("boxbench.test=flood"))
+		for (uint64_t line = 0;; line++) {
+			serial_puts("boxbench-guest flood ");
+			serial_put_dec(line);
+			serial_puts("\n");
+		}
+
+	serial_puts("BOXBENCH_READY\n");
+	reboot();
+}
