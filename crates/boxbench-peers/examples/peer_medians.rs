@@ -26,8 +26,18 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     } else {
         images.rootfs = Some(images_dir.clone());
     }
-    let launchers: Vec<Box<dyn Launcher>> =
-        names.iter().map(|n| boxbench_peers::launcher_by_name(n, &images)).collect::<Result<_, _>>()?;
+    // docker starts a private dockerd when none runs (it is stopped when its launcher is dropped).
+    let launchers: Vec<Box<dyn Launcher>> = names
+        .iter()
+        .map(|n| match n.as_str() {
+            "docker" => boxbench_peers::DockerLauncher::new(boxbench_peers::DockerOptions {
+                start_dockerd: true,
+                ..Default::default()
+            })
+            .map(|l| Box::new(l) as Box<dyn Launcher>),
+            other => boxbench_peers::launcher_by_name(other, &images),
+        })
+        .collect::<Result<_, _>>()?;
     let spec = InstanceSpec::new(Workload::Hello, images);
     let mut records: Vec<Vec<Record>> = launchers.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
@@ -54,6 +64,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         };
         println!("  peak_bytes       {}", mib(|r| r.memory.peak_bytes));
         println!("  pss_bytes        {}", mib(|r| r.memory.pss_bytes));
+        println!("  overhead_bytes   {}", mib(|r| r.memory.overhead_bytes));
         if let Some(first) = kept.first() {
             for note in &first.notes {
                 println!("  note: {note}");

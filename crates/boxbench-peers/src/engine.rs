@@ -136,7 +136,7 @@ impl ImportedImages {
         pack.arg("--numeric-owner").arg("-cf").arg(&tar).arg("-C").arg(rootfs).arg(".");
         run_helper(pack, ChildSetup::Plain)?;
         let tag = format!("{repository}:latest");
-        let imported = self.client.helper([OsStr::new("import"), OsStr::new("-q"), tar.as_os_str(), OsStr::new(&tag)]);
+        let imported = self.client.helper([OsStr::new("import"), tar.as_os_str(), OsStr::new(&tag)]);
         // The tar is only the import's input.
         let _ = std::fs::remove_file(&tar);
         imported?;

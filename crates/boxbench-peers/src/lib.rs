@@ -8,6 +8,7 @@
 //! directories, cgroups in every hierarchy) on every path. [`probe_all`] says which tools this host
 //! has, for `boxbench doctor`.
 
+pub mod docker;
 pub mod engine;
 pub mod hierarchies;
 pub mod oci_runtime;
@@ -16,13 +17,14 @@ pub mod process;
 pub mod run;
 pub mod tool;
 
+pub use docker::{DockerLauncher, DockerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};
 
 use boxbench_core::{ImagePaths, LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
-pub const BACKENDS: [&str; 3] = ["crun", "runc", "podman"];
+pub const BACKENDS: [&str; 4] = ["crun", "runc", "podman", "docker"];
 
 /// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options; the
 /// images are those launches will use (a backend that imports an image once does so here).
@@ -32,6 +34,7 @@ pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launc
         "crun" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Crun)?)),
         "runc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runc)?)),
         "podman" => Ok(Box::new(PodmanLauncher::new(PodmanOptions::default())?)),
+        "docker" => Ok(Box::new(DockerLauncher::new(DockerOptions::default())?)),
         other => Err(LaunchError::InvalidSpec(format!(
             "unknown peer backend `{other}` (expected one of {})",
             BACKENDS.join(", ")
