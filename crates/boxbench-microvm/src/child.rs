@@ -125,7 +125,8 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
     // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
     // through _exit).
     let (events, console) = unsafe { (File::from_raw_fd(events_fd), File::from_raw_fd(console_fd)) };
-    let reporter = Arc::new(Reporter { events, guest_ranges: OnceLock::new(), measured_at_marker: AtomicBool::new(false) });
+    let reporter =
+        Arc::new(Reporter { events, guest_ranges: OnceLock::new(), measured_at_marker: AtomicBool::new(false) });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_vm(setup, console, &reporter)));
     let status = match result {
         Ok(Ok(())) => EXIT_REPORTED,

@@ -66,7 +66,7 @@ mod tests {
     #[test]
     fn apic_id_hypervisor_bit_and_pvm_quirk() {
         let mut cpuid = CpuId::from_entries(&[
-            entry(LEAF_FEATURES, 0x806c1, 0xff_ff_0800),
+            entry(LEAF_FEATURES, 0x806c1, 0xffff_0800),
             entry(LEAF_TOPOLOGY, 0, 0),
             entry(LEAF_KVM_FEATURES, 0x0100_7fff, 0),
         ])

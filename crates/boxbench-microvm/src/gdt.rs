@@ -62,7 +62,7 @@ pub const fn descriptor(flags: u16, base: u32, limit: u32) -> u64 {
 /// The cached (register) form of descriptor `index` of [`BOOT_GDT`].
 pub fn segment(index: usize) -> kvm_segment {
     let entry = BOOT_GDT[index];
-    let base = (((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000)) as u64;
+    let base = ((entry >> 16) & 0x00ff_ffff) | ((entry >> 32) & 0xff00_0000);
     let raw_limit = ((entry & 0xffff) | ((entry >> 32) & 0x000f_0000)) as u32;
     let granularity = ((entry >> 55) & 1) as u8;
     // With G set the limit counts 4 KiB pages; the register holds it in bytes.

@@ -120,13 +120,7 @@ impl Launcher for MicroVmLauncher {
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
         check_host(plan.vcpus)?;
         let cgroups = CgroupHost::detect()?;
-        Ok(Box::new(MicroVmInstance {
-            plan,
-            quirks: config.cpuid_quirks,
-            cgroups,
-            kvm: self.kvm,
-            running: None,
-        }))
+        Ok(Box::new(MicroVmInstance { plan, quirks: config.cpuid_quirks, cgroups, kvm: self.kvm, running: None }))
     }
 }
 
@@ -143,7 +137,10 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
         )));
     }
     if vcpus > mptable::max_cpus() {
-        return Err(LaunchError::InvalidSpec(format!("vcpus: {vcpus} do not fit in the MP table (at most {})", mptable::max_cpus())));
+        return Err(LaunchError::InvalidSpec(format!(
+            "vcpus: {vcpus} do not fit in the MP table (at most {})",
+            mptable::max_cpus()
+        )));
     }
     Ok(())
 }
@@ -210,9 +207,11 @@ struct MicroVmInstance {
     running: Option<Running>,
 }
 
+/// A pipe whose ends are closed on exec (the child is forked, not exec'd, and closes what it does not
+/// use itself).
 fn pipe() -> Result<(File, OwnedFd), LaunchError> {
-    let (read, write) = std::io::pipe().map_err(LaunchError::backend)?;
-    Ok((File::from(OwnedFd::from(read)), OwnedFd::from(write)))
+    let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(LaunchError::backend)?;
+    Ok((File::from(read), write))
 }
 
 impl Instance for MicroVmInstance {
@@ -251,10 +250,8 @@ impl Instance for MicroVmInstance {
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
-        let running = self
-            .running
-            .as_mut()
-            .ok_or_else(|| LaunchError::InvalidSpec("microvm: wait before launch".into()))?;
+        let running =
+            self.running.as_mut().ok_or_else(|| LaunchError::InvalidSpec("microvm: wait before launch".into()))?;
         while !running.events_closed {
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {

@@ -145,8 +145,8 @@ mod tests {
                 assert!(a + alen <= b || b + blen <= a, "{a:#x}+{alen:#x} overlaps {b:#x}+{blen:#x}");
             }
         }
-        assert!(PDE_START.0 + IDENTITY_MAPPED_GIB * 0x1000 <= AP_TRAMPOLINE_START.0);
+        const { assert!(PDE_START.0 + IDENTITY_MAPPED_GIB * 0x1000 <= AP_TRAMPOLINE_START.0) };
         // The boot stack grows down from below the page tables, above the zero page.
-        assert!(BOOT_STACK_POINTER > ZERO_PAGE_START.0 + 0x1000 && BOOT_STACK_POINTER < PML4_START.0);
+        const { assert!(BOOT_STACK_POINTER > ZERO_PAGE_START.0 + 0x1000 && BOOT_STACK_POINTER < PML4_START.0) };
     }
 }

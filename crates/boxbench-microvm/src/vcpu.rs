@@ -1,7 +1,6 @@
 //! One vCPU: its boot state, and the loop that runs it on its own thread and turns exits into device
 //! accesses or the end of the VM.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use boxbench_core::MonotonicNs;
@@ -133,6 +132,3 @@ pub fn run<V: HypervisorVcpu>(
     }
     None
 }
-
-/// A flag shared by the vCPU threads of one VM: set when the VM must stop.
-pub type StopFlag = Arc<AtomicBool>;

@@ -58,7 +58,8 @@ fn tiny_guest_runs_to_a_clean_reboot_with_every_phase() {
     }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    for (name, bytes) in [("bzImage", common::bzimage(Behaviour::Reboot)), ("pvh.elf", common::elf(Behaviour::Reboot, true))]
+    for (name, bytes) in
+        [("bzImage", common::bzimage(Behaviour::Reboot)), ("pvh.elf", common::elf(Behaviour::Reboot, true))]
     {
         let kernel = common::write(dir.path(), name, &bytes);
         let record = launch_once(&launcher(), &spec(kernel, Duration::from_secs(20))).unwrap();
@@ -141,7 +142,10 @@ fn bad_inputs_are_refused_with_the_setting_or_file_named() {
     let message = |spec: &InstanceSpec| prepare_error(&launcher, spec).to_string();
 
     let missing = dir.path().join("missing");
-    assert_eq!(message(&spec(missing.clone(), Duration::from_secs(1))), format!("kernel {}: no such file", missing.display()));
+    assert_eq!(
+        message(&spec(missing.clone(), Duration::from_secs(1))),
+        format!("kernel {}: no such file", missing.display())
+    );
     assert!(message(&spec(random.clone(), Duration::from_secs(1))).contains("neither an ELF vmlinux nor a bzImage"));
     assert!(message(&spec(truncated, Duration::from_secs(1))).contains("truncated"));
     assert!(message(&spec(arm, Duration::from_secs(1))).contains("machine 183"));
@@ -176,7 +180,8 @@ fn bad_inputs_are_refused_with_the_setting_or_file_named() {
         let err = prepare_error(&linux, &spec(good.clone(), Duration::from_secs(1)));
         assert!(matches!(err, LaunchError::Unsupported(_)));
         assert_eq!(err.to_string(), boxbench_microvm::launcher::LINUX_ON_PVM_REFUSAL);
-        let forced = MicroVmLauncher::new(MicroVmOptions { guest: GuestKind::Linux, force: true, ..MicroVmOptions::default() });
+        let forced =
+            MicroVmLauncher::new(MicroVmOptions { guest: GuestKind::Linux, force: true, ..MicroVmOptions::default() });
         assert!(forced.prepare(&spec(good, Duration::from_secs(1))).is_ok());
     }
     assert_nothing_left_behind();

@@ -32,15 +32,15 @@ fn boot(kernel_bytes: &[u8], vcpus: u8) -> Option<(VmExit, String, Vec<&'static 
     }
     let dir = tempfile::tempdir().unwrap();
     let kernel = common::write(dir.path(), "kernel", kernel_bytes);
-    let (reader, writer) = std::io::pipe().unwrap();
+    let (reader, writer) = nix::unistd::pipe().unwrap();
     let milestones = Arc::new(Milestones::default());
     let mut config = VmConfig::new(&kernel);
     config.vcpus = vcpus;
-    config.console = Some(File::from(std::os::fd::OwnedFd::from(writer)));
+    config.console = Some(File::from(writer));
     config.observer = milestones.clone();
     let vm = Vm::try_from(config).unwrap();
     let summary = vm.run().unwrap();
-    let console = std::io::read_to_string(reader).unwrap();
+    let console = std::io::read_to_string(File::from(reader)).unwrap();
     let seen = milestones.0.lock().unwrap().clone();
     Some((summary.exit, console, seen))
 }

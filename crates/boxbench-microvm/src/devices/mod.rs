@@ -87,7 +87,7 @@ impl Devices {
 
     /// A guest `out` to `port`; returns a reset request if the write was one.
     pub fn port_write(&self, port: u16, data: &[u8]) -> Option<ResetSource> {
-        let Some(&value) = data.first() else { return None };
+        let &value = data.first()?;
         match port {
             p if is_serial(p) => {
                 self.serial.lock().unwrap_or_else(PoisonError::into_inner).write((p - SERIAL_PORT_BASE) as u8, value);

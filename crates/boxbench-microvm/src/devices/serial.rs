@@ -132,14 +132,14 @@ mod tests {
 
     #[test]
     fn transmitted_bytes_reach_the_console_and_the_marker_is_seen_once() {
-        let (reader, writer) = std::io::pipe().unwrap();
+        let (reader, writer) = nix::unistd::pipe().unwrap();
         let markers = Arc::new(Markers::default());
-        let mut port = SerialPort::new(Some(File::from(std::os::fd::OwnedFd::from(writer))), markers.clone()).unwrap();
+        let mut port = SerialPort::new(Some(File::from(writer)), markers.clone()).unwrap();
         for byte in b"x BOXBENCH_BOXBENCH_READY\nBOXBENCH_READY\n" {
             port.write(0, *byte);
         }
         drop(port);
-        let text = std::io::read_to_string(reader).unwrap();
+        let text = std::io::read_to_string(File::from(reader)).unwrap();
         assert_eq!(text, "x BOXBENCH_BOXBENCH_READY\nBOXBENCH_READY\n");
         assert_eq!(*markers.0.lock().unwrap(), 1);
     }
