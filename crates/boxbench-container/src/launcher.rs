@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use boxbench_core::cgroup::{CgroupError, CgroupHost, InstanceCgroup};
+use boxbench_core::cgroup::{CgroupError, CgroupHost, InstanceCgroup, MemoryVersion};
 use boxbench_core::console::ConsoleCapture;
 use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
@@ -208,7 +208,9 @@ impl Prepared {
         let exec_path = rootfs::find_executable(&rootfs, program, &source.cwd, path_var)?;
         rootfs::check_cwd(&rootfs, &source.cwd)?;
 
-        let mut steps = rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts)?;
+        // Joining the cgroup comes first, so the whole setup is charged to the instance.
+        let mut steps = vec![Step::JoinCgroup];
+        steps.extend(rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts)?);
         if source.namespaces.contains(crate::namespaces::Namespace::Uts) {
             if source.hostname.is_empty() || source.hostname.len() > HOSTNAME_MAX {
                 return Err(ContainerError::Setting {
@@ -283,11 +285,18 @@ impl ContainerInstance {
         if let Some(bytes) = self.prepared.memory_limit {
             cgroup.set_memory_limit(bytes)?;
         }
+        let membership = cgroup.path().join(match cgroup.memory_version() {
+            MemoryVersion::V1 => "tasks",
+            MemoryVersion::V2 => "cgroup.procs",
+        });
+        let membership_file = std::fs::OpenOptions::new()
+            .write(true)
+            .open(&membership)
+            .map_err(|source| CgroupError::Io { path: membership.clone(), source })?;
         let cgroup = Arc::new(cgroup);
         let plan = &self.prepared.plan;
-        let (child, console_read) = process::spawn(plan)?;
+        let (child, console_read) = process::spawn(plan, membership_file.into())?;
         // From here on, an early return drops `child` (killed, reaped) and then `cgroup` (removed).
-        cgroup.add_process(child.pid())?;
         let sampled = Arc::clone(&cgroup);
         let console = ConsoleCapture::spawn(File::from(console_read), READY_MARKER, move || {
             boxbench_core::pss::total_pss_bytes(&sampled.pids())
@@ -302,7 +311,6 @@ impl ContainerInstance {
             ready_at: MonotonicNs(0),
             exec_at: MonotonicNs(0),
         };
-        running.child.release()?;
         let times = running.child.wait_exec(&plan.steps, &plan.exec)?;
         running.ready_at = times.ready_at;
         running.exec_at = times.exec_at;

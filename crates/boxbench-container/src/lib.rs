@@ -1,10 +1,10 @@
 //! boxbench's own namespace container launcher, the `container` backend.
 //!
 //! One clone(2) creates the PID, mount, UTS, IPC and network namespaces with the container's init
-//! in them as PID 1; the init waits until boxbench has put it in the instance's memory cgroup, builds
-//! its filesystem (private propagation, the rootfs bound onto itself, proc, sysfs, a minimal `/dev`,
-//! `pivot_root`), sets its hostname, descriptors and ids, and executes the workload, whose stdout and
-//! stderr are the console. The steps are laid out like youki's libcontainer, one module each:
+//! in them as PID 1; the init first joins the instance's memory cgroup, then builds its filesystem
+//! (private propagation, the rootfs bound onto itself, proc, sysfs, a minimal `/dev`,
+//! `pivot_root`), sets its hostname, descriptors and ids, and executes the workload, whose stdout
+//! and stderr are the console. The steps are laid out like youki's libcontainer, one module each:
 //! [`namespaces`], [`rootfs`], [`bundle`] (the supported subset of OCI's `config.json`), [`process`]
 //! (clone, handshake, wait) and [`launcher`] ([`ContainerLauncher`]); the system calls themselves go
 //! through [`syscalls::Syscalls`] so the setup's order is testable without root.

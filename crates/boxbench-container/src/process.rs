@@ -1,12 +1,16 @@
 //! The container's init: one clone(2) that creates every namespace and makes the child PID 1 of
 //! the new PID namespace, the handshake with it, and waiting for it.
 //!
-//! The handshake uses three pipes created before the clone. The child first blocks on the
-//! *release* pipe until the parent has put it in its cgroup, so everything it does is charged there.
-//! It then runs its setup steps and writes fixed-size reports on the close-on-exec *status* pipe:
-//! `Ready` with its `CLOCK_MONOTONIC` stamp just before execve(2), or `Failed` with the index of the
-//! step (or execve) and the errno. End of file on the status pipe after `Ready` means execve
-//! succeeded. The *console* pipe becomes the workload's stdout and stderr.
+//! The child's first step joins the instance's cgroup by writing "0" to its membership file, which
+//! the parent opened before the clone, so everything it does from then on — its setup, then the
+//! workload — is charged there, and it cannot execute the workload outside it. (On cgroup v1 this
+//! is the `tasks` file: a single task moving itself skips the kernel's global thread-group lock,
+//! whose RCU grace period makes a parent's write of the pid to `cgroup.procs` cost 5–16 ms whenever
+//! no other migration happened in the last few milliseconds.) The child then runs its other setup
+//! steps and writes fixed-size reports on the close-on-exec *status* pipe: `Ready` with its
+//! `CLOCK_MONOTONIC` stamp just before execve(2), or `Failed` with the index of the step (or
+//! execve) and the errno. End of file on the status pipe after `Ready` means execve succeeded. The
+//! *console* pipe becomes the workload's stdout and stderr.
 //!
 //! Between clone and execve the child runs in a copy of a possibly multi-threaded parent, so it
 //! only makes system calls over data prepared beforehand: no allocation, no locks, no panics.
@@ -32,10 +36,8 @@ use crate::syscalls::{ChildFds, LinuxSyscalls, Step, run_steps};
 /// needs a few KiB; the rest is margin. Only the pages it touches are ever backed.
 const CHILD_STACK_BYTES: usize = 256 * 1024;
 
-/// The report's step index when the child could not read the release pipe.
-const STEP_RELEASE: u32 = u32::MAX;
 /// The report's step index when execve(2) failed.
-const STEP_EXEC: u32 = u32::MAX - 1;
+const STEP_EXEC: u32 = u32::MAX;
 
 const REPORT_READY: u32 = 1;
 const REPORT_FAILED: u32 = 2;
@@ -50,7 +52,7 @@ pub enum ProcessError {
     /// clone(2) failed.
     #[error("clone(2) of the container's init with {flags:?}: {errno}")]
     Clone { flags: CloneFlags, errno: Errno },
-    /// The child could not be released or reported nonsense.
+    /// The child's reports could not be read or made no sense.
     #[error("handshake with the container's init (pid {pid}): {reason}")]
     Handshake { pid: i32, reason: String },
     /// A setup step failed in the child.
@@ -100,7 +102,6 @@ pub struct ExecTimes {
 pub struct Child {
     pid: Pid,
     pidfd: OwnedFd,
-    release: Option<OwnedFd>,
     status: File,
     reaped: Option<WaitStatus>,
 }
@@ -137,27 +138,32 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
     Ok((above_stdio(read, what)?, above_stdio(write, what)?))
 }
 
-/// Clones the container's init with `plan`, blocked until [`Child::release`]. Returns it and the
-/// read end of its console.
-pub fn spawn(plan: &ChildPlan) -> Result<(Child, OwnedFd), ProcessError> {
+/// Clones the container's init with `plan`; `cgroup_membership` is the instance cgroup's `tasks`
+/// (v1) or `cgroup.procs` (v2) file, open for writing, for the plan's [`Step::JoinCgroup`]. Returns
+/// the child and the read end of its console.
+pub fn spawn(plan: &ChildPlan, cgroup_membership: OwnedFd) -> Result<(Child, OwnedFd), ProcessError> {
     let (console_read, console_write) = pipe("console pipe")?;
     let (status_read, status_write) = pipe("status pipe")?;
-    let (release_read, release_write) = pipe("release pipe")?;
+    let cgroup_membership = above_stdio(cgroup_membership, "cgroup membership file")?;
     let stdin = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map_err(|errno| ProcessError::Descriptor { what: "stdin (/dev/null)", errno })?;
     let stdin = above_stdio(stdin, "stdin (/dev/null)")?;
-    let fds = ChildFds { console: console_write.as_raw_fd(), stdin: stdin.as_raw_fd() };
+    let fds = ChildFds {
+        console: console_write.as_raw_fd(),
+        stdin: stdin.as_raw_fd(),
+        cgroup: cgroup_membership.as_raw_fd(),
+    };
     let exec = ExecPointers::new(&plan.exec);
-    let (release_fd, status_fd) = (release_read.as_raw_fd(), status_write.as_raw_fd());
+    let status_fd = status_write.as_raw_fd();
     let mut stack = vec![0u8; CHILD_STACK_BYTES];
-    let init = Box::new(|| child_main(plan, &fds, &exec, release_fd, status_fd));
+    let init = Box::new(|| child_main(plan, &fds, &exec, status_fd));
     // SAFETY: the child runs `child_main` on `stack`, which is far larger than what its system
     // calls need; it touches only data prepared above (no allocation, no locks another thread of
     // this process may hold) and either execs or exits.
     let pid = unsafe { nix::sched::clone(init, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) }
         .map_err(|errno| ProcessError::Clone { flags: plan.clone_flags, errno })?;
     // The child has its own copies; the parent's must close so end of file means the child's did.
-    drop((console_write, status_write, release_read, stdin));
+    drop((console_write, status_write, stdin, cgroup_membership));
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
     let pidfd = match Errno::result(pidfd) {
@@ -169,27 +175,12 @@ pub fn spawn(plan: &ChildPlan) -> Result<(Child, OwnedFd), ProcessError> {
             return Err(ProcessError::Descriptor { what: "pidfd", errno });
         }
     };
-    let child = Child { pid, pidfd, release: Some(release_write), status: File::from(status_read), reaped: None };
+    let child = Child { pid, pidfd, status: File::from(status_read), reaped: None };
     Ok((child, console_read))
 }
 
-/// The child's side: wait for release, set up, report, exec. Returns the exit status on failure.
-fn child_main(plan: &ChildPlan, fds: &ChildFds, exec: &ExecPointers<'_>, release_fd: RawFd, status_fd: RawFd) -> isize {
-    let mut byte = 0u8;
-    loop {
-        // SAFETY: reads one byte into a live local.
-        let n = unsafe { libc::read(release_fd, (&mut byte as *mut u8).cast(), 1) };
-        match n {
-            1 => break,
-            // The parent closed the pipe without releasing: the launch was abandoned.
-            0 => return 1,
-            _ if Errno::last() == Errno::EINTR => continue,
-            _ => {
-                report(status_fd, REPORT_FAILED, STEP_RELEASE, Errno::last() as u64);
-                return 1;
-            }
-        }
-    }
+/// The child's side: set up, report, exec. Returns the exit status on failure.
+fn child_main(plan: &ChildPlan, fds: &ChildFds, exec: &ExecPointers<'_>, status_fd: RawFd) -> isize {
     if let Err((index, errno)) = run_steps(&LinuxSyscalls, &plan.steps, fds) {
         report(status_fd, REPORT_FAILED, index as u32, errno as u64);
         return 1;
@@ -236,14 +227,6 @@ impl Child {
         self.pid.as_raw()
     }
 
-    /// Lets the child start its setup.
-    pub fn release(&mut self) -> Result<(), ProcessError> {
-        let Some(release) = self.release.take() else { return Ok(()) };
-        nix::unistd::write(&release, &[1])
-            .map(drop)
-            .map_err(|errno| ProcessError::Handshake { pid: self.pid(), reason: format!("release: {errno}") })
-    }
-
     /// Waits until the child has executed the workload, or reports why it did not. `steps` and
     /// `exec` are those of the plan it was spawned with, to name a failed step.
     pub fn wait_exec(&mut self, steps: &[Step], exec: &ExecSpec) -> Result<ExecTimes, ProcessError> {
@@ -259,9 +242,6 @@ impl Child {
                 Some(Report::Ready(at)) => ready_at = Some(at),
                 Some(Report::Failed { step: STEP_EXEC, errno }) => {
                     return Err(ProcessError::Exec { path: exec.path.to_string_lossy().into_owned(), errno });
-                }
-                Some(Report::Failed { step: STEP_RELEASE, errno }) => {
-                    return Err(self.handshake_error(format!("it could not read its release: {errno}")));
                 }
                 Some(Report::Failed { step, errno }) => {
                     let step = steps.get(step as usize).map(Step::describe).unwrap_or_else(|| format!("step {step}"));

@@ -512,7 +512,7 @@ mod tests {
         }
         let steps = rootfs_steps(r, true, &MountSpec::defaults()).unwrap();
         let sys = RecordingSyscalls::default();
-        run_steps(&sys, &steps, &ChildFds { console: 3, stdin: 4 }).unwrap();
+        run_steps(&sys, &steps, &ChildFds { console: 3, stdin: 4, cgroup: 5 }).unwrap();
         let calls = sys.calls.borrow();
         let rs = r.display().to_string();
         let private = (MsFlags::MS_REC | MsFlags::MS_PRIVATE).bits();

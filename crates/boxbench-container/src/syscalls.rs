@@ -48,6 +48,9 @@ pub trait Syscalls {
     fn set_no_new_privs(&self) -> Result<(), Errno>;
     /// setgroups(0, NULL), setresgid(2) and setresuid(2), in that order.
     fn set_ids(&self, uid: u32, gid: u32) -> Result<(), Errno>;
+    /// Writes "0" (the calling task) to an open cgroup `tasks` or `cgroup.procs` file: the caller
+    /// joins that cgroup.
+    fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno>;
 }
 
 /// The real system calls.
@@ -126,6 +129,12 @@ impl Syscalls for LinuxSyscalls {
         // SAFETY: as above.
         Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
     }
+
+    fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
+        // SAFETY: writes one byte from a static buffer to a descriptor the parent opened.
+        let written = Errno::result(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })?;
+        if written == 1 { Ok(()) } else { Err(Errno::EIO) }
+    }
 }
 
 /// A descriptor the child receives from the parent, known by its role; the parent fills in the
@@ -136,6 +145,8 @@ pub enum ChildFd {
     Console,
     /// `/dev/null` of the host, the workload's stdin.
     Stdin,
+    /// The instance cgroup's `tasks` (v1) or `cgroup.procs` (v2) file, open for writing.
+    Cgroup,
 }
 
 /// The descriptor numbers behind each [`ChildFd`], all above the standard three.
@@ -145,6 +156,8 @@ pub struct ChildFds {
     pub console: RawFd,
     /// The stdin descriptor.
     pub stdin: RawFd,
+    /// The cgroup membership file.
+    pub cgroup: RawFd,
 }
 
 impl ChildFds {
@@ -152,6 +165,7 @@ impl ChildFds {
         match fd {
             ChildFd::Console => self.console,
             ChildFd::Stdin => self.stdin,
+            ChildFd::Cgroup => self.cgroup,
         }
     }
 }
@@ -183,6 +197,8 @@ pub enum Step {
     NoNewPrivs,
     /// Drop supplementary groups, then become `gid` and `uid`.
     SetIds { uid: u32, gid: u32 },
+    /// Join the instance's cgroup through its membership file.
+    JoinCgroup,
 }
 
 impl Step {
@@ -208,6 +224,7 @@ impl Step {
             Step::CloexecFrom(first) => sys.cloexec_from(*first),
             Step::NoNewPrivs => sys.set_no_new_privs(),
             Step::SetIds { uid, gid } => sys.set_ids(*uid, *gid),
+            Step::JoinCgroup => sys.join_cgroup(fds.get(ChildFd::Cgroup)),
         }
     }
 
@@ -235,6 +252,7 @@ impl Step {
             Step::CloexecFrom(first) => format!("mark descriptors from {first} close-on-exec"),
             Step::NoNewPrivs => "set no_new_privs".to_owned(),
             Step::SetIds { uid, gid } => format!("become uid {uid} gid {gid}"),
+            Step::JoinCgroup => "join the instance's cgroup".to_owned(),
         }
     }
 }
@@ -327,6 +345,9 @@ pub(crate) mod recording {
         fn set_ids(&self, uid: u32, gid: u32) -> Result<(), Errno> {
             self.record(format!("set_ids {uid} {gid}"))
         }
+        fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
+            self.record(format!("join_cgroup {procs}"))
+        }
     }
 }
 
@@ -344,16 +365,17 @@ mod tests {
     #[test]
     fn steps_run_in_order_and_stop_at_the_first_failure() {
         let steps = vec![
+            Step::JoinCgroup,
             Step::Chdir(c("/r")),
             Step::Dup2 { from: ChildFd::Console, to: 1 },
             Step::Hostname(c("box")),
             Step::Chdir(c("/never")),
         ];
         let sys = RecordingSyscalls { fail_on: Some("sethostname"), ..Default::default() };
-        let fds = ChildFds { console: 7, stdin: 8 };
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
         let err = run_steps(&sys, &steps, &fds).unwrap_err();
-        assert_eq!(err, (2, Errno::EPERM));
-        assert_eq!(*sys.calls.borrow(), ["chdir /r", "dup2 7 1", "sethostname box"]);
+        assert_eq!(err, (3, Errno::EPERM));
+        assert_eq!(*sys.calls.borrow(), ["join_cgroup 9", "chdir /r", "dup2 7 1", "sethostname box"]);
     }
 
     #[test]

@@ -377,3 +377,11 @@ fn a_killed_instance_is_signaled() {
     assert_eq!(record.exit_code, None);
     env.assert_nothing_left();
 }
+
+#[test]
+fn the_workload_runs_in_the_instance_cgroup() {
+    let Some(env) = env() else { return };
+    let record = env.run(&env.rootfs_spec(command(&["cat", "/proc/self/cgroup"])));
+    let expected = format!("/boxbench/container-{}-", std::process::id());
+    assert!(record.console.contains(&expected), "{}", record.console);
+}
