@@ -178,7 +178,7 @@ fn crc32_table_header() -> String {
         for _ in 0..8 {
             crc = if crc & 1 != 0 { (crc >> 1) ^ 0xedb8_8320 } else { crc >> 1 };
         }
-        let _ = write!(header, "\t0x{crc:08x},\n");
+        let _ = writeln!(header, "\t0x{crc:08x},");
     }
     header.push_str("};\n");
     header

@@ -138,14 +138,15 @@ ap_long_mode:
 	jmp	1b
 
 /*
- * Enter with interrupts off and the triple-fault switch set: an IDT with limit
- * zero turns the first exception into a double and then a triple fault.
+ * An IDT with limit zero turns the first exception into a double and then a
+ * triple fault. ud2 comes first: kvm_pvm's instruction emulator fails on int3
+ * (a KVM internal error instead of a #BP), which is the fallback.
  */
 	.globl	triple_fault
 triple_fault:
 	lidt	empty_idt_descriptor(%rip)
-	int3
 	ud2
+	int3
 	jmp	halt_forever
 
 /*
