@@ -260,8 +260,8 @@ struct Running {
     child: process::Child,
     console: Option<ConsoleCapture>,
     cgroup: Option<Arc<InstanceCgroup>>,
-    ready_at: MonotonicNs,
-    exec_at: MonotonicNs,
+    ready_at: Option<MonotonicNs>,
+    exec_at: Option<MonotonicNs>,
 }
 
 impl Drop for Running {
@@ -303,17 +303,21 @@ impl ContainerInstance {
         })
         .map_err(|e| ProcessError::Handshake { pid: child.pid(), reason: format!("console reader thread: {e}") })?;
         // Put the console under Running's ordered cleanup before anything else can fail.
-        let mut running = Running {
-            timeline,
-            child,
-            console: Some(console),
-            cgroup: Some(cgroup),
-            ready_at: MonotonicNs(0),
-            exec_at: MonotonicNs(0),
-        };
-        let times = running.child.wait_exec(&plan.steps, &plan.exec)?;
-        running.ready_at = times.ready_at;
-        running.exec_at = times.exec_at;
+        let mut running =
+            Running { timeline, child, console: Some(console), cgroup: Some(cgroup), ready_at: None, exec_at: None };
+        match running.child.wait_exec(&plan.steps, &plan.exec) {
+            Ok(times) => {
+                running.ready_at = Some(times.ready_at);
+                running.exec_at = Some(times.exec_at);
+            }
+            // A limit too small for the setup itself: the instance ran out of memory, which is an
+            // outcome to record, not a launch failure.
+            Err(_) if running.cgroup.as_ref().is_some_and(|cgroup| cgroup.oom_killed()) => {
+                running.child.kill_and_reap()?;
+                self.outcome = Some(Outcome::OutOfMemory);
+            }
+            Err(err) => return Err(err.into()),
+        }
         self.running = Some(running);
         Ok(())
     }
@@ -347,8 +351,8 @@ impl ContainerInstance {
         Ok(Record {
             backend: BACKEND.to_owned(),
             phases: Phases {
-                ready_ms: timeline.ms(Some(running.ready_at)),
-                userspace_ms: timeline.ms(Some(running.exec_at)),
+                ready_ms: timeline.ms(running.ready_at),
+                userspace_ms: timeline.ms(running.exec_at),
                 workload_ms: timeline.ms(console.marker_at),
                 exit_ms: timeline.ms(Some(exit_at)),
                 first_output_ms: timeline.ms(console.first_byte_at),

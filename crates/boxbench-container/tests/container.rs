@@ -385,3 +385,12 @@ fn the_workload_runs_in_the_instance_cgroup() {
     let expected = format!("/boxbench/container-{}-", std::process::id());
     assert!(record.console.contains(&expected), "{}", record.console);
 }
+
+#[test]
+fn a_limit_too_small_to_start_in_is_out_of_memory() {
+    let Some(env) = env() else { return };
+    let mut spec = env.rootfs_spec(Workload::Hello);
+    spec.memory_limit_bytes = Some(4096);
+    let record = env.run(&spec);
+    assert_eq!(record.outcome, Outcome::OutOfMemory, "console: {}", record.console);
+}
