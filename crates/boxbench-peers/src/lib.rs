@@ -14,17 +14,19 @@ pub mod hierarchies;
 pub mod oci_runtime;
 pub mod podman;
 pub mod process;
+pub mod qemu;
 pub mod run;
 pub mod tool;
 
 pub use docker::{DockerLauncher, DockerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};
+pub use qemu::{Accel, GuestKind, Machine, QemuLauncher, QemuOptions};
 
 use boxbench_core::{ImagePaths, LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
-pub const BACKENDS: [&str; 4] = ["crun", "runc", "podman", "docker"];
+pub const BACKENDS: [&str; 6] = ["crun", "runc", "podman", "docker", "qemu-microvm", "qemu-q35"];
 
 /// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options; the
 /// images are those launches will use (a backend that imports an image once does so here).
@@ -35,6 +37,10 @@ pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launc
         "runc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runc)?)),
         "podman" => Ok(Box::new(PodmanLauncher::new(PodmanOptions::default())?)),
         "docker" => Ok(Box::new(DockerLauncher::new(DockerOptions::default())?)),
+        "qemu-microvm" => {
+            Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Microvm, ..Default::default() })?))
+        }
+        "qemu-q35" => Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Q35, ..Default::default() })?)),
         other => Err(LaunchError::InvalidSpec(format!(
             "unknown peer backend `{other}` (expected one of {})",
             BACKENDS.join(", ")

@@ -1,0 +1,417 @@
+//! QEMU as a VM backend: the `microvm` machine (no firmware, no PCI; the closest QEMU comes to a
+//! micro-VM monitor) and `q35` (a full PC with SeaBIOS), booting the same kernel, initramfs, memory
+//! and vCPUs as boxbench's own micro-VM.
+//!
+//! The serial port is QEMU's stdout, captured with its stderr as the console; `-no-reboot` turns the
+//! guest's reset (Linux `reboot=t` after the workload, boxbench's own guest through the i8042
+//! controller) into QEMU's exit. A Linux guest's `/init` prints `BOXBENCH_EXIT_STATUS=N`, which is
+//! the instance's exit status; boxbench's own guest has no workload, and its clean reset after the
+//! marker is an exit with status 0.
+//!
+//! Acceleration: KVM where it runs the guest, else TCG. On a kvm_pvm host (software nested KVM) a
+//! stock Linux guest does not boot in useful time, so `Accel::Auto` picks TCG for Linux guests
+//! there (the record says the guest's code was emulated) and KVM for boxbench's own guest, which
+//! runs fine on it.
+//!
+//! Phases: QEMU shows no "VMM ready" or "guest userspace" event on its command line interface, so
+//! `ready_ms` and `userspace_ms` stay `None`; `first_output_ms` is the first serial byte,
+//! `workload_ms` the marker.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitStatus};
+use std::time::Instant;
+
+use boxbench_core::cgroup::CgroupHost;
+use boxbench_core::host::KvmFlavour;
+use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, READY_MARKER, Record, Workload};
+
+use crate::process::ChildSetup;
+use crate::run::{ToolRun, record};
+use crate::tool::{Tool, ToolError};
+
+/// Guest memory when the spec sets none.
+pub const DEFAULT_GUEST_MEMORY_BYTES: u64 = 256 << 20;
+
+/// The line a boxbench Linux guest's `/init` prints with the workload's exit status.
+const EXIT_STATUS_PREFIX: &str = "BOXBENCH_EXIT_STATUS=";
+
+/// A QEMU backend that cannot be used as asked.
+#[derive(Debug, thiserror::Error)]
+pub enum QemuError {
+    /// qemu-system-x86_64 is missing or unusable.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// KVM was asked for but the host has no usable /dev/kvm.
+    #[error("QemuOptions::accel is Kvm but /dev/kvm is not usable on this host")]
+    NoKvm,
+}
+
+/// Which QEMU machine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Machine {
+    /// `-M microvm,acpi=off`: no firmware, no PCI, the kernel loaded directly (PVH ELF or bzImage).
+    #[default]
+    Microvm,
+    /// `-M q35`: a full PC with SeaBIOS firmware.
+    Q35,
+}
+
+impl Machine {
+    /// The backend name (`qemu-microvm`, `qemu-q35`).
+    pub fn backend_name(self) -> &'static str {
+        match self {
+            Machine::Microvm => "qemu-microvm",
+            Machine::Q35 => "qemu-q35",
+        }
+    }
+
+    fn argument(self) -> &'static str {
+        match self {
+            Machine::Microvm => "microvm,acpi=off",
+            Machine::Q35 => "q35",
+        }
+    }
+}
+
+/// How QEMU runs guest code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Accel {
+    /// KVM where it runs the guest (hardware KVM; kvm_pvm for boxbench's own guest), else TCG.
+    #[default]
+    Auto,
+    /// Always KVM (`-accel kvm`).
+    Kvm,
+    /// Always TCG (`-accel tcg`): guest code emulated.
+    Tcg,
+}
+
+/// What the kernel is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GuestKind {
+    /// A Linux kernel with boxbench's initramfs: the workload is named on the command line.
+    #[default]
+    Linux,
+    /// boxbench's own minimal guest (crate boxbench-guest): prints a report and the marker, then
+    /// resets through the i8042 controller.
+    Boxbench,
+}
+
+/// How to run QEMU.
+#[derive(Debug, Clone, Default)]
+pub struct QemuOptions {
+    /// The machine type.
+    pub machine: Machine,
+    /// The accelerator.
+    pub accel: Accel,
+    /// The kind of guest the spec's kernel is.
+    pub guest: GuestKind,
+    /// The QEMU binary (default: `qemu-system-x86_64` on PATH).
+    pub binary: Option<PathBuf>,
+    /// Arguments appended to the kernel command line (after boxbench's own, so they win).
+    pub extra_kernel_args: Vec<String>,
+}
+
+/// QEMU as a boxbench backend.
+#[derive(Debug)]
+pub struct QemuLauncher {
+    options: QemuOptions,
+    tool: Tool,
+    cgroups: CgroupHost,
+    use_kvm: bool,
+    kvm: KvmFlavour,
+}
+
+impl QemuLauncher {
+    /// Finds QEMU and decides the accelerator.
+    pub fn new(options: QemuOptions) -> Result<Self, LaunchError> {
+        let unsupported = |e: QemuError| LaunchError::Unsupported(e.to_string());
+        let tool = match &options.binary {
+            Some(path) => Tool::at("qemu-system-x86_64", path),
+            None => Tool::find("qemu-system-x86_64", "qemu-system-x86"),
+        }
+        .map_err(|e| unsupported(e.into()))?;
+        let kvm = KvmFlavour::detect();
+        let use_kvm = match options.accel {
+            Accel::Tcg => false,
+            Accel::Kvm if kvm == KvmFlavour::Absent => return Err(unsupported(QemuError::NoKvm)),
+            Accel::Kvm => true,
+            Accel::Auto => choose_kvm(kvm, options.guest),
+        };
+        let cgroups = CgroupHost::detect()?;
+        Ok(Self { options, tool, cgroups, use_kvm, kvm })
+    }
+
+    /// The QEMU binary and version in use.
+    pub fn tool(&self) -> &Tool {
+        &self.tool
+    }
+
+    /// True if guests run under KVM, false under TCG.
+    pub fn uses_kvm(&self) -> bool {
+        self.use_kvm
+    }
+
+    /// The command line that boots `spec` (without the binary).
+    fn arguments(&self, spec: &InstanceSpec, kernel: &Path) -> Vec<String> {
+        let memory_mib = spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20);
+        let mut args: Vec<String> = [
+            "-M",
+            self.options.machine.argument(),
+            "-accel",
+            if self.use_kvm { "kvm" } else { "tcg" },
+            "-nodefaults",
+            "-no-user-config",
+            "-display",
+            "none",
+            "-serial",
+            "stdio",
+            "-monitor",
+            "none",
+            "-no-reboot",
+        ]
+        .map(str::to_owned)
+        .to_vec();
+        args.extend(["-m".to_owned(), format!("{memory_mib}M"), "-smp".to_owned(), spec.vcpus.max(1).to_string()]);
+        if self.options.guest == GuestKind::Boxbench && self.options.machine == Machine::Microvm {
+            // microvm has no i8042, through which boxbench's guest resets.
+            args.extend(["-device".to_owned(), "i8042".to_owned()]);
+        }
+        args.extend(["-kernel".to_owned(), kernel.display().to_string()]);
+        if let Some(initrd) = &spec.images.initrd {
+            args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
+        }
+        args.extend(["-append".to_owned(), self.kernel_command_line(spec)]);
+        args
+    }
+
+    fn kernel_command_line(&self, spec: &InstanceSpec) -> String {
+        let mut words = vec!["console=ttyS0".to_owned(), "reboot=t".to_owned(), "panic=-1".to_owned()];
+        if self.options.guest == GuestKind::Linux {
+            words.push(format!("boxbench.workload={}", spec.workload.name()));
+        }
+        words.extend(self.options.extra_kernel_args.iter().cloned());
+        words.join(" ")
+    }
+
+    fn notes(&self, spec: &InstanceSpec) -> Vec<String> {
+        let mut notes = vec![format!(
+            "{} -M {} with {} MiB and {} vCPU; ready_ms and userspace_ms are not observable from outside QEMU",
+            self.tool.label(),
+            self.options.machine.argument(),
+            spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+            spec.vcpus.max(1)
+        )];
+        if self.use_kvm {
+            notes.push(format!("QEMU KVM on {}", self.kvm.label()));
+        } else {
+            notes.push("QEMU TCG: guest code emulated".to_owned());
+            if self.options.accel == Accel::Auto && self.kvm == KvmFlavour::Pvm {
+                notes.push("TCG chosen because a stock Linux guest does not boot under this host's kvm_pvm".to_owned());
+            }
+        }
+        if spec.memory_limit_bytes.is_none() {
+            notes.push(format!("guest memory {} MiB (boxbench's default)", DEFAULT_GUEST_MEMORY_BYTES >> 20));
+        }
+        notes.push(
+            "memory.peak_bytes is QEMU's cgroup (guest pages touched, device state, TCG translation cache)".to_owned(),
+        );
+        notes
+    }
+}
+
+fn choose_kvm(kvm: KvmFlavour, guest: GuestKind) -> bool {
+    match (kvm, guest) {
+        (KvmFlavour::Absent, _) => false,
+        (KvmFlavour::Vmx | KvmFlavour::Svm, _) => true,
+        (_, GuestKind::Boxbench) => true,
+        (KvmFlavour::Pvm | KvmFlavour::Unknown, GuestKind::Linux) => false,
+    }
+}
+
+impl Launcher for QemuLauncher {
+    fn name(&self) -> &str {
+        self.options.machine.backend_name()
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        let name = self.name();
+        let kernel = spec.images.kernel.as_ref().ok_or_else(|| {
+            LaunchError::InvalidSpec(format!("{name} needs images.kernel (a bzImage or PVH vmlinux)"))
+        })?;
+        if !kernel.is_file() {
+            return Err(LaunchError::InvalidSpec(format!("{}: kernel not found", kernel.display())));
+        }
+        if let Some(initrd) = spec.images.initrd.as_ref().filter(|p| !p.is_file()) {
+            return Err(LaunchError::InvalidSpec(format!("{}: initrd not found", initrd.display())));
+        }
+        if self.options.guest == GuestKind::Linux {
+            if spec.images.initrd.is_none() {
+                return Err(LaunchError::InvalidSpec(format!(
+                    "{name} needs images.initrd (boxbench's initramfs) for a Linux guest"
+                )));
+            }
+            if let Workload::Command(_) = spec.workload {
+                return Err(LaunchError::InvalidSpec(format!(
+                    "{name} runs named workloads only (the guest's /init runs /boxbench/workloads/NAME)"
+                )));
+            }
+        }
+        let run = ToolRun::new(name, &self.cgroups)?;
+        Ok(Box::new(QemuInstance {
+            backend: self.options.machine.backend_name(),
+            binary: self.tool.path.clone(),
+            args: self.arguments(spec, kernel),
+            guest: self.options.guest,
+            run,
+            notes: self.notes(spec),
+        }))
+    }
+}
+
+/// One VM run by QEMU.
+struct QemuInstance {
+    backend: &'static str,
+    binary: PathBuf,
+    args: Vec<String>,
+    guest: GuestKind,
+    run: ToolRun,
+    notes: Vec<String>,
+}
+
+impl fmt::Debug for QemuInstance {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QemuInstance").field("backend", &self.backend).field("args", &self.args).finish()
+    }
+}
+
+/// How a QEMU run ended, from its exit status and what the guest printed.
+fn guest_outcome(status: ExitStatus, console: &str, guest: GuestKind) -> Outcome {
+    if !status.success() {
+        let reason = console
+            .lines()
+            .rev()
+            .find(|l| l.starts_with("qemu-system"))
+            .map_or_else(|| format!("QEMU exited with {status}"), str::to_owned);
+        return Outcome::Failed { reason };
+    }
+    if let Some(code) = console.lines().find_map(|l| l.trim().strip_prefix(EXIT_STATUS_PREFIX)?.parse().ok()) {
+        return Outcome::Exited { code };
+    }
+    if let Some(panic) = console.lines().find(|l| l.contains("Kernel panic")) {
+        return Outcome::Failed { reason: panic.trim().to_owned() };
+    }
+    match guest {
+        GuestKind::Boxbench if console.contains(READY_MARKER) => Outcome::Exited { code: 0 },
+        GuestKind::Boxbench => Outcome::Failed { reason: "guest reset before printing its marker".to_owned() },
+        GuestKind::Linux => Outcome::Failed { reason: format!("guest reset without printing {EXIT_STATUS_PREFIX}N") },
+    }
+}
+
+impl Instance for QemuInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let mut command = Command::new(&self.binary);
+        command.args(&self.args);
+        self.run.start(command, ChildSetup::Plain, None)
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        // The outcome depends on the console, which is complete only in `finish`; a provisional
+        // status-based one is returned here and refined there.
+        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", self.guest)))
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        self.run.kill();
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        let stopped = self.run.stop()?;
+        let outcome = match (&outcome, stopped.status) {
+            (Outcome::DeadlineExceeded { .. }, _) | (_, None) => outcome,
+            (_, Some(status)) => guest_outcome(status, &stopped.console.text, self.guest),
+        };
+        self.run.remove_cgroup()?;
+        let notes = std::mem::take(&mut self.notes);
+        Ok(record(self.backend, stopped, outcome, Phases::default(), None, notes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::process::ExitStatusExt;
+
+    use super::*;
+    use boxbench_core::ImagePaths;
+
+    fn launcher(options: QemuOptions, use_kvm: bool) -> QemuLauncher {
+        QemuLauncher {
+            options,
+            tool: Tool {
+                name: "qemu-system-x86_64".into(),
+                path: "/usr/bin/qemu-system-x86_64".into(),
+                version: "7.2.22".into(),
+            },
+            cgroups: CgroupHost {
+                mode: boxbench_core::cgroup::CgroupMode::Unified,
+                memory_version: boxbench_core::cgroup::MemoryVersion::V2,
+                memory_root: "/sys/fs/cgroup".into(),
+            },
+            use_kvm,
+            kvm: KvmFlavour::Pvm,
+        }
+    }
+
+    #[test]
+    fn microvm_linux_command_line() {
+        let mut spec = InstanceSpec::new(Workload::Uname, ImagePaths::default());
+        spec.images.initrd = Some("/img/initramfs.cpio.gz".into());
+        spec.memory_limit_bytes = Some(128 << 20);
+        spec.vcpus = 2;
+        let args = launcher(QemuOptions::default(), false).arguments(&spec, Path::new("/img/vmlinuz"));
+        let line = args.join(" ");
+        assert!(line.starts_with("-M microvm,acpi=off -accel tcg -nodefaults"), "{line}");
+        assert!(line.contains("-serial stdio -monitor none -no-reboot -m 128M -smp 2"), "{line}");
+        assert!(line.contains("-kernel /img/vmlinuz -initrd /img/initramfs.cpio.gz"), "{line}");
+        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 boxbench.workload=uname");
+        assert!(!line.contains("i8042"));
+    }
+
+    #[test]
+    fn own_guest_on_microvm_gets_an_i8042_and_no_workload() {
+        let options =
+            QemuOptions { guest: GuestKind::Boxbench, extra_kernel_args: vec!["x=1".into()], ..Default::default() };
+        let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        let args = launcher(options, true).arguments(&spec, Path::new("/g.elf"));
+        let line = args.join(" ");
+        assert!(line.contains("-accel kvm") && line.contains("-device i8042") && line.contains("-m 256M"), "{line}");
+        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 x=1");
+    }
+
+    #[test]
+    fn accelerator_choice_follows_the_host() {
+        assert!(!choose_kvm(KvmFlavour::Pvm, GuestKind::Linux));
+        assert!(choose_kvm(KvmFlavour::Pvm, GuestKind::Boxbench));
+        assert!(choose_kvm(KvmFlavour::Vmx, GuestKind::Linux));
+        assert!(!choose_kvm(KvmFlavour::Absent, GuestKind::Boxbench));
+    }
+
+    #[test]
+    fn outcomes_from_status_and_console() {
+        let ok = ExitStatus::from_raw(0);
+        let linux = "[ 1.0] Run /init\nBOXBENCH_READY\nBOXBENCH_EXIT_STATUS=3\n[ 1.2] reboot: Restarting system\n";
+        assert_eq!(guest_outcome(ok, linux, GuestKind::Linux), Outcome::Exited { code: 3 });
+        let panic = "[ 0.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
+        assert!(
+            matches!(guest_outcome(ok, panic, GuestKind::Linux), Outcome::Failed { reason } if reason.contains("Kernel panic"))
+        );
+        assert_eq!(
+            guest_outcome(ok, "boxbench-guest cpus=1\nBOXBENCH_READY\n", GuestKind::Boxbench),
+            Outcome::Exited { code: 0 }
+        );
+        let failed =
+            guest_outcome(ExitStatus::from_raw(1 << 8), "qemu-system-x86_64: -accel kvm: no KVM\n", GuestKind::Linux);
+        assert_eq!(failed, Outcome::Failed { reason: "qemu-system-x86_64: -accel kvm: no KVM".into() });
+    }
+}
