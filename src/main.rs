@@ -1,1 +1,63 @@
-fn main() {}
+//! `boxbench`: launches the same workload as a container and as a VM, several ways, and measures each.
+//!
+//! The binary stays thin: it parses the command line, picks the backends and hands their records to
+//! the printers. Launching lives in the backend crates, measuring in `boxbench-core`.
+
+mod backends;
+mod doctor;
+mod images;
+mod output;
+mod run;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Settles with measurements what container tutorials claim about VMs and containers.
+#[derive(Debug, Parser)]
+#[command(name = "boxbench", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Says what this host can run: root, KVM flavour, cgroup mode, peers, images.
+    Doctor(doctor::DoctorArgs),
+    /// Builds the guest images or prints their sizes.
+    #[command(subcommand)]
+    Images(images::ImagesCommand),
+    /// Launches one backend N times and prints per-phase statistics (or every record as JSON).
+    Run(run::RunArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Doctor(args) => doctor::doctor(&args),
+        Command::Images(cmd) => images::images(&cmd),
+        Command::Run(args) => run::run(&args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(err) => {
+            eprintln!("boxbench: {}", one_line(&err));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The error and its causes on one line, as `outer: cause: root cause`, without repeating a cause
+/// the outer message already quotes.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut line = err.to_string();
+    for cause in err.chain().skip(1) {
+        let text = cause.to_string();
+        if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line.replace('\n', " ")
+}

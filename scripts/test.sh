@@ -1,0 +1,9 @@
+#!/usr/bin/env bash
+# The test command of the README: prepares the host (packages, guest images) and runs every test of
+# the workspace. Run as root: the container and KVM tests are real and need it.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup-host.sh
+cargo build --release --workspace --all-targets
+cargo run --release --quiet -- images build
+cargo test --release --workspace "$@"

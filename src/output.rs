@@ -1,0 +1,138 @@
+//! The `--json` document of a run (the stable interface other tools read) and its human rendering.
+
+use std::collections::BTreeMap;
+
+use boxbench_core::host::HostFacts;
+use boxbench_core::stats::Summary;
+use boxbench_core::{Phases, Record};
+use serde::Serialize;
+
+/// Everything `boxbench run --json` prints.
+#[derive(Debug, Serialize)]
+pub struct RunReport {
+    /// The backend's name.
+    pub backend: String,
+    /// The workload, as the CLI named it.
+    pub workload: String,
+    /// The host the figures come from.
+    pub host: HostFacts,
+    /// One record per launch.
+    pub runs: Vec<Record>,
+    /// Per phase (`ready_ms`, `userspace_ms`, …): statistics over the runs that observed it, `null`
+    /// when none did.
+    pub summary: BTreeMap<&'static str, Option<Summary>>,
+    /// Statistics of the memory figures, in bytes.
+    pub memory_summary: BTreeMap<&'static str, Option<Summary>>,
+}
+
+impl RunReport {
+    /// Summarises `runs` of `backend` on `host`.
+    pub fn new(backend: String, workload: String, host: HostFacts, runs: Vec<Record>) -> Self {
+        let series = |get: &dyn Fn(&Record) -> Option<f64>| -> Option<Summary> {
+            Summary::of(&runs.iter().filter_map(get).collect::<Vec<f64>>())
+        };
+        let summary = Phases::NAMES.into_iter().map(|name| (name, series(&|r: &Record| r.phases.get(name)))).collect();
+        let memory_summary = BTreeMap::from([
+            ("peak_bytes", series(&|r: &Record| r.memory.peak_bytes.map(|b| b as f64))),
+            ("pss_bytes", series(&|r: &Record| r.memory.pss_bytes.map(|b| b as f64))),
+            ("overhead_bytes", series(&|r: &Record| r.memory.overhead_bytes.map(|b| b as f64))),
+        ]);
+        Self { backend, workload, host, runs, summary, memory_summary }
+    }
+
+    /// The human-readable table: one row per phase, then memory, outcomes and the host line.
+    pub fn render_text(&self) -> String {
+        let mut out = format!("{} × {} ({} runs)\n", self.backend, self.workload, self.runs.len());
+        out.push_str(&format!("{:<16} {:>5} {:>10} {:>10} {:>10} {:>10}\n", "phase", "n", "median", "p99", "min", "max"));
+        for name in Phases::NAMES {
+            match self.summary.get(name).copied().flatten() {
+                Some(s) => out.push_str(&format!(
+                    "{:<16} {:>5} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms\n",
+                    name, s.n, s.median, s.p99, s.min, s.max
+                )),
+                None => out.push_str(&format!("{name:<16} {:>5} {:>10}\n", 0, "not observed")),
+            }
+        }
+        for (name, summary) in &self.memory_summary {
+            if let Some(s) = summary {
+                out.push_str(&format!(
+                    "{:<16} {:>5} {:>8.2}MiB {:>7.2}MiB {:>7.2}MiB {:>7.2}MiB\n",
+                    name,
+                    s.n,
+                    mib(s.median),
+                    mib(s.p99),
+                    mib(s.min),
+                    mib(s.max)
+                ));
+            }
+        }
+        let mut outcomes: BTreeMap<String, usize> = BTreeMap::new();
+        for run in &self.runs {
+            *outcomes.entry(run.outcome.to_string()).or_default() += 1;
+        }
+        for (outcome, count) in outcomes {
+            out.push_str(&format!("{count} × {outcome}\n"));
+        }
+        let mut notes: Vec<&String> = self.runs.iter().flat_map(|r| &r.notes).collect();
+        notes.sort();
+        notes.dedup();
+        for note in notes {
+            out.push_str(&format!("note: {note}\n"));
+        }
+        out.push_str(&format!("host: {}\n", self.host.label()));
+        out
+    }
+}
+
+fn mib(bytes: f64) -> f64 {
+    bytes / (1024.0 * 1024.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxbench_core::{MemoryUsage, Outcome};
+
+    fn record(ready: Option<f64>, exit: f64, peak: u64) -> Record {
+        Record {
+            backend: "container".into(),
+            phases: Phases { ready_ms: ready, exit_ms: Some(exit), ..Phases::default() },
+            exit_code: Some(0),
+            outcome: Outcome::Exited { code: 0 },
+            console: "BOXBENCH_READY\n".into(),
+            memory: MemoryUsage { peak_bytes: Some(peak), ..MemoryUsage::default() },
+            notes: vec![],
+        }
+    }
+
+    #[test]
+    fn json_keeps_the_stable_names_and_null_for_unobserved_phases() {
+        let runs = vec![record(Some(1.0), 4.0, 1 << 20), record(None, 6.0, 3 << 20)];
+        let report = RunReport::new("container".into(), "hello".into(), HostFacts::detect(), runs);
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["backend"], "container");
+        assert!(json["host"]["kernel"].is_string());
+        let run = &json["runs"][0];
+        for key in ["ready_ms", "userspace_ms", "workload_ms", "exit_ms"] {
+            assert!(run["phases"].get(key).is_some(), "phase {key} missing");
+        }
+        assert_eq!(run["exit_code"], 0);
+        assert_eq!(run["console"], "BOXBENCH_READY\n");
+        assert_eq!(run["memory"]["peak_bytes"], 1 << 20);
+        assert!(run["memory"].get("pss_bytes").is_some());
+        assert_eq!(json["summary"]["exit_ms"]["n"], 2);
+        assert_eq!(json["summary"]["exit_ms"]["median"], 5.0);
+        assert_eq!(json["summary"]["ready_ms"]["n"], 1);
+        assert!(json["summary"]["workload_ms"].is_null());
+    }
+
+    #[test]
+    fn text_says_which_phases_were_not_observed() {
+        let report = RunReport::new("container".into(), "hello".into(), HostFacts::detect(), vec![record(None, 4.0, 0)]);
+        let text = report.render_text();
+        assert!(text.contains("userspace_ms"));
+        assert!(text.contains("not observed"));
+        assert!(text.contains("1 × exited with status 0"));
+        assert!(text.contains("host: Linux"));
+    }
+}

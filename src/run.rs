@@ -1,0 +1,95 @@
+//! `boxbench run`: N launches of one backend, each with its deadline, summarised per phase.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use boxbench_core::host::HostFacts;
+use boxbench_core::measure::launch_once;
+use boxbench_core::{InstanceSpec, Outcome, Workload};
+use clap::Args;
+
+use crate::backends::{self, BackendChoice, BackendOptions};
+use crate::output::RunReport;
+
+/// Arguments of `boxbench run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Which launcher runs the workload.
+    #[arg(long, short = 'b', value_enum, default_value = "container")]
+    pub backend: BackendChoice,
+    /// The named workload: hello, idle or uname (ignored when a command follows `--`).
+    #[arg(long, short = 'w', default_value = "hello", value_parser = parse_workload)]
+    pub workload: Workload,
+    /// How many launches, one after another.
+    #[arg(long = "runs", short = 'n', default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Print every record and the summary as one JSON document.
+    #[arg(long)]
+    pub json: bool,
+    /// Every launch's deadline, from launch start to exit, in seconds.
+    #[arg(long, default_value_t = 30.0, value_parser = parse_timeout)]
+    pub timeout: f64,
+    /// Memory in MiB: a container's cgroup limit, a VM's guest memory.
+    #[arg(long = "memory", value_name = "MIB")]
+    pub memory_mib: Option<u64>,
+    /// Virtual CPUs (VMs).
+    #[arg(long, default_value_t = 1)]
+    pub vcpus: u8,
+    #[command(flatten)]
+    pub backend_options: BackendOptions,
+    /// A command to run instead of a named workload: its output is the console, its exit status the
+    /// instance's.
+    #[arg(last = true, value_name = "CMD")]
+    pub command: Vec<String>,
+}
+
+fn parse_workload(name: &str) -> Result<Workload, String> {
+    name.parse().map_err(|e: boxbench_core::spec::UnknownWorkload| e.to_string())
+}
+
+fn parse_timeout(text: &str) -> Result<f64, String> {
+    match text.parse::<f64>() {
+        Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => Ok(secs),
+        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+    }
+}
+
+/// Runs `boxbench run`.
+pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
+    let workload = if args.command.is_empty() { args.workload.clone() } else { Workload::Command(args.command.clone()) };
+    if args.vcpus == 0 {
+        bail!("--vcpus must be at least 1");
+    }
+    let memory_limit_bytes = match args.memory_mib {
+        Some(0) => bail!("--memory must be at least 1 MiB"),
+        Some(mib) => Some(mib.checked_mul(1 << 20).context("--memory is too large")?),
+        None => None,
+    };
+    let launcher = backends::launcher(args.backend, &args.backend_options)?;
+    let images = backends::image_paths(args.backend, &args.backend_options)?;
+    let mut spec = InstanceSpec::new(workload.clone(), images);
+    spec.memory_limit_bytes = memory_limit_bytes;
+    spec.vcpus = args.vcpus;
+    spec.timeout = Duration::from_secs_f64(args.timeout);
+
+    let mut records = Vec::with_capacity(args.runs as usize);
+    for _ in 0..args.runs {
+        let record = launch_once(launcher.as_ref(), &spec).with_context(|| format!("{} launch", launcher.name()))?;
+        if !record.outcome.is_success() && !args.json {
+            eprintln!("boxbench: {} {}; last console lines:\n{}", launcher.name(), record.outcome, record.console_tail(5));
+        }
+        records.push(record);
+    }
+    let failed_exit = records.iter().rev().find(|r| !r.outcome.is_success()).map(|r| match r.outcome {
+        Outcome::Exited { code } => u8::try_from(code).unwrap_or(1),
+        _ => 1,
+    });
+    let report = RunReport::new(launcher.name().to_owned(), workload.to_string(), HostFacts::detect(), records);
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        print!("{}", report.render_text());
+    }
+    Ok(failed_exit.map_or(ExitCode::SUCCESS, ExitCode::from))
+}
