@@ -3,6 +3,12 @@
 //! into it and waits for the workload to be executed; its record has the timeline, the console, the
 //! cgroup's memory peak and the PSS at the marker.
 //!
+//! Inputs: `images.bundle` (an OCI runtime bundle) if set, else `images.rootfs` (a directory, run
+//! with all five namespaces, proc, a `/dev` tmpfs and read-only sysfs, as root, in `/`). With a
+//! bundle, its `process.args` run unless the spec's workload is a command, which overrides them; the
+//! spec's hostname is set (as the other OCI backends do) and its memory limit, if any, wins over
+//! the bundle's. The environment gets a default `PATH` when it has none.
+//!
 //! Everything an instance holds is released on every path: its init is killed and reaped (which
 //! takes the rest of its PID namespace with it), the cgroup is removed, and its mounts never
 //! existed outside its own mount namespace.
@@ -135,7 +141,8 @@ struct Source {
 }
 
 impl Source {
-    /// A bundle's settings, with the spec's command (if it has one) and memory limit over them.
+    /// A bundle's settings, with the spec's hostname, command (if it has one) and memory limit over
+    /// them.
     fn from_bundle(dir: &Path, spec: &InstanceSpec) -> Result<Self, ContainerError> {
         let bundle = Bundle::load(dir)?;
         let argv = match &spec.workload {
@@ -151,7 +158,7 @@ impl Source {
             uid: bundle.uid,
             gid: bundle.gid,
             no_new_privileges: bundle.no_new_privileges,
-            hostname: bundle.hostname.unwrap_or_else(|| spec.hostname.clone()),
+            hostname: spec.hostname.clone(),
             mounts: bundle.mounts,
             namespaces: bundle.namespaces,
             memory_limit: spec.memory_limit_bytes.or(bundle.memory_limit),

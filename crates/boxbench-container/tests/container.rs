@@ -234,9 +234,11 @@ fn a_bundle_sets_user_no_new_privileges_cwd_and_env() {
     value["process"]["cwd"] = serde_json::json!("/tmp");
     value["process"]["env"] = serde_json::json!(["PATH=/bin", "GREETING=hi"]);
     env.fixture.write_config(&value);
-    let script = "id -u; id -g; id -G; pwd; echo $GREETING; grep NoNewPrivs /proc/self/status";
-    let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
-    assert_eq!(record.console, "1000\n1001\n1001\n/tmp\nhi\nNoNewPrivs:\t1\n");
+    let script = "id -u; id -g; id -G; pwd; echo $GREETING; grep NoNewPrivs /proc/self/status; hostname";
+    let mut spec = env.bundle_spec(command(&["sh", "-c", script]));
+    spec.hostname = "from-the-spec".to_owned();
+    let record = env.run(&spec);
+    assert_eq!(record.console, "1000\n1001\n1001\n/tmp\nhi\nNoNewPrivs:\t1\nfrom-the-spec\n");
 }
 
 #[test]
