@@ -23,12 +23,16 @@
 #define SEL_CODE64    0x08
 #define SEL_DATA      0x10
 #define SEL_CODE32    0x18
+/* User segments at Linux's selectors (__USER_DS, __USER_CS), RPL 3. */
+#define SEL_USER_DATA 0x2b
+#define SEL_USER_CODE 0x33
 
 #define MSR_EFER      0xc0000080
 #define EFER_LME      0x100
 #define CR0_PE        0x1
 #define CR0_PG        0x80000000
 #define CR4_PAE       0x20
+#define RFLAGS_FIXED  0x2
 
 #define AP_TRAMPOLINE 0x10000
 
@@ -91,7 +95,9 @@ entry64:
 	leaq	1f(%rip), %rax
 	pushq	%rax
 	lretq
-1:	movl	$pml4, %eax
+1:	movl	$CR4_PAE, %eax	/* nothing else, e.g. no SMEP: the guest runs code on user pages */
+	movq	%rax, %cr4
+	movl	$pml4, %eax
 	movq	%rax, %cr3
 	/* fall through */
 
@@ -150,6 +156,95 @@ triple_fault:
 	jmp	halt_forever
 
 /*
+ * CPU exceptions: 32 stubs, 16 bytes apart, that push an error code (0 where
+ * the CPU pushes none) and the vector. An exception from user mode ends the
+ * user_call() in progress; one in kernel mode goes to kernel_exception().
+ */
+	.balign	16
+	.globl	exception_stubs
+exception_stubs:
+	.set	vector, 0
+	.rept	32
+	.balign	16
+	.if	!((vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30))
+	pushq	$0
+	.endif
+	pushq	$vector
+	jmp	exception_common
+	.set	vector, vector + 1
+	.endr
+
+/* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. */
+exception_common:
+	testb	$3, 24(%rsp)
+	jz	1f
+	/* From user mode: RAX holds the user function's result. */
+	movq	0(%rsp), %rdx
+	movq	%rdx, user_exit_vector(%rip)
+	movq	16(%rsp), %rdx
+	movq	%rdx, user_exit_rip(%rip)
+	movq	user_call_rsp(%rip), %rsp
+	movl	$SEL_DATA, %edx
+	movl	%edx, %ds
+	movl	%edx, %es
+	movl	%edx, %ss
+	popq	%r15
+	popq	%r14
+	popq	%r13
+	popq	%r12
+	popq	%rbp
+	popq	%rbx
+	ret
+1:	movq	0(%rsp), %rdi
+	movq	8(%rsp), %rsi
+	movq	16(%rsp), %rdx
+	andq	$-16, %rsp
+	call	kernel_exception
+	jmp	halt_forever
+
+/*
+ * uint64_t user_call(uint64_t (*fn)(uint64_t, uint64_t), uint64_t a, uint64_t b,
+ *                    void *stack_top)
+ * Runs fn(a, b) in user mode (CPL 3, interrupts off); fn returns into ud2,
+ * whose #UD brings the CPU back here through the TSS's RSP0. Returns RAX at
+ * that exception; user_exit_vector/user_exit_rip tell how user mode ended.
+ * Under kvm_pvm guest user mode runs natively while kernel mode is emulated.
+ */
+	.globl	user_call
+user_call:
+	pushq	%rbx
+	pushq	%rbp
+	pushq	%r12
+	pushq	%r13
+	pushq	%r14
+	pushq	%r15
+	movq	%rsp, user_call_rsp(%rip)
+	movq	%rsp, tss + 4(%rip)		/* RSP0 */
+	pushq	$SEL_USER_DATA
+	pushq	%rcx
+	pushq	$RFLAGS_FIXED
+	pushq	$SEL_USER_CODE
+	leaq	user_trampoline(%rip), %rax
+	pushq	%rax
+	movq	%rdi, %rax
+	movq	%rsi, %rdi
+	movq	%rdx, %rsi
+	movq	%rax, %rdx
+	xorl	%eax, %eax
+	xorl	%ebx, %ebx
+	xorl	%ecx, %ecx
+	xorl	%ebp, %ebp
+	iretq
+
+/* The user-mode side: call the function, then trap back to the kernel. */
+	.globl	user_trampoline_exit
+user_trampoline:
+	call	*%rdx
+user_trampoline_exit:
+	ud2
+	jmp	user_trampoline_exit
+
+/*
  * Real-mode trampoline, copied to AP_TRAMPOLINE (SIPI vector 0x10): CS = 0x1000,
  * IP = 0. Only CS-relative addressing until protected mode is on.
  */
@@ -170,14 +265,24 @@ trampoline_gdt_descriptor:
 	.long	gdt
 ap_trampoline_end:
 
-	.section .rodata
+	.section .data.gdt, "aw"
 	.balign	16
+	.globl	gdt_tss
 gdt:
 	.quad	0
 	.quad	0x00af9a000000ffff	/* SEL_CODE64: long mode, DPL 0 */
 	.quad	0x00cf92000000ffff	/* SEL_DATA: flat 4 GiB read/write */
 	.quad	0x00cf9a000000ffff	/* SEL_CODE32: flat 4 GiB, 32-bit */
+	.quad	0
+	.quad	0x00cff2000000ffff	/* SEL_USER_DATA: flat read/write, DPL 3 */
+	.quad	0x00affa000000ffff	/* SEL_USER_CODE: long mode, DPL 3 */
+	.quad	0
+gdt_tss:			/* selector 0x40: the 64-bit TSS, filled in by guest.c */
+	.quad	0
+	.quad	0
 gdt_end:
+
+	.section .rodata
 	.balign	8
 gdt_descriptor:
 	.word	gdt_end - gdt - 1
@@ -187,35 +292,47 @@ empty_idt_descriptor:
 	.word	0
 	.quad	0
 
-/* Identity map of [0, 4 GiB) with 2 MiB pages: present, writable, large. */
+/*
+ * Identity map of [0, 4 GiB) with 2 MiB pages: present, writable, user
+ * (user_call runs guest code at CPL 3 on it), large.
+ */
 	.section .data.page_tables, "aw"
 	.balign	4096
 pml4:
-	.quad	pdpt + 0x3
+	.quad	pdpt + 0x7
 	.fill	511, 8, 0
 pdpt:
-	.quad	page_directories + 0x0000 + 0x3
-	.quad	page_directories + 0x1000 + 0x3
-	.quad	page_directories + 0x2000 + 0x3
-	.quad	page_directories + 0x3000 + 0x3
+	.quad	page_directories + 0x0000 + 0x7
+	.quad	page_directories + 0x1000 + 0x7
+	.quad	page_directories + 0x2000 + 0x7
+	.quad	page_directories + 0x3000 + 0x7
 	.fill	508, 8, 0
 page_directories:
 	.set	large_page, 0
 	.rept	2048
-	.quad	(large_page << 21) | 0x83
+	.quad	(large_page << 21) | 0x87
 	.set	large_page, large_page + 1
 	.endr
 
 	.section .data
 	.balign	8
-	.globl	boot_kind, boot_info, ap_started
+	.globl	boot_kind, boot_info, ap_started, tss, user_exit_vector, user_exit_rip
 boot_kind:
 	.long	0
 	.balign	8
 boot_info:
 	.quad	0
+user_call_rsp:
+	.quad	0
+user_exit_vector:
+	.quad	0
+user_exit_rip:
+	.quad	0
 ap_started:
 	.long	0
+	.balign	16
+tss:				/* 64-bit TSS: RSP0 at +4, no I/O bitmap */
+	.fill	104, 1, 0
 
 /* The Xen PVH entry note: XEN_ELFNOTE_PHYS32_ENTRY (18), name "Xen". */
 	.section .note.Xen, "a", @note
@@ -232,5 +349,8 @@ ap_started:
 	.balign	16
 	.space	16384
 bsp_stack_top:
+	.globl	user_stack_top
+	.space	8192
+user_stack_top:
 
 	.section .note.GNU-stack, "", @progbits
