@@ -10,6 +10,7 @@
 
 pub mod docker;
 pub mod engine;
+pub mod firecracker;
 pub mod hierarchies;
 pub mod oci_runtime;
 pub mod podman;
@@ -19,6 +20,7 @@ pub mod run;
 pub mod tool;
 
 pub use docker::{DockerLauncher, DockerOptions};
+pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};
 pub use qemu::{Accel, GuestKind, Machine, QemuLauncher, QemuOptions};
@@ -26,7 +28,7 @@ pub use qemu::{Accel, GuestKind, Machine, QemuLauncher, QemuOptions};
 use boxbench_core::{ImagePaths, LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
-pub const BACKENDS: [&str; 6] = ["crun", "runc", "podman", "docker", "qemu-microvm", "qemu-q35"];
+pub const BACKENDS: [&str; 7] = ["crun", "runc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker"];
 
 /// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options; the
 /// images are those launches will use (a backend that imports an image once does so here).
@@ -40,6 +42,7 @@ pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launc
         "qemu-microvm" => {
             Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Microvm, ..Default::default() })?))
         }
+        "firecracker" => Ok(Box::new(FirecrackerLauncher::new(FirecrackerOptions::default())?)),
         "qemu-q35" => Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Q35, ..Default::default() })?)),
         other => Err(LaunchError::InvalidSpec(format!(
             "unknown peer backend `{other}` (expected one of {})",

@@ -286,13 +286,13 @@ impl fmt::Debug for QemuInstance {
 }
 
 /// How a QEMU run ended, from its exit status and what the guest printed.
-fn guest_outcome(status: ExitStatus, console: &str, guest: GuestKind) -> Outcome {
+pub(crate) fn guest_outcome(status: ExitStatus, console: &str, guest: GuestKind) -> Outcome {
     if !status.success() {
         let reason = console
             .lines()
             .rev()
-            .find(|l| l.starts_with("qemu-system"))
-            .map_or_else(|| format!("QEMU exited with {status}"), str::to_owned);
+            .find(|l| l.starts_with("qemu-system") || l.contains("Error"))
+            .map_or_else(|| format!("the VMM exited with {status}"), |l| l.trim().to_owned());
         return Outcome::Failed { reason };
     }
     if let Some(code) = console.lines().find_map(|l| l.trim().strip_prefix(EXIT_STATUS_PREFIX)?.parse().ok()) {

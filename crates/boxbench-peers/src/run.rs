@@ -72,11 +72,23 @@ impl ToolRun {
         setup: ChildSetup,
         at_marker: Option<MarkerHook>,
     ) -> Result<(), LaunchError> {
+        self.start_with_timeline(Timeline::start(), command, setup, at_marker)
+    }
+
+    /// Starts the tool in the cgroup with a timeline the caller started (a tool that is told when
+    /// the launch began, such as Firecracker's `--start-time-us`, needs it before its command exists).
+    pub fn start_with_timeline(
+        &mut self,
+        timeline: Timeline,
+        command: Command,
+        setup: ChildSetup,
+        at_marker: Option<MarkerHook>,
+    ) -> Result<(), LaunchError> {
         if self.timeline.is_some() {
             return Err(LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }));
         }
         let cgroup = self.cgroup.as_ref().ok_or_else(|| self.not_launched())?;
-        self.timeline = Some(Timeline::start());
+        self.timeline = Some(timeline);
         let process =
             ToolProcess::spawn(&self.backend, command, cgroup, setup, at_marker).map_err(LaunchError::backend)?;
         self.process = Some(process);

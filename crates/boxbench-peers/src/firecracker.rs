@@ -1,0 +1,284 @@
+//! Firecracker, run without its API (`--no-api --config-file`), only when a binary is given or on
+//! PATH: no registry reachable from boxbench's hosts packages it.
+//!
+//! Each instance gets a JSON configuration in a temporary directory: the boot source (kernel,
+//! initramfs, boot arguments) and the machine (vCPUs, memory), no drives, no network. Firecracker
+//! is told the launch's start (`--start-time-us`, CLOCK_MONOTONIC microseconds, as its jailer does)
+//! and runs with `--boot-timer`, so when the guest's `/init` writes the boot-timer byte its log line
+//! `Guest-boot-time = N us ...` is time since boxbench's launch start: that is `userspace_ms`.
+//! The guest's reset (`reboot=k`, through Firecracker's i8042) ends Firecracker; its `/init` prints
+//! the workload's exit status as QEMU's guests do.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Instant;
+
+use boxbench_core::cgroup::CgroupHost;
+use boxbench_core::host::KvmFlavour;
+use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Timeline, Workload};
+use serde_json::{Value, json};
+
+use crate::process::ChildSetup;
+use crate::qemu::{DEFAULT_GUEST_MEMORY_BYTES, GuestKind, guest_outcome};
+use crate::run::{ToolRun, record};
+use crate::tool::{Tool, ToolError};
+
+/// What the boot timer's log line starts with.
+const BOOT_TIME_LINE: &str = "Guest-boot-time =";
+
+/// A Firecracker backend that cannot be used or failed to set up an instance.
+#[derive(Debug, thiserror::Error)]
+pub enum FirecrackerError {
+    /// The binary is missing or unusable.
+    #[error(transparent)]
+    Tool(#[from] ToolError),
+    /// Firecracker runs only on KVM.
+    #[error("firecracker needs /dev/kvm, which this host does not have")]
+    NoKvm,
+    /// The instance's configuration or log file could not be written.
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+}
+
+/// How to run Firecracker.
+#[derive(Debug, Clone, Default)]
+pub struct FirecrackerOptions {
+    /// The firecracker binary (default: `firecracker` on PATH).
+    pub binary: Option<PathBuf>,
+    /// The kind of guest the spec's kernel is.
+    pub guest: GuestKind,
+}
+
+/// Firecracker as a boxbench backend.
+#[derive(Debug)]
+pub struct FirecrackerLauncher {
+    options: FirecrackerOptions,
+    tool: Tool,
+    cgroups: CgroupHost,
+    kvm: KvmFlavour,
+}
+
+impl FirecrackerLauncher {
+    /// Uses the binary of `options`, or `firecracker` on PATH.
+    pub fn new(options: FirecrackerOptions) -> Result<Self, LaunchError> {
+        let unsupported = |e: FirecrackerError| LaunchError::Unsupported(e.to_string());
+        let tool = match &options.binary {
+            Some(path) => Tool::at("firecracker", path),
+            None => Tool::find("firecracker", "none; give the binary's path with --firecracker"),
+        }
+        .map_err(|e| unsupported(e.into()))?;
+        let kvm = KvmFlavour::detect();
+        if kvm == KvmFlavour::Absent {
+            return Err(unsupported(FirecrackerError::NoKvm));
+        }
+        let cgroups = CgroupHost::detect()?;
+        Ok(Self { options, tool, cgroups, kvm })
+    }
+
+    /// The binary and version in use.
+    pub fn tool(&self) -> &Tool {
+        &self.tool
+    }
+}
+
+/// The boot arguments of a guest: a Linux guest resets through the i8042 (`reboot=k`, which ends
+/// Firecracker) and is told its workload.
+pub fn boot_args(spec: &InstanceSpec, guest: GuestKind) -> String {
+    let mut words =
+        vec!["console=ttyS0", "reboot=k", "panic=-1", "pci=off"].into_iter().map(str::to_owned).collect::<Vec<_>>();
+    if guest == GuestKind::Linux {
+        words.push(format!("boxbench.workload={}", spec.workload.name()));
+    }
+    words.join(" ")
+}
+
+/// Firecracker's `--config-file` JSON for `spec`: boot source and machine, no drives.
+pub fn config_json(spec: &InstanceSpec, kernel: &Path, guest: GuestKind) -> Value {
+    let mut boot_source = json!({
+        "kernel_image_path": kernel,
+        "boot_args": boot_args(spec, guest),
+    });
+    if let Some(initrd) = &spec.images.initrd {
+        boot_source["initrd_path"] = json!(initrd);
+    }
+    json!({
+        "boot-source": boot_source,
+        "drives": [],
+        "machine-config": {
+            "vcpu_count": spec.vcpus.max(1),
+            "mem_size_mib": spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+        },
+    })
+}
+
+/// The boot time Firecracker's boot timer logged, in microseconds since the start it was given.
+pub fn parse_boot_time_us(log: &str) -> Option<u64> {
+    log.lines().find_map(|line| {
+        let rest = &line[line.find(BOOT_TIME_LINE)? + BOOT_TIME_LINE.len()..];
+        let mut words = rest.split_whitespace();
+        let value = words.next()?.parse().ok()?;
+        (words.next() == Some("us")).then_some(value)
+    })
+}
+
+impl Launcher for FirecrackerLauncher {
+    fn name(&self) -> &str {
+        "firecracker"
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        let kernel = spec.images.kernel.as_ref().ok_or_else(|| {
+            LaunchError::InvalidSpec("firecracker needs images.kernel (an ELF vmlinux or bzImage)".into())
+        })?;
+        if !kernel.is_file() {
+            return Err(LaunchError::InvalidSpec(format!("{}: kernel not found", kernel.display())));
+        }
+        if let Some(initrd) = spec.images.initrd.as_ref().filter(|p| !p.is_file()) {
+            return Err(LaunchError::InvalidSpec(format!("{}: initrd not found", initrd.display())));
+        }
+        if self.options.guest == GuestKind::Linux && matches!(spec.workload, Workload::Command(_)) {
+            return Err(LaunchError::InvalidSpec(
+                "firecracker runs named workloads only (the guest's /init runs /boxbench/workloads/NAME)".into(),
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix("boxbench-firecracker-")
+            .tempdir()
+            .map_err(|source| LaunchError::backend(FirecrackerError::Io { path: std::env::temp_dir(), source }))?;
+        let config_path = dir.path().join("config.json");
+        let config = config_json(spec, kernel, self.options.guest);
+        fs::write(&config_path, config.to_string())
+            .map_err(|source| LaunchError::backend(FirecrackerError::Io { path: config_path.clone(), source }))?;
+        // Firecracker appends to its log file, which must exist.
+        let log_path = dir.path().join("firecracker.log");
+        fs::write(&log_path, b"")
+            .map_err(|source| LaunchError::backend(FirecrackerError::Io { path: log_path.clone(), source }))?;
+        let mut notes = vec![
+            format!(
+                "{} --no-api with {} MiB and {} vCPU, no drives, no network",
+                self.tool.label(),
+                spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+                spec.vcpus.max(1)
+            ),
+            format!("Firecracker runs guests on KVM only: {}", self.kvm.label()),
+            "userspace_ms is Firecracker's boot timer (Guest-boot-time), given boxbench's launch start".to_owned(),
+        ];
+        if !self.kvm.is_hardware() {
+            notes.push("guest kernel code emulated by this host's KVM, not run on hardware virtualisation".to_owned());
+        }
+        Ok(Box::new(FirecrackerInstance {
+            binary: self.tool.path.clone(),
+            config_path,
+            log_path,
+            guest: self.options.guest,
+            run: ToolRun::new("firecracker", &self.cgroups)?,
+            notes,
+            _dir: dir,
+        }))
+    }
+}
+
+/// One VM run by Firecracker.
+#[derive(Debug)]
+struct FirecrackerInstance {
+    binary: PathBuf,
+    config_path: PathBuf,
+    log_path: PathBuf,
+    guest: GuestKind,
+    run: ToolRun,
+    notes: Vec<String>,
+    /// The configuration and log; removed after the instance.
+    _dir: tempfile::TempDir,
+}
+
+impl Instance for FirecrackerInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        let timeline = Timeline::start();
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("--no-api")
+            .arg("--config-file")
+            .arg(&self.config_path)
+            .arg("--boot-timer")
+            .arg("--log-path")
+            .arg(&self.log_path)
+            .args(["--level", "Info"])
+            .arg("--start-time-us")
+            .arg((timeline.started_at().0 / 1000).to_string());
+        self.run.start_with_timeline(timeline, command, ChildSetup::Plain, None)
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", self.guest)))
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        self.run.kill();
+        Ok(())
+    }
+
+    fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        let stopped = self.run.stop()?;
+        let log = fs::read_to_string(&self.log_path).unwrap_or_default();
+        let outcome = match (&outcome, stopped.status) {
+            (Outcome::DeadlineExceeded { .. }, _) | (_, None) => outcome,
+            (_, Some(status)) => {
+                let mut text = stopped.console.text.clone();
+                text.push_str(&log);
+                guest_outcome(status, &text, self.guest)
+            }
+        };
+        self.run.remove_cgroup()?;
+        let observed =
+            Phases { userspace_ms: parse_boot_time_us(&log).map(|us| us as f64 / 1000.0), ..Phases::default() };
+        let notes = std::mem::take(&mut self.notes);
+        Ok(record("firecracker", stopped, outcome, observed, None, notes))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use boxbench_core::ImagePaths;
+
+    #[test]
+    fn config_has_boot_source_and_machine_and_no_drives() {
+        let images = ImagePaths { initrd: Some("/img/initramfs.cpio".into()), ..ImagePaths::default() };
+        let mut spec = InstanceSpec::new(Workload::Idle, images);
+        spec.vcpus = 2;
+        spec.memory_limit_bytes = Some(100 << 20);
+        let config = config_json(&spec, Path::new("/img/vmlinux"), GuestKind::Linux);
+        assert_eq!(
+            config,
+            json!({
+                "boot-source": {
+                    "kernel_image_path": "/img/vmlinux",
+                    "initrd_path": "/img/initramfs.cpio",
+                    "boot_args": "console=ttyS0 reboot=k panic=-1 pci=off boxbench.workload=idle",
+                },
+                "drives": [],
+                "machine-config": {"vcpu_count": 2, "mem_size_mib": 100},
+            })
+        );
+    }
+
+    #[test]
+    fn own_guest_gets_no_workload_and_the_default_memory() {
+        let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        let config = config_json(&spec, Path::new("/g.elf"), GuestKind::Boxbench);
+        assert_eq!(config["boot-source"]["boot_args"], "console=ttyS0 reboot=k panic=-1 pci=off");
+        assert!(config["boot-source"].get("initrd_path").is_none());
+        assert_eq!(config["machine-config"]["mem_size_mib"], 256);
+    }
+
+    #[test]
+    fn boot_timer_line_is_parsed() {
+        let log = "2026-11-29T03:00:00.000000000 [anonymous-instance:main] Running Firecracker v1.7.0\n\
+                   2026-11-29T03:00:00.100000000 [anonymous-instance:fc_vcpu 0] Guest-boot-time =  95123 us 95 ms, \
+                   74310 CPU us 74 CPU ms\n";
+        assert_eq!(parse_boot_time_us(log), Some(95123));
+        assert_eq!(parse_boot_time_us("Guest-boot-time = soon\n"), None);
+        assert_eq!(parse_boot_time_us(""), None);
+    }
+}
