@@ -12,6 +12,7 @@ use boxbench_core::{ImagePaths, InstanceSpec, Workload};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
 
 const VMM_START_NOTE: &str = "VMM child start to first KVM_RUN: ";
+const SPLIT_NOTE: &str = "of which joining the instance cgroup: ";
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -27,11 +28,19 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     spec.vcpus = vcpus;
     spec.timeout = Duration::from_secs(30);
 
-    let mut phases: Vec<(&str, Vec<f64>)> =
-        ["vmm_start_to_first_kvm_run_ms", "ready_ms", "first_output_ms", "userspace_ms", "workload_ms", "exit_ms"]
-            .into_iter()
-            .map(|name| (name, Vec::new()))
-            .collect();
+    let mut phases: Vec<(&str, Vec<f64>)> = [
+        "vmm_start_to_first_kvm_run_ms",
+        "cgroup_join_ms",
+        "vm_build_ms",
+        "ready_ms",
+        "first_output_ms",
+        "userspace_ms",
+        "workload_ms",
+        "exit_ms",
+    ]
+    .into_iter()
+    .map(|name| (name, Vec::new()))
+    .collect();
     let mut memory: Vec<(&str, Vec<f64>)> =
         ["peak_kib", "pss_kib", "overhead_kib"].into_iter().map(|name| (name, Vec::new())).collect();
     for run in 0..runs {
@@ -41,10 +50,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         }
         let vmm_start =
             record.notes.iter().find_map(|n| n.strip_prefix(VMM_START_NOTE)?.strip_suffix(" ms")?.parse().ok());
+        let split: Option<(f64, f64)> = record.notes.iter().find_map(|n| {
+            let (join, build) = n.strip_prefix(SPLIT_NOTE)?.split_once(" ms, building the VM: ")?;
+            Some((join.parse().ok()?, build.strip_suffix(" ms")?.parse().ok()?))
+        });
         let p = &record.phases;
-        for ((_, samples), value) in
-            phases.iter_mut().zip([vmm_start, p.ready_ms, p.first_output_ms, p.userspace_ms, p.workload_ms, p.exit_ms])
-        {
+        let figures = [
+            vmm_start,
+            split.map(|s| s.0),
+            split.map(|s| s.1),
+            p.ready_ms,
+            p.first_output_ms,
+            p.userspace_ms,
+            p.workload_ms,
+            p.exit_ms,
+        ];
+        for ((_, samples), value) in phases.iter_mut().zip(figures) {
             samples.extend(value);
         }
         let m = &record.memory;

@@ -144,6 +144,7 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
 
 fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result<(), String> {
     join_cgroup(&setup.cgroup_procs)?;
+    reporter.send(&ChildEvent::CgroupJoined { at: MonotonicNs::now() });
     let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
     // The guest ranges are known once memory is allocated; the marker measurement needs them.
     let _ = reporter.guest_ranges.set(vm.guest_memory_host_ranges());

@@ -18,10 +18,14 @@ const KIND_EXIT_MEMORY: u32 = 4;
 const KIND_IGNORED: u32 = 5;
 const KIND_EXIT: u32 = 6;
 const KIND_FAILED: u32 = 7;
+const KIND_CGROUP_JOINED: u32 = 8;
 
 /// One thing the child reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChildEvent {
+    /// The child is in the instance cgroup (cgroup v1 migration can take milliseconds: it waits for
+    /// an RCU grace period).
+    CgroupJoined { at: MonotonicNs },
     /// The boot vCPU is about to enter the guest for the first time.
     FirstEntry { at: MonotonicNs },
     /// The guest wrote the boot timer.
@@ -63,6 +67,7 @@ impl ChildEvent {
     pub fn encode(&self) -> Vec<u8> {
         let none = MonotonicNs(0);
         match self {
+            ChildEvent::CgroupJoined { at } => header(KIND_CGROUP_JOINED, 0, *at, 0, 0),
             ChildEvent::FirstEntry { at } => header(KIND_FIRST_ENTRY, 0, *at, 0, 0),
             ChildEvent::BootTimer { at } => header(KIND_BOOT_TIMER, 0, *at, 0, 0),
             ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes } => {
@@ -104,6 +109,7 @@ impl EventDecoder {
             let text = String::from_utf8_lossy(&self.pending[HEADER_LEN..HEADER_LEN + text_len]).into_owned();
             self.pending.drain(..HEADER_LEN + text_len);
             events.push(match kind {
+                KIND_CGROUP_JOINED => ChildEvent::CgroupJoined { at },
                 KIND_FIRST_ENTRY => ChildEvent::FirstEntry { at },
                 KIND_BOOT_TIMER => ChildEvent::BootTimer { at },
                 KIND_MARKER_MEMORY => ChildEvent::MarkerMemory { at, pss_bytes: a, overhead_bytes: b },
@@ -125,6 +131,7 @@ mod tests {
     #[test]
     fn records_survive_arbitrary_splits() {
         let events = vec![
+            ChildEvent::CgroupJoined { at: MonotonicNs(5) },
             ChildEvent::FirstEntry { at: MonotonicNs(10) },
             ChildEvent::MarkerMemory { at: MonotonicNs(20), pss_bytes: 3 << 20, overhead_bytes: 1 << 20 },
             ChildEvent::Ignored { port_io: 7, mmio: 1 },

@@ -148,6 +148,7 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
 /// What the child reported, gathered as it arrives.
 #[derive(Debug, Default)]
 struct Reported {
+    cgroup_joined: Option<MonotonicNs>,
     first_entry: Option<MonotonicNs>,
     boot_timer: Option<MonotonicNs>,
     marker_memory: Option<(u64, u64)>,
@@ -160,6 +161,7 @@ struct Reported {
 impl Reported {
     fn absorb(&mut self, event: ChildEvent) {
         match event {
+            ChildEvent::CgroupJoined { at } => self.cgroup_joined = Some(at),
             ChildEvent::FirstEntry { at } => self.first_entry = Some(at),
             ChildEvent::BootTimer { at } => {
                 self.boot_timer.get_or_insert(at);
@@ -329,6 +331,13 @@ fn build_record(
     }
     if let Some(entry) = reported.first_entry {
         notes.push(format!("VMM child start to first KVM_RUN: {:.3} ms", entry.millis_since(forked_at)));
+    }
+    if let (Some(joined), Some(entry)) = (reported.cgroup_joined, reported.first_entry) {
+        notes.push(format!(
+            "of which joining the instance cgroup: {:.3} ms, building the VM: {:.3} ms",
+            joined.millis_since(forked_at),
+            entry.millis_since(joined)
+        ));
     }
     if let Some((port_io, mmio)) = reported.ignored.filter(|&(p, m)| p + m > 0) {
         notes.push(format!("guest accesses to absent devices ignored: {port_io} port I/O, {mmio} MMIO"));

@@ -1,8 +1,8 @@
 //! A whole micro-VM: its configuration, the checks that turn a configuration into a bootable plan,
 //! the guest memory prepared for the boot vCPU, and the run of its vCPU threads.
 //!
-//! Order matters and follows what KVM and the guest need: the irqchip and PIT exist before any vCPU
-//! (vCPUs get their LAPIC at creation), guest memory is mapped before the boot data is written, and
+//! Order matters and follows what KVM and the guest need: guest memory is mapped first (cheap before
+//! the irqchip exists), the irqchip and PIT exist before any vCPU (vCPUs get their LAPIC at creation), and
 //! the boot vCPU enters only after every vCPU is configured so APs are ready for the guest's SIPIs.
 
 use std::fs::File;
@@ -283,9 +283,8 @@ impl Vm {
         // On VMX, KVM emulates real mode with a TSS and an identity-map page it needs placed in guest
         // address space outside RAM; elsewhere these calls are harmless.
         vm.set_system_pages(KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR)?;
-        vm.create_irqchip()?;
-        vm.create_pit()?;
-
+        // Memory slots go in before the irqchip: once the irqchip exists every slot update waits for
+        // KVM's SRCU readers (measured here: 0.1 ms before, 6–7 ms after, for 128 MiB).
         let memory = allocate_guest_memory(plan.mem_bytes)?;
         for (slot, region) in memory.iter().enumerate() {
             // SAFETY: `region` belongs to `memory`, which the returned Vm owns and drops after the VM
@@ -295,6 +294,10 @@ impl Vm {
                 vm.map_memory(slot as u32, region.start_addr().0, region.len(), region.as_ptr() as u64)?;
             }
         }
+        // The PIC/IOAPIC/LAPIC model and the PIT must exist before the first vCPU, which gets its LAPIC
+        // at creation.
+        vm.create_irqchip()?;
+        vm.create_pit()?;
         let boot = write_boot_data(&memory, plan)?;
 
         let serial = SerialPort::new(console, observer.clone())?;

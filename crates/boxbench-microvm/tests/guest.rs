@@ -60,7 +60,8 @@ fn own_guest_reports_what_the_vmm_set_up() {
             let (record, cmdline) = launch(kernel, Some(initrd.clone()), vcpus, "", Duration::from_secs(30));
             let what = format!("{} with {vcpus} vCPU(s)", kernel.display());
             assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "{what}: {}", record.console);
-            let report = GuestReport::parse(&record.console).unwrap_or_else(|e| panic!("{what}: {e}\n{}", record.console));
+            let report =
+                GuestReport::parse(&record.console).unwrap_or_else(|e| panic!("{what}: {e}\n{}", record.console));
             assert_eq!(report.errors, Vec::<String>::new(), "{what}");
             assert_eq!(report.entry, Some(entry), "{what}");
             assert_eq!(report.cpus, u32::from(vcpus), "{what}: {}", record.console);
