@@ -1,14 +1,15 @@
 //! Measures peer backends by hand: N launches of a workload per backend, interleaved, and the median
 //! of each phase and of the memory figures. Usage:
 //! `peer_medians ROOTFS_OR_BUNDLE_DIR [N] [BACKEND...]` (backends: crun runc podman docker
-//! qemu-microvm qemu-q35 firecracker; a VM backend takes `KERNEL,INITRD` as its images argument
-//! through the BOXBENCH_KERNEL and BOXBENCH_INITRD environment variables).
+//! qemu-microvm qemu-q35 firecracker, and qemu-microvm+own / qemu-q35+own for boxbench's own guest
+//! under KVM). VM backends boot $BOXBENCH_KERNEL with $BOXBENCH_INITRD.
 
 use std::path::PathBuf;
 
 use boxbench_core::measure::launch_once;
 use boxbench_core::stats::Summary;
 use boxbench_core::{ImagePaths, InstanceSpec, Launcher, Phases, Record, Workload};
+use boxbench_peers::{GuestKind, Machine, QemuLauncher, QemuOptions};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
@@ -35,7 +36,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 ..Default::default()
             })
             .map(|l| Box::new(l) as Box<dyn Launcher>),
-            other => boxbench_peers::launcher_by_name(other, &images),
+            own if own.ends_with("+own") => {
+                let machine = if own.starts_with("qemu-q35") { Machine::Q35 } else { Machine::Microvm };
+                let options = QemuOptions { machine, guest: GuestKind::Boxbench, ..Default::default() };
+                QemuLauncher::new(options).map(|l| Box::new(l) as Box<dyn Launcher>)
+            }
+            other => boxbench_peers::launcher_by_name(other),
         })
         .collect::<Result<_, _>>()?;
     let spec = InstanceSpec::new(Workload::Hello, images);

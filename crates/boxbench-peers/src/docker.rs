@@ -34,7 +34,7 @@ use crate::tool::{Tool, ToolError};
 /// The Debian client, matching the Debian daemon.
 const DEBIAN_CLIENT: &str = "/usr/bin/docker";
 /// Where a system daemon listens.
-const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
+pub(crate) const DEFAULT_HOST: &str = "unix:///var/run/docker.sock";
 /// How long a private daemon may take to answer.
 const DAEMON_START_PATIENCE: Duration = Duration::from_secs(30);
 /// How long a private daemon may take to stop on SIGTERM before it is killed.
@@ -165,7 +165,7 @@ impl Drop for PrivateDaemon {
 }
 
 /// True if the daemon at `host` answers a version query.
-fn daemon_answers(client: &Path, host: &str) -> bool {
+pub(crate) fn daemon_answers(client: &Path, host: &str) -> bool {
     Command::new(client)
         .args(["-H", host, "version", "--format", "{{.Server.Version}}"])
         .stdin(Stdio::null())

@@ -14,6 +14,7 @@ pub mod firecracker;
 pub mod hierarchies;
 pub mod oci_runtime;
 pub mod podman;
+pub mod probe;
 pub mod process;
 pub mod qemu;
 pub mod run;
@@ -23,17 +24,17 @@ pub use docker::{DockerLauncher, DockerOptions};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};
+pub use probe::{PeerStatus, probe_all};
 pub use qemu::{Accel, GuestKind, Machine, QemuLauncher, QemuOptions};
 
-use boxbench_core::{ImagePaths, LaunchError, Launcher};
+use boxbench_core::{LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
 pub const BACKENDS: [&str; 7] = ["crun", "runc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker"];
 
-/// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options; the
-/// images are those launches will use (a backend that imports an image once does so here).
-pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launcher>, LaunchError> {
-    let _ = images;
+/// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options (docker:
+/// an already running daemon only). Engines import a root filesystem on its first `prepare`.
+pub fn launcher_by_name(name: &str) -> Result<Box<dyn Launcher>, LaunchError> {
     match name {
         "crun" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Crun)?)),
         "runc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runc)?)),
@@ -42,8 +43,8 @@ pub fn launcher_by_name(name: &str, images: &ImagePaths) -> Result<Box<dyn Launc
         "qemu-microvm" => {
             Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Microvm, ..Default::default() })?))
         }
-        "firecracker" => Ok(Box::new(FirecrackerLauncher::new(FirecrackerOptions::default())?)),
         "qemu-q35" => Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Q35, ..Default::default() })?)),
+        "firecracker" => Ok(Box::new(FirecrackerLauncher::new(FirecrackerOptions::default())?)),
         other => Err(LaunchError::InvalidSpec(format!(
             "unknown peer backend `{other}` (expected one of {})",
             BACKENDS.join(", ")

@@ -1,0 +1,154 @@
+//! Which peer tools this host has and whether each backend can run, for `boxbench doctor`.
+
+use std::path::{Path, PathBuf};
+
+use boxbench_core::cgroup::CgroupHost;
+use boxbench_core::host::KvmFlavour;
+use serde::Serialize;
+
+use crate::tool::{Tool, find_on_path};
+
+/// One peer backend's state on this host.
+#[derive(Debug, Clone, Serialize)]
+pub struct PeerStatus {
+    /// The backend name (`crun`, `qemu-microvm`, ...).
+    pub name: &'static str,
+    /// The tool's binary, if found.
+    pub binary: Option<PathBuf>,
+    /// The version it reports.
+    pub version: Option<String>,
+    /// Whether the backend can launch instances here as boxbench drives it.
+    pub usable: bool,
+    /// Why not, or what a user should know about how it will run.
+    pub detail: Option<String>,
+    /// The Debian package that provides the tool (`None`: not packaged in Debian).
+    pub debian_package: Option<&'static str>,
+}
+
+/// The state of every peer backend, in [`crate::BACKENDS`] order.
+pub fn probe_all() -> Vec<PeerStatus> {
+    let root = nix::unistd::geteuid().is_root();
+    let cgroups = CgroupHost::detect();
+    let kvm = KvmFlavour::detect();
+    // Everything boxbench runs goes into a per-instance cgroup, which needs root and a memory
+    // controller.
+    let host_problem = if !root {
+        Some("boxbench needs root for per-instance cgroups".to_owned())
+    } else {
+        cgroups.as_ref().err().map(|e| e.to_string())
+    };
+    let mut statuses = Vec::new();
+    for (name, binary_name, package) in
+        [("crun", "crun", Some("crun")), ("runc", "runc", Some("runc")), ("podman", "podman", Some("podman"))]
+    {
+        statuses.push(tool_status(name, find_on_path(binary_name), package, host_problem.clone()));
+    }
+    let docker_client =
+        Some(PathBuf::from("/usr/bin/docker")).filter(|p| p.exists()).or_else(|| find_on_path("docker"));
+    let mut docker = tool_status("docker", docker_client.clone(), Some("docker.io"), host_problem.clone());
+    if docker.usable {
+        let answers =
+            docker_client.as_deref().is_some_and(|c| crate::docker::daemon_answers(c, crate::docker::DEFAULT_HOST));
+        if !answers {
+            match find_on_path("dockerd") {
+                Some(_) => {
+                    docker.detail = Some(format!(
+                        "no daemon answers at {}; a private dockerd will be started if asked (DockerOptions::start_dockerd)",
+                        crate::docker::DEFAULT_HOST
+                    ))
+                }
+                None => {
+                    docker.usable = false;
+                    docker.detail = Some(format!(
+                        "no daemon answers at {} and dockerd is not on PATH",
+                        crate::docker::DEFAULT_HOST
+                    ));
+                }
+            }
+        }
+    }
+    statuses.push(docker);
+    let qemu = find_on_path("qemu-system-x86_64");
+    let accel_detail = match kvm {
+        KvmFlavour::Absent => "no /dev/kvm: guests run under TCG (emulated)".to_owned(),
+        KvmFlavour::Pvm => {
+            "kvm_pvm host: Linux guests run under TCG (emulated), boxbench's own guest under KVM".to_owned()
+        }
+        other => format!("{}: guests run under KVM", other.label()),
+    };
+    for name in ["qemu-microvm", "qemu-q35"] {
+        let mut status = tool_status(name, qemu.clone(), Some("qemu-system-x86"), host_problem.clone());
+        if status.usable {
+            status.detail = Some(accel_detail.clone());
+        }
+        statuses.push(status);
+    }
+    let kvm_problem = (kvm == KvmFlavour::Absent).then(|| "Firecracker needs /dev/kvm".to_owned());
+    let mut firecracker = tool_status("firecracker", find_on_path("firecracker"), None, host_problem.or(kvm_problem));
+    if firecracker.binary.is_none() {
+        firecracker.detail =
+            Some("not on PATH and not packaged in Debian; give a binary with --firecracker".to_owned());
+    }
+    statuses.push(firecracker);
+    statuses
+}
+
+fn tool_status(
+    name: &'static str,
+    binary: Option<PathBuf>,
+    debian_package: Option<&'static str>,
+    host_problem: Option<String>,
+) -> PeerStatus {
+    let Some(binary) = binary else {
+        let detail = match debian_package {
+            Some(package) => format!("not found on PATH (Debian package: {package})"),
+            None => "not found on PATH".to_owned(),
+        };
+        return PeerStatus { name, binary: None, version: None, usable: false, detail: Some(detail), debian_package };
+    };
+    match Tool::at(name, Path::new(&binary)) {
+        Ok(tool) => PeerStatus {
+            name,
+            binary: Some(binary),
+            version: Some(tool.version),
+            usable: host_problem.is_none(),
+            detail: host_problem,
+            debian_package,
+        },
+        Err(e) => PeerStatus {
+            name,
+            binary: Some(binary),
+            version: None,
+            usable: false,
+            detail: Some(e.to_string()),
+            debian_package,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_backend_is_probed_with_a_reason_when_unusable() {
+        let statuses = probe_all();
+        let names: Vec<&str> = statuses.iter().map(|s| s.name).collect();
+        assert_eq!(names, crate::BACKENDS.to_vec());
+        for status in &statuses {
+            if !status.usable {
+                assert!(status.detail.is_some(), "{} unusable without a reason", status.name);
+            }
+            if status.binary.is_some() && status.usable {
+                assert!(status.version.is_some(), "{} usable without a version", status.name);
+            }
+        }
+    }
+
+    #[test]
+    fn missing_tool_names_its_package() {
+        let status = tool_status("crun", None, Some("crun"), None);
+        assert!(!status.usable);
+        assert_eq!(status.detail.as_deref(), Some("not found on PATH (Debian package: crun)"));
+    }
+}
