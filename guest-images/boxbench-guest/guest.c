@@ -104,9 +104,11 @@
  * QEMU's emulated one, so these counts are nanoseconds there (a real chip's
  * slower bus only makes the waits longer).
  */
-#define WAIT_AFTER_INIT 10000000u   /* 10 ms */
+#define WAIT_AFTER_INIT 10000000u   /* 10 ms, as the MP specification asks of hardware */
 #define WAIT_AFTER_SIPI 200000u     /* 200 us */
+#define WAIT_AFTER_SIPI_VIRTUAL 10000u /* 10 us: a hypervisor's INIT needs no settling (like Linux) */
 #define WAIT_FOR_APS 1000000000u    /* 1 s: bounded, generous for emulated start-up */
+#define CPUID_1_ECX_HYPERVISOR (1u << 31)
 
 #define AP_TRAMPOLINE 0x10000ul
 #define AP_SIPI_VECTOR (AP_TRAMPOLINE >> 12)
@@ -182,6 +184,13 @@ static inline uint8_t inb(uint16_t port)
 }
 
 static void __attribute__((noreturn)) reboot(void);
+
+static inline uint32_t cpuid_1_ecx(void)
+{
+	uint32_t eax = 1, ebx, ecx = 0, edx;
+	__asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
+	return ecx;
+}
 
 static inline uint64_t rdmsr(uint32_t msr)
 {
@@ -411,18 +420,24 @@ static uint64_t crc32_of(uint64_t addr, uint64_t len)
 	return ~crc;
 }
 
-/* CRC-32 of the initrd computed at CPL 3; in kernel mode if user mode did not end as planned. */
-static uint32_t initrd_crc32(void)
+/*
+ * Runs fn(a, b) at CPL 3, where a kvm_pvm host runs it natively; fn only reads
+ * memory. Runs it in kernel mode (and says so) if user mode did not end at
+ * the planned ud2.
+ */
+static uint64_t run_in_user_mode(const char *what, uint64_t (*fn)(uint64_t, uint64_t), uint64_t a, uint64_t b)
 {
-	uint32_t crc = (uint32_t)user_call(crc32_of, initrd_addr, initrd_size, user_stack_top);
+	uint64_t result = user_call(fn, a, b, user_stack_top);
 	if (user_exit_vector == VECTOR_INVALID_OPCODE && user_exit_rip == (uint64_t)(uintptr_t)user_trampoline_exit)
-		return crc;
-	serial_puts("boxbench-guest error: initrd CRC in user mode ended by CPU exception ");
+		return result;
+	serial_puts("boxbench-guest error: ");
+	serial_puts(what);
+	serial_puts(" in user mode ended by CPU exception ");
 	serial_put_dec(user_exit_vector);
 	serial_puts(" at 0x");
 	serial_put_hex(user_exit_rip, 16);
-	serial_puts("; computed in kernel mode instead\n");
-	return (uint32_t)crc32_of(initrd_addr, initrd_size);
+	serial_puts("; run in kernel mode instead\n");
+	return fn(a, b);
 }
 
 static uint8_t checksum(uint64_t addr, uint64_t len)
@@ -448,11 +463,11 @@ static void read_mp_table(void)
 	uint64_t ebda = (uint64_t)read16(0x40e) << 4;
 	uint64_t floating = 0;
 	if (ebda >= 0x80000 && ebda < 0xa0000)
-		floating = find_mp_floating(ebda, 1024);
+		floating = run_in_user_mode("MP table search", find_mp_floating, ebda, 1024);
 	if (!floating)
-		floating = find_mp_floating(0x9fc00, 1024);
+		floating = run_in_user_mode("MP table search", find_mp_floating, 0x9fc00, 1024);
 	if (!floating)
-		floating = find_mp_floating(0xf0000, 0x10000);
+		floating = run_in_user_mode("MP table search", find_mp_floating, 0xf0000, 0x10000);
 	if (!floating)
 		return;
 
@@ -561,14 +576,16 @@ static uint32_t start_application_processors(void)
 	}
 	if (targets == 0)
 		return 0;
-	delay(WAIT_AFTER_INIT);
+	bool virtual_cpu = cpuid_1_ecx() & CPUID_1_ECX_HYPERVISOR;
+	if (!virtual_cpu)
+		delay(WAIT_AFTER_INIT);
 	for (int round = 0; round < 2; round++) {
 		for (uint32_t i = 0; i < mp_cpu_count && i < CPUS_MAX; i++) {
 			if (mp_apic_ids[i] == self)
 				continue;
 			send_ipi(mp_apic_ids[i], APIC_ICR_STARTUP | AP_SIPI_VECTOR);
 		}
-		delay(WAIT_AFTER_SIPI);
+		delay(virtual_cpu ? WAIT_AFTER_SIPI_VIRTUAL : WAIT_AFTER_SIPI);
 	}
 
 	timer_start(WAIT_FOR_APS);
@@ -637,7 +654,7 @@ void __attribute__((noreturn)) guest_main(void)
 	uint32_t crc = 0;
 	if (initrd_size != 0) {
 		if (mapped(initrd_addr, initrd_size))
-			crc = initrd_crc32();
+			crc = (uint32_t)run_in_user_mode("initrd CRC", crc32_of, initrd_addr, initrd_size);
 		else
 			record_error("initrd outside the first 4 GiB");
 	}
