@@ -28,10 +28,15 @@ pub enum HierarchyError {
 }
 
 /// Every hierarchy mounted under /sys/fs/cgroup other than the one at `except` (the memory
-/// hierarchy, which the instance cgroup manages itself). Symbolic links (`cpu` → `cpu,cpuacct`) are
+/// hierarchy, which the instance cgroup manages itself): the mount itself on a pure v2 host, else
+/// each v1 controller's mount and the hybrid v2 one. Symbolic links (`cpu` → `cpu,cpuacct`) are
 /// skipped so each hierarchy is visited once.
-fn other_hierarchies(except: &Path) -> Vec<PathBuf> {
-    let Ok(entries) = fs::read_dir(CGROUP_MOUNT_ROOT) else {
+fn hierarchies_except(except: &Path) -> Vec<PathBuf> {
+    let root = Path::new(CGROUP_MOUNT_ROOT);
+    if root.join("cgroup.controllers").exists() {
+        return [root.to_owned()].into_iter().filter(|p| p != except).collect();
+    }
+    let Ok(entries) = fs::read_dir(root) else {
         return Vec::new();
     };
     entries
@@ -48,7 +53,7 @@ fn other_hierarchies(except: &Path) -> Vec<PathBuf> {
 pub fn remove_beside_memory(memory_root: &Path, relative: &Path) -> Result<(), HierarchyError> {
     let relative = relative.strip_prefix("/").unwrap_or(relative);
     let mut first_error = None;
-    for hierarchy in other_hierarchies(memory_root) {
+    for hierarchy in hierarchies_except(memory_root) {
         let dir = hierarchy.join(relative);
         if !dir.exists() {
             continue;
@@ -88,7 +93,7 @@ fn remove_tree(dir: &Path) -> Result<(), HierarchyError> {
 /// Instance cgroups whose name starts with `prefix` in the `boxbench` directory of any hierarchy,
 /// memory included (what a check for leftovers looks for, e.g. `crun-<pid>-`).
 pub fn instance_dirs_with_prefix(prefix: &str) -> Vec<PathBuf> {
-    other_hierarchies(Path::new(""))
+    hierarchies_except(Path::new(""))
         .into_iter()
         .filter_map(|h| fs::read_dir(h.join("boxbench")).ok())
         .flat_map(|entries| entries.flatten().map(|e| e.path()))

@@ -161,3 +161,18 @@ fn crun_missing_workload_script_is_named() {
 fn runc_missing_workload_script_is_named() {
     missing_workload_script_is_named(OciRuntime::Runc);
 }
+
+#[test]
+fn prepared_but_never_launched_instance_leaves_nothing() {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(OciRuntime::Crun) else { return };
+    let Some(images) = common::container_images() else { return };
+    let instance = launcher.prepare(&InstanceSpec::new(Workload::Hello, images.paths.clone())).unwrap();
+    assert_eq!(common::leftover_cgroups("crun").len(), 1, "the instance cgroup exists once prepared");
+    drop(instance);
+    assert_nothing_left(&launcher);
+    let bundles: Vec<_> = std::fs::read_dir(launcher.state_root().parent().unwrap().join("bundles"))
+        .map(|d| d.flatten().collect())
+        .unwrap_or_default();
+    assert!(bundles.is_empty(), "bundle directories left: {bundles:?}");
+}

@@ -93,3 +93,14 @@ fn podman_deadline_kills_idle() {
     assert!(record.phases.workload_ms.is_some(), "console: {}", record.console);
     assert_nothing_left(&launcher);
 }
+
+#[test]
+fn podman_prepared_but_never_launched_instance_leaves_nothing() {
+    let _serial = common::serial();
+    let Some(launcher) = launcher() else { return };
+    let Some(images) = common::container_images() else { return };
+    let instance =
+        boxbench_core::Launcher::prepare(&launcher, &InstanceSpec::new(Workload::Hello, images.paths.clone())).unwrap();
+    drop(instance);
+    assert_nothing_left(&launcher);
+}
