@@ -47,9 +47,15 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     println!("root:      {}", yes_no(findings.host.root));
     println!("kvm:       {}", findings.host.kvm.label());
     match &findings.cgroup {
-        Ok(c) => println!("cgroups:   {} — memory controller {:?} at {}", c.mode, c.memory_version, c.memory_root.display()),
+        Ok(c) => {
+            println!("cgroups:   {} — memory controller {:?} at {}", c.mode, c.memory_version, c.memory_root.display())
+        }
         Err(e) => println!("cgroups:   unusable: {e}"),
     }
-    println!("images:    {} ({})", if findings.images_built { "built" } else { "not built yet: `boxbench images build`" }, findings.images_dir);
+    println!(
+        "images:    {} ({})",
+        if findings.images_built { "built" } else { "not built yet: `boxbench images build`" },
+        findings.images_dir
+    );
     Ok(ExitCode::SUCCESS)
 }

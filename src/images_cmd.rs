@@ -1,16 +1,27 @@
 //! `boxbench images build|sizes`: builds the guest images and reports their sizes.
 
 use std::process::ExitCode;
-use std::time::Instant;
 
-use boxbench_images::{BuiltImages, ImageBuilder, Progress, StepState};
-use clap::Subcommand;
+use boxbench::images::{ProgressLines, build_default};
+use boxbench_images::ImageBuilder;
+use clap::{Args, Subcommand};
 
 /// `boxbench images …`
 #[derive(Debug, Subcommand)]
 pub enum ImagesCommand {
-    /// Builds every guest image that is missing or out of date (cached by a hash of its recipe).
+    /// Builds every guest image that is missing or out of date (cached by a hash of its recipe), and
+    /// fetches Debian's cloud kernel for the Linux VM guests.
     Build,
+    /// Prints each artefact's size, uncompressed and compressed.
+    Sizes(SizesArgs),
+}
+
+/// Arguments of `boxbench images sizes`.
+#[derive(Debug, Args)]
+pub struct SizesArgs {
+    /// Print the sizes as JSON.
+    #[arg(long)]
+    pub json: bool,
 }
 
 /// Runs `boxbench images …`.
@@ -18,43 +29,30 @@ pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         ImagesCommand::Build => {
             let images = build_default(true)?;
-            println!("rootfs: {}\nbundle: {}", images.rootfs.display(), images.bundle.display());
+            let kernel = ImageBuilder::default_dirs().fetch_debian_cloud_kernel(&ProgressLines::new(true))?;
+            println!("rootfs:    {}", images.rootfs.display());
+            println!("bundle:    {}", images.bundle.display());
+            println!("initramfs: {}", images.initramfs_gz.display());
+            println!("oci image: {}", images.oci_layout.display());
+            println!("debian cloud kernel {}: {}", kernel.release, kernel.vmlinuz.display());
+        }
+        ImagesCommand::Sizes(args) => {
+            let sizes = ImageBuilder::default_dirs().sizes()?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&sizes)?);
+            } else {
+                println!("{:<24} {:>14} {:>14}  how", "artefact", "uncompressed", "compressed");
+                for s in sizes {
+                    println!(
+                        "{:<24} {:>11.2} MB {:>11.2} MB  {}",
+                        s.name,
+                        s.uncompressed_bytes as f64 / 1e6,
+                        s.compressed_bytes as f64 / 1e6,
+                        s.method
+                    );
+                }
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
-}
-
-/// Builds (or finds up to date) the default images under `guest-images/out/`, telling the user what it
-/// builds on stderr; `verbose` also prints the steps that were already up to date.
-pub fn build_default(verbose: bool) -> anyhow::Result<BuiltImages> {
-    Ok(ImageBuilder::default_dirs().build(&ProgressLines::new(verbose))?)
-}
-
-/// Renders the builder's steps as lines on stderr, with the time each build took.
-#[derive(Debug)]
-struct ProgressLines {
-    verbose: bool,
-    started: std::cell::Cell<Instant>,
-}
-
-impl ProgressLines {
-    fn new(verbose: bool) -> Self {
-        Self { verbose, started: std::cell::Cell::new(Instant::now()) }
-    }
-}
-
-impl Progress for ProgressLines {
-    fn step(&self, artefact: &str, state: StepState) {
-        match state {
-            StepState::Building | StepState::Downloading | StepState::WaitingForLock => {
-                self.started.set(Instant::now());
-                eprintln!("images: {artefact}: {state}…");
-            }
-            StepState::Built => {
-                eprintln!("images: {artefact}: {state} in {:.1} s", self.started.get().elapsed().as_secs_f64())
-            }
-            StepState::UpToDate if self.verbose => eprintln!("images: {artefact}: {state}"),
-            StepState::UpToDate => {}
-        }
-    }
 }

@@ -3,10 +3,8 @@
 //! The binary stays thin: it parses the command line, picks the backends and hands their records to
 //! the printers. Launching lives in the backend crates, measuring in `boxbench-core`.
 
-mod backends;
 mod doctor;
-mod images;
-mod output;
+mod images_cmd;
 mod run;
 
 use std::process::ExitCode;
@@ -27,7 +25,7 @@ enum Command {
     Doctor(doctor::DoctorArgs),
     /// Builds the guest images or prints their sizes.
     #[command(subcommand)]
-    Images(images::ImagesCommand),
+    Images(images_cmd::ImagesCommand),
     /// Launches one backend N times and prints per-phase statistics (or every record as JSON).
     Run(run::RunArgs),
 }
@@ -36,7 +34,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Doctor(args) => doctor::doctor(&args),
-        Command::Images(cmd) => images::images(&cmd),
+        Command::Images(cmd) => images_cmd::images(&cmd),
         Command::Run(args) => run::run(&args),
     };
     match result {

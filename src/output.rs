@@ -43,7 +43,10 @@ impl RunReport {
     /// The human-readable table: one row per phase, then memory, outcomes and the host line.
     pub fn render_text(&self) -> String {
         let mut out = format!("{} × {} ({} runs)\n", self.backend, self.workload, self.runs.len());
-        out.push_str(&format!("{:<16} {:>5} {:>10} {:>10} {:>10} {:>10}\n", "phase", "n", "median", "p99", "min", "max"));
+        out.push_str(&format!(
+            "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10}\n",
+            "phase", "n", "median", "p99", "min", "max"
+        ));
         for name in Phases::NAMES {
             match self.summary.get(name).copied().flatten() {
                 Some(s) => out.push_str(&format!(
@@ -128,7 +131,8 @@ mod tests {
 
     #[test]
     fn text_says_which_phases_were_not_observed() {
-        let report = RunReport::new("container".into(), "hello".into(), HostFacts::detect(), vec![record(None, 4.0, 0)]);
+        let report =
+            RunReport::new("container".into(), "hello".into(), HostFacts::detect(), vec![record(None, 4.0, 0)]);
         let text = report.render_text();
         assert!(text.contains("userspace_ms"));
         assert!(text.contains("not observed"));

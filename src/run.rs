@@ -9,8 +9,8 @@ use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Outcome, Workload};
 use clap::Args;
 
-use crate::backends::{self, BackendChoice, BackendOptions};
-use crate::output::RunReport;
+use boxbench::backends::{self, BackendChoice, BackendOptions};
+use boxbench::output::RunReport;
 
 /// Arguments of `boxbench run`.
 #[derive(Debug, Args)]
@@ -57,7 +57,8 @@ fn parse_timeout(text: &str) -> Result<f64, String> {
 
 /// Runs `boxbench run`.
 pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let workload = if args.command.is_empty() { args.workload.clone() } else { Workload::Command(args.command.clone()) };
+    let workload =
+        if args.command.is_empty() { args.workload.clone() } else { Workload::Command(args.command.clone()) };
     if args.vcpus == 0 {
         bail!("--vcpus must be at least 1");
     }
@@ -77,7 +78,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..args.runs {
         let record = launch_once(launcher.as_ref(), &spec).with_context(|| format!("{} launch", launcher.name()))?;
         if !record.outcome.is_success() && !args.json {
-            eprintln!("boxbench: {} {}; last console lines:\n{}", launcher.name(), record.outcome, record.console_tail(5));
+            eprintln!(
+                "boxbench: {} {}; last console lines:\n{}",
+                launcher.name(),
+                record.outcome,
+                record.console_tail(5)
+            );
         }
         records.push(record);
     }

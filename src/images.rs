@@ -1,0 +1,40 @@
+//! Building the default guest images on first use, with progress lines on stderr.
+
+use std::time::Instant;
+
+use boxbench_images::{BuiltImages, ImageBuilder, Progress, StepState};
+
+/// Builds (or finds up to date) the default images under `guest-images/out/`, telling the user what it
+/// builds on stderr; `verbose` also prints the steps that were already up to date.
+pub fn build_default(verbose: bool) -> anyhow::Result<BuiltImages> {
+    Ok(ImageBuilder::default_dirs().build(&ProgressLines::new(verbose))?)
+}
+
+/// Renders the builder's steps as lines on stderr, with the time each build took.
+#[derive(Debug)]
+pub struct ProgressLines {
+    verbose: bool,
+    started: std::cell::Cell<Instant>,
+}
+
+impl ProgressLines {
+    pub fn new(verbose: bool) -> Self {
+        Self { verbose, started: std::cell::Cell::new(Instant::now()) }
+    }
+}
+
+impl Progress for ProgressLines {
+    fn step(&self, artefact: &str, state: StepState) {
+        match state {
+            StepState::Building | StepState::Downloading | StepState::WaitingForLock => {
+                self.started.set(Instant::now());
+                eprintln!("images: {artefact}: {state}…");
+            }
+            StepState::Built => {
+                eprintln!("images: {artefact}: {state} in {:.1} s", self.started.get().elapsed().as_secs_f64())
+            }
+            StepState::UpToDate if self.verbose => eprintln!("images: {artefact}: {state}"),
+            StepState::UpToDate => {}
+        }
+    }
+}

@@ -1,0 +1,6 @@
+//! The library half of the `boxbench` package: the backend registry and the run documents that the
+//! CLI (`src/main.rs`) and the Criterion benches (`benches/`) share.
+
+pub mod backends;
+pub mod images;
+pub mod output;
