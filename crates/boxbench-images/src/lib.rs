@@ -62,6 +62,14 @@ pub use sizes::{ArtefactSize, SizeError};
 pub use tarball::TarError;
 pub use tree::TreeError;
 
+/// The kernel command-line parameter `/init` reads the workload name from (`boxbench.workload=NAME`,
+/// default `hello`).
+pub const WORKLOAD_PARAM: &str = "boxbench.workload";
+
+/// The line `/init` prints on the console after the workload, followed by its exit status
+/// (`BOXBENCH_EXIT_STATUS=0`), before it reboots the VM: how a VM backend learns the status.
+pub const EXIT_STATUS_PREFIX: &str = "BOXBENCH_EXIT_STATUS=";
+
 /// Bumped whenever the builder's output changes for the same inputs, so old artefacts are rebuilt.
 pub const FORMAT_VERSION: u32 = 1;
 
@@ -409,7 +417,19 @@ impl ImageBuilder {
         ];
         if let Some(kernel) = self.debian_cloud_kernel() {
             list.push(sizes::compressed_file(artefact::DEBIAN_KERNEL, &kernel.vmlinuz, "bzImage")?);
-            list.push(sizes::directory(artefact::DEBIAN_KERNEL_MODULES, &kernel.modules_dir)?);
+            // The modules tree never changes once unpacked, and gzipping 90 MB takes a while: its
+            // measurement is kept beside it.
+            let cached = self.out_dir.join(kernel::UNPACK_DIR).join(kernel::MODULES_SIZE_CACHE);
+            let size = match fs::read(&cached).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
+                Some(size) => size,
+                None => {
+                    let size = sizes::directory(artefact::DEBIAN_KERNEL_MODULES, &kernel.modules_dir)?;
+                    let json = serde_json::to_vec(&size).map_err(|e| io_err(&cached)(e.into()))?;
+                    write_atomically(&cached, &json).map_err(io_err(&cached))?;
+                    size
+                }
+            };
+            list.push(size);
         }
         Ok(list)
     }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use flate2::Compression;
 use flate2::write::GzEncoder;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::tarball::{self, TarError};
 use crate::tree::{self, TreeError};
@@ -34,7 +34,7 @@ pub enum SizeError {
 }
 
 /// The size of one artefact.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ArtefactSize {
     /// The artefact's name (one of [`crate::artefact`]).
     pub name: String,
