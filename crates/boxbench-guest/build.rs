@@ -44,6 +44,8 @@ const CFLAGS: &[&str] = &[
     "-fno-stack-protector",
     "-fno-asynchronous-unwind-tables",
     "-fcf-protection=none",
+    // gcc would otherwise turn the loops of memset/memcpy into calls to themselves.
+    "-fno-tree-loop-distribute-patterns",
     // Reading the BIOS data area at 0x40e is intended; gcc would call it an out-of-bounds access.
     "--param=min-pagesize=0",
     "-Wall",

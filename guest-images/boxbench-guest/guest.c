@@ -8,9 +8,14 @@
  *
  * Runs in long mode on the page tables of entry.S (identity map of 4 GiB),
  * interrupts off. CPU exceptions in kernel mode are reported and end in a
- * reboot. The initrd checksum runs in user mode (CPL 3): on a kvm_pvm host
- * guest kernel code is emulated instruction by instruction (~30 us per byte
- * of CRC), guest user code runs natively.
+ * reboot.
+ *
+ * Everything that only reads and writes memory (boot protocol, command line,
+ * MP table, initrd CRC) runs in one pass in user mode (CPL 3, user_call() in
+ * entry.S): on a kvm_pvm host guest kernel code goes through KVM's instruction
+ * emulator at a few microseconds per instruction (a CRC of 1 MiB took 30 s),
+ * while guest user code runs natively. Kernel mode keeps what needs privilege:
+ * port I/O, the boot timer, the local APIC, the AP start-up, the reboot.
  */
 #include <stdbool.h>
 #include <stddef.h>
@@ -50,7 +55,6 @@
 #define PVH_CMDLINE_PADDR 0x18
 #define PVH_MEMMAP_PADDR 0x28
 #define PVH_MEMMAP_ENTRIES 0x30
-#define PVH_START_INFO_V0_SIZE 0x28
 #define PVH_START_INFO_V1_SIZE 0x38
 #define PVH_MODLIST_ENTRY_SIZE 32
 #define PVH_MEMMAP_ENTRY_SIZE 24
@@ -61,7 +65,6 @@
 #define BP_EXT_CMD_LINE_PTR 0x0c8
 #define BP_E820_ENTRIES 0x1e8
 #define BP_HEADER 0x202
-#define BP_VERSION 0x206
 #define BP_RAMDISK_IMAGE 0x218
 #define BP_RAMDISK_SIZE 0x21c
 #define BP_CMD_LINE_PTR 0x228
@@ -71,6 +74,7 @@
 #define HDRS_SIGNATURE 0x53726448
 
 /* Intel MultiProcessor Specification 1.4 tables. */
+#define BDA_EBDA_SEGMENT 0x40e
 #define MP_FLOATING_SIGNATURE 0x5f504d5f /* "_MP_" */
 #define MP_CONFIG_SIGNATURE 0x504d4350   /* "PCMP" */
 #define MP_CONFIG_HEADER_SIZE 44
@@ -104,10 +108,10 @@
  * QEMU's emulated one, so these counts are nanoseconds there (a real chip's
  * slower bus only makes the waits longer).
  */
-#define WAIT_AFTER_INIT 10000000u   /* 10 ms, as the MP specification asks of hardware */
-#define WAIT_AFTER_SIPI 200000u     /* 200 us */
-#define WAIT_AFTER_SIPI_VIRTUAL 10000u /* 10 us: a hypervisor's INIT needs no settling (like Linux) */
-#define WAIT_FOR_APS 1000000000u    /* 1 s: bounded, generous for emulated start-up */
+#define WAIT_AFTER_INIT 10000000u      /* 10 ms, as the MP specification asks of hardware */
+#define WAIT_AFTER_SIPI 200000u        /* 200 us */
+#define WAIT_AFTER_SIPI_VIRTUAL 10000u /* 10 us: a hypervisor's INIT needs no settling (as in Linux) */
+#define WAIT_FOR_APS 1000000000u       /* 1 s: bounded, generous for emulated start-up */
 #define CPUID_1_ECX_HYPERVISOR (1u << 31)
 
 #define AP_TRAMPOLINE 0x10000ul
@@ -122,6 +126,51 @@
 #define IDT_INTERRUPT_GATE 0x8e
 #define TSS_AVAILABLE_64 0x89
 #define VECTOR_INVALID_OPCODE 6
+
+/* Command-line switches of the VMM's failure tests (boxbench_guest::TEST_*). */
+#define SWITCH_SPIN (1u << 0)
+#define SWITCH_TRIPLE_FAULT (1u << 1)
+#define SWITCH_FLOOD (1u << 2)
+
+/* Problems found while reading what the loader handed over: one bit each. */
+enum finding {
+	PVH_INFO_UNMAPPED,
+	PVH_BAD_MAGIC,
+	PVH_MODLIST_UNMAPPED,
+	PVH_SEVERAL_MODULES,
+	PVH_NO_MEMMAP,
+	PVH_MEMMAP_UNMAPPED,
+	BOOT_PARAMS_UNMAPPED,
+	BOOT_PARAMS_NO_HDRS,
+	E820_TOO_MANY,
+	MEMMAP_FULL,
+	CMDLINE_UNTERMINATED,
+	INITRD_UNMAPPED,
+	MP_DEFAULT_CONFIGURATION,
+	MP_NO_PCMP,
+	MP_BAD_CHECKSUM,
+	MP_TOO_MANY_CPUS,
+	FINDINGS,
+};
+
+static const char *const finding_messages[FINDINGS] = {
+	[PVH_INFO_UNMAPPED] = "hvm_start_info outside the first 4 GiB",
+	[PVH_BAD_MAGIC] = "hvm_start_info magic is not 0x336ec578",
+	[PVH_MODLIST_UNMAPPED] = "hvm_start_info modlist outside the first 4 GiB",
+	[PVH_SEVERAL_MODULES] = "hvm_start_info has more than one module; only the first is the initrd",
+	[PVH_NO_MEMMAP] = "hvm_start_info version 0 has no memory map",
+	[PVH_MEMMAP_UNMAPPED] = "hvm_start_info memmap outside the first 4 GiB",
+	[BOOT_PARAMS_UNMAPPED] = "boot_params outside the first 4 GiB",
+	[BOOT_PARAMS_NO_HDRS] = "boot_params without the HdrS signature at 0x202",
+	[E820_TOO_MANY] = "boot_params e820_entries above 128",
+	[MEMMAP_FULL] = "memory map has more than 128 entries",
+	[CMDLINE_UNTERMINATED] = "command line not terminated within 4096 bytes",
+	[INITRD_UNMAPPED] = "initrd outside the first 4 GiB",
+	[MP_DEFAULT_CONFIGURATION] = "MP floating pointer names a default configuration, not a table",
+	[MP_NO_PCMP] = "MP configuration table without the PCMP signature",
+	[MP_BAD_CHECKSUM] = "MP configuration table checksum is not zero",
+	[MP_TOO_MANY_CPUS] = "MP table lists more than 64 processors; only 64 are started",
+};
 
 extern uint32_t boot_kind;
 extern uint64_t boot_info;
@@ -142,16 +191,27 @@ struct memory_range {
 	uint32_t type;
 };
 
-static char cmdline[CMDLINE_MAX + 1];
-static size_t cmdline_len;
-static struct memory_range memmap[MEMMAP_MAX];
-static uint32_t memmap_count;
-static uint64_t initrd_addr;
-static uint64_t initrd_size;
+/* What the user-mode pass found; read by kernel mode afterwards. */
+static struct {
+	char cmdline[CMDLINE_MAX + 1];
+	size_t cmdline_len;
+	struct memory_range memmap[MEMMAP_MAX];
+	uint32_t memmap_count;
+	uint64_t mem_mib;
+	uint64_t initrd_addr;
+	uint64_t initrd_size;
+	uint32_t initrd_crc32;
+	uint32_t switches;
+	uint8_t mp_apic_ids[CPUS_MAX];
+	uint32_t mp_cpu_count;
+	uint64_t mp_lapic_addr;
+	uint32_t findings;
+} boot;
+
 static uint64_t idt[EXCEPTION_VECTORS * 2] __attribute__((aligned(16)));
-static uint8_t mp_apic_ids[CPUS_MAX];
-static uint32_t mp_cpu_count;
-static uintptr_t mp_lapic_addr;
+static uintptr_t lapic_base;
+
+static void __attribute__((noreturn)) reboot(void);
 
 /* gcc may emit calls to these even in freestanding code. */
 void *memset(void *dest, int value, size_t len)
@@ -182,8 +242,6 @@ static inline uint8_t inb(uint16_t port)
 	__asm__ volatile("inb %1, %0" : "=a"(value) : "Nd"(port));
 	return value;
 }
-
-static void __attribute__((noreturn)) reboot(void);
 
 static inline uint32_t cpuid_1_ecx(void)
 {
@@ -224,11 +282,7 @@ static inline uint64_t read64(uint64_t addr)
 	return *(volatile const uint64_t *)(uintptr_t)addr;
 }
 
-/* True when [addr, addr + len) lies inside the identity map. */
-static bool mapped(uint64_t addr, uint64_t len)
-{
-	return addr < IDENTITY_MAP_END && len <= IDENTITY_MAP_END - addr;
-}
+/* ---- Serial port (kernel mode) ---- */
 
 static void serial_putc(char c)
 {
@@ -263,13 +317,7 @@ static void serial_put_hex(uint64_t value, int digits)
 		serial_putc("0123456789abcdef"[(value >> shift) & 0xf]);
 }
 
-/* Boot-protocol and platform problems: `boxbench-guest error: <what>` lines. */
-static void record_error(const char *what)
-{
-	serial_puts("boxbench-guest error: ");
-	serial_puts(what);
-	serial_puts("\n");
-}
+/* ---- CPU tables and exceptions (kernel mode) ---- */
 
 /* A CPU exception in kernel mode: reported, then the guest reboots. */
 void __attribute__((noreturn)) kernel_exception(uint64_t vector, uint64_t error_code, uint64_t rip)
@@ -307,42 +355,55 @@ static void load_cpu_tables(void)
 	__asm__ volatile("ltr %w0" : : "r"(SEL_TSS));
 }
 
-/* Copies a NUL-terminated command line at `addr` into `cmdline`. */
+/* ---- The user-mode pass: memory only, no port I/O, no privileged instruction ---- */
+
+static void find(enum finding what)
+{
+	boot.findings |= 1u << what;
+}
+
+/* True when [addr, addr + len) lies inside the identity map. */
+static bool mapped(uint64_t addr, uint64_t len)
+{
+	return addr < IDENTITY_MAP_END && len <= IDENTITY_MAP_END - addr;
+}
+
+/* Copies a NUL-terminated command line at `addr`. */
 static void copy_cmdline(uint64_t addr)
 {
 	if (addr == 0)
 		return;
 	size_t len = 0;
 	while (len < CMDLINE_MAX && mapped(addr + len, 1) && read8(addr + len) != 0) {
-		cmdline[len] = (char)read8(addr + len);
+		boot.cmdline[len] = (char)read8(addr + len);
 		len++;
 	}
 	if (len == CMDLINE_MAX || !mapped(addr + len, 1))
-		record_error("command line not terminated within 4096 bytes");
-	cmdline[len] = 0;
-	cmdline_len = len;
+		find(CMDLINE_UNTERMINATED);
+	boot.cmdline[len] = 0;
+	boot.cmdline_len = len;
 }
 
 static void add_memory_range(uint64_t addr, uint64_t size, uint32_t type)
 {
-	if (memmap_count == MEMMAP_MAX) {
-		record_error("memory map has more than 128 entries");
+	if (boot.memmap_count == MEMMAP_MAX) {
+		find(MEMMAP_FULL);
 		return;
 	}
-	memmap[memmap_count].addr = addr;
-	memmap[memmap_count].size = size;
-	memmap[memmap_count].type = type;
-	memmap_count++;
+	boot.memmap[boot.memmap_count].addr = addr;
+	boot.memmap[boot.memmap_count].size = size;
+	boot.memmap[boot.memmap_count].type = type;
+	boot.memmap_count++;
 }
 
 static void read_pvh_start_info(uint64_t info)
 {
 	if (!mapped(info, PVH_START_INFO_V1_SIZE)) {
-		record_error("hvm_start_info outside the first 4 GiB");
+		find(PVH_INFO_UNMAPPED);
 		return;
 	}
 	if (read32(info) != PVH_MAGIC) {
-		record_error("hvm_start_info magic is not 0x336ec578");
+		find(PVH_BAD_MAGIC);
 		return;
 	}
 	uint32_t version = read32(info + PVH_VERSION);
@@ -352,23 +413,23 @@ static void read_pvh_start_info(uint64_t info)
 	uint64_t modlist = read64(info + PVH_MODLIST_PADDR);
 	if (nr_modules > 0) {
 		if (!mapped(modlist, PVH_MODLIST_ENTRY_SIZE)) {
-			record_error("hvm_start_info modlist outside the first 4 GiB");
+			find(PVH_MODLIST_UNMAPPED);
 		} else {
-			initrd_addr = read64(modlist);
-			initrd_size = read64(modlist + 8);
+			boot.initrd_addr = read64(modlist);
+			boot.initrd_size = read64(modlist + 8);
 		}
 		if (nr_modules > 1)
-			record_error("hvm_start_info has more than one module; only the first is the initrd");
+			find(PVH_SEVERAL_MODULES);
 	}
 
 	if (version < 1) {
-		record_error("hvm_start_info version 0 has no memory map");
+		find(PVH_NO_MEMMAP);
 		return;
 	}
 	uint64_t table = read64(info + PVH_MEMMAP_PADDR);
 	uint32_t entries = read32(info + PVH_MEMMAP_ENTRIES);
 	if (!mapped(table, (uint64_t)entries * PVH_MEMMAP_ENTRY_SIZE)) {
-		record_error("hvm_start_info memmap outside the first 4 GiB");
+		find(PVH_MEMMAP_UNMAPPED);
 		return;
 	}
 	for (uint32_t i = 0; i < entries; i++) {
@@ -380,20 +441,20 @@ static void read_pvh_start_info(uint64_t info)
 static void read_boot_params(uint64_t params)
 {
 	if (!mapped(params, BP_SIZE)) {
-		record_error("boot_params outside the first 4 GiB");
+		find(BOOT_PARAMS_UNMAPPED);
 		return;
 	}
 	if (read32(params + BP_HEADER) != HDRS_SIGNATURE) {
-		record_error("boot_params without the HdrS signature at 0x202");
+		find(BOOT_PARAMS_NO_HDRS);
 		return;
 	}
 	copy_cmdline(read32(params + BP_CMD_LINE_PTR) | ((uint64_t)read32(params + BP_EXT_CMD_LINE_PTR) << 32));
-	initrd_addr = read32(params + BP_RAMDISK_IMAGE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_IMAGE) << 32);
-	initrd_size = read32(params + BP_RAMDISK_SIZE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_SIZE) << 32);
+	boot.initrd_addr = read32(params + BP_RAMDISK_IMAGE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_IMAGE) << 32);
+	boot.initrd_size = read32(params + BP_RAMDISK_SIZE) | ((uint64_t)read32(params + BP_EXT_RAMDISK_SIZE) << 32);
 
 	uint32_t entries = read8(params + BP_E820_ENTRIES);
 	if (entries > MEMMAP_MAX) {
-		record_error("boot_params e820_entries above 128");
+		find(E820_TOO_MANY);
 		entries = MEMMAP_MAX;
 	}
 	for (uint32_t i = 0; i < entries; i++) {
@@ -405,13 +466,14 @@ static void read_boot_params(uint64_t params)
 static uint64_t ram_mib(void)
 {
 	uint64_t bytes = 0;
-	for (uint32_t i = 0; i < memmap_count; i++)
-		if (memmap[i].type == E820_RAM)
-			bytes += memmap[i].size;
+	for (uint32_t i = 0; i < boot.memmap_count; i++)
+		if (boot.memmap[i].type == E820_RAM)
+			bytes += boot.memmap[i].size;
 	return (bytes + (1ull << 20) - 1) >> 20;
 }
 
-static uint64_t crc32_of(uint64_t addr, uint64_t len)
+/* CRC-32, IEEE 802.3 (reflected polynomial 0xedb88320), as crc32fast and zlib compute it. */
+static uint32_t crc32_of(uint64_t addr, uint64_t len)
 {
 	const uint8_t *p = (const uint8_t *)(uintptr_t)addr;
 	uint32_t crc = 0xffffffffu;
@@ -420,24 +482,28 @@ static uint64_t crc32_of(uint64_t addr, uint64_t len)
 	return ~crc;
 }
 
-/*
- * Runs fn(a, b) at CPL 3, where a kvm_pvm host runs it natively; fn only reads
- * memory. Runs it in kernel mode (and says so) if user mode did not end at
- * the planned ud2.
- */
-static uint64_t run_in_user_mode(const char *what, uint64_t (*fn)(uint64_t, uint64_t), uint64_t a, uint64_t b)
+/* True when `word` appears in the command line as a whole space-separated word. */
+static bool cmdline_has(const char *word)
 {
-	uint64_t result = user_call(fn, a, b, user_stack_top);
-	if (user_exit_vector == VECTOR_INVALID_OPCODE && user_exit_rip == (uint64_t)(uintptr_t)user_trampoline_exit)
-		return result;
-	serial_puts("boxbench-guest error: ");
-	serial_puts(what);
-	serial_puts(" in user mode ended by CPU exception ");
-	serial_put_dec(user_exit_vector);
-	serial_puts(" at 0x");
-	serial_put_hex(user_exit_rip, 16);
-	serial_puts("; run in kernel mode instead\n");
-	return fn(a, b);
+	size_t word_len = 0;
+	while (word[word_len])
+		word_len++;
+	size_t i = 0;
+	while (i < boot.cmdline_len) {
+		while (i < boot.cmdline_len && boot.cmdline[i] == ' ')
+			i++;
+		size_t start = i;
+		while (i < boot.cmdline_len && boot.cmdline[i] != ' ')
+			i++;
+		if (i - start == word_len) {
+			size_t k = 0;
+			while (k < word_len && boot.cmdline[start + k] == word[k])
+				k++;
+			if (k == word_len)
+				return true;
+		}
+	}
+	return false;
 }
 
 static uint8_t checksum(uint64_t addr, uint64_t len)
@@ -457,47 +523,46 @@ static uint64_t find_mp_floating(uint64_t start, uint64_t len)
 	return 0;
 }
 
-/* Reads the processor entries of the MP configuration table. */
+/* Reads the enabled processor entries of the MP configuration table, if there is one. */
 static void read_mp_table(void)
 {
-	uint64_t ebda = (uint64_t)read16(0x40e) << 4;
+	uint64_t ebda = (uint64_t)read16(BDA_EBDA_SEGMENT) << 4;
 	uint64_t floating = 0;
 	if (ebda >= 0x80000 && ebda < 0xa0000)
-		floating = run_in_user_mode("MP table search", find_mp_floating, ebda, 1024);
+		floating = find_mp_floating(ebda, 1024);
 	if (!floating)
-		floating = run_in_user_mode("MP table search", find_mp_floating, 0x9fc00, 1024);
+		floating = find_mp_floating(0x9fc00, 1024);
 	if (!floating)
-		floating = run_in_user_mode("MP table search", find_mp_floating, 0xf0000, 0x10000);
+		floating = find_mp_floating(0xf0000, 0x10000);
 	if (!floating)
 		return;
 
 	uint64_t config = read32(floating + 4);
 	if (config == 0) {
-		record_error("MP floating pointer names a default configuration, not a table");
+		find(MP_DEFAULT_CONFIGURATION);
 		return;
 	}
 	if (!mapped(config, MP_CONFIG_HEADER_SIZE) || read32(config) != MP_CONFIG_SIGNATURE) {
-		record_error("MP configuration table without the PCMP signature");
+		find(MP_NO_PCMP);
 		return;
 	}
 	uint16_t length = read16(config + 4);
 	if (checksum(config, length) != 0) {
-		record_error("MP configuration table checksum is not zero");
+		find(MP_BAD_CHECKSUM);
 		return;
 	}
-	mp_lapic_addr = read32(config + 36);
+	boot.mp_lapic_addr = read32(config + 36);
 	uint16_t entries = read16(config + 34);
 	uint64_t entry = config + MP_CONFIG_HEADER_SIZE;
 	uint64_t end = config + length;
 	for (uint16_t i = 0; i < entries && entry < end; i++) {
-		uint8_t type = read8(entry);
-		if (type == MP_ENTRY_PROCESSOR) {
+		if (read8(entry) == MP_ENTRY_PROCESSOR) {
 			if (read8(entry + 3) & MP_CPU_ENABLED) {
-				if (mp_cpu_count < CPUS_MAX)
-					mp_apic_ids[mp_cpu_count] = read8(entry + 1);
-				else if (mp_cpu_count == CPUS_MAX)
-					record_error("MP table lists more than 64 processors; only 64 are started");
-				mp_cpu_count++;
+				if (boot.mp_cpu_count < CPUS_MAX)
+					boot.mp_apic_ids[boot.mp_cpu_count] = read8(entry + 1);
+				else
+					find(MP_TOO_MANY_CPUS);
+				boot.mp_cpu_count++;
 			}
 			entry += MP_PROCESSOR_ENTRY_SIZE;
 		} else {
@@ -506,7 +571,52 @@ static void read_mp_table(void)
 	}
 }
 
-static uintptr_t lapic_base;
+/* The whole user-mode pass; starts from a clean slate so kernel mode can rerun it. */
+static uint64_t read_boot_data(uint64_t kind, uint64_t info)
+{
+	memset(&boot, 0, sizeof(boot));
+	if (kind == BOOT_PVH)
+		read_pvh_start_info(info);
+	else
+		read_boot_params(info);
+	boot.mem_mib = ram_mib();
+
+	if (boot.initrd_size != 0) {
+		if (mapped(boot.initrd_addr, boot.initrd_size))
+			boot.initrd_crc32 = crc32_of(boot.initrd_addr, boot.initrd_size);
+		else
+			find(INITRD_UNMAPPED);
+	}
+
+	if (cmdline_has("boxbench.test=spin"))
+		boot.switches |= SWITCH_SPIN;
+	if (cmdline_has("boxbench.test=triple-fault"))
+		boot.switches |= SWITCH_TRIPLE_FAULT;
+	if (cmdline_has("boxbench.test=flood"))
+		boot.switches |= SWITCH_FLOOD;
+
+	read_mp_table();
+	return 0;
+}
+
+/*
+ * Runs read_boot_data() at CPL 3; in kernel mode (and says so) if user mode
+ * did not end at the planned ud2.
+ */
+static void run_boot_data_pass(void)
+{
+	user_call(read_boot_data, boot_kind, boot_info, user_stack_top);
+	if (user_exit_vector == VECTOR_INVALID_OPCODE && user_exit_rip == (uint64_t)(uintptr_t)user_trampoline_exit)
+		return;
+	serial_puts("boxbench-guest error: user-mode pass ended by CPU exception ");
+	serial_put_dec(user_exit_vector);
+	serial_puts(" at 0x");
+	serial_put_hex(user_exit_rip, 16);
+	serial_puts("; rerun in kernel mode\n");
+	read_boot_data(boot_kind, boot_info);
+}
+
+/* ---- Application processors (kernel mode) ---- */
 
 static inline uint32_t lapic_read(uint32_t reg)
 {
@@ -545,19 +655,19 @@ static void send_ipi(uint8_t apic_id, uint32_t command)
 		__asm__ volatile("pause");
 }
 
-/* INIT-SIPI-SIPI to every enabled processor of the MP table but this one. */
+/* INIT-SIPI-SIPI to every enabled processor of the MP table but this one; returns how many answered. */
 static uint32_t start_application_processors(void)
 {
 	uint64_t apic_base_msr = rdmsr(MSR_APIC_BASE);
 	if (apic_base_msr & APIC_BASE_X2APIC) {
-		record_error("local APIC is in x2APIC mode; application processors not started");
+		serial_puts("boxbench-guest error: local APIC is in x2APIC mode; application processors not started\n");
 		return 0;
 	}
 	if (!(apic_base_msr & APIC_BASE_ENABLE))
 		wrmsr(MSR_APIC_BASE, apic_base_msr | APIC_BASE_ENABLE);
 	lapic_base = (uintptr_t)(apic_base_msr & 0xfffff000ull);
-	if (mp_lapic_addr && mp_lapic_addr != lapic_base)
-		record_error("MP table local APIC address differs from IA32_APIC_BASE");
+	if (boot.mp_lapic_addr && boot.mp_lapic_addr != lapic_base)
+		serial_puts("boxbench-guest error: MP table local APIC address differs from IA32_APIC_BASE\n");
 
 	lapic_write(APIC_SVR, APIC_SVR_ENABLE | 0xff);
 	lapic_write(APIC_LVT_TIMER, APIC_LVT_MASKED);
@@ -566,12 +676,13 @@ static uint32_t start_application_processors(void)
 	memcpy((void *)AP_TRAMPOLINE, ap_trampoline_start, (size_t)(ap_trampoline_end - ap_trampoline_start));
 
 	uint8_t self = (uint8_t)(lapic_read(APIC_ID) >> 24);
+	uint32_t cpus = boot.mp_cpu_count < CPUS_MAX ? boot.mp_cpu_count : CPUS_MAX;
 	uint32_t targets = 0;
-	for (uint32_t i = 0; i < mp_cpu_count && i < CPUS_MAX; i++) {
-		if (mp_apic_ids[i] == self)
+	for (uint32_t i = 0; i < cpus; i++) {
+		if (boot.mp_apic_ids[i] == self)
 			continue;
-		send_ipi(mp_apic_ids[i], APIC_ICR_INIT_ASSERT);
-		send_ipi(mp_apic_ids[i], APIC_ICR_INIT_DEASSERT);
+		send_ipi(boot.mp_apic_ids[i], APIC_ICR_INIT_ASSERT);
+		send_ipi(boot.mp_apic_ids[i], APIC_ICR_INIT_DEASSERT);
 		targets++;
 	}
 	if (targets == 0)
@@ -580,11 +691,9 @@ static uint32_t start_application_processors(void)
 	if (!virtual_cpu)
 		delay(WAIT_AFTER_INIT);
 	for (int round = 0; round < 2; round++) {
-		for (uint32_t i = 0; i < mp_cpu_count && i < CPUS_MAX; i++) {
-			if (mp_apic_ids[i] == self)
-				continue;
-			send_ipi(mp_apic_ids[i], APIC_ICR_STARTUP | AP_SIPI_VECTOR);
-		}
+		for (uint32_t i = 0; i < cpus; i++)
+			if (boot.mp_apic_ids[i] != self)
+				send_ipi(boot.mp_apic_ids[i], APIC_ICR_STARTUP | AP_SIPI_VECTOR);
 		delay(virtual_cpu ? WAIT_AFTER_SIPI_VIRTUAL : WAIT_AFTER_SIPI);
 	}
 
@@ -594,29 +703,7 @@ static uint32_t start_application_processors(void)
 	return ap_started;
 }
 
-/* True when `word` appears in the command line as a whole space-separated word. */
-static bool cmdline_has(const char *word)
-{
-	size_t word_len = 0;
-	while (word[word_len])
-		word_len++;
-	size_t i = 0;
-	while (i < cmdline_len) {
-		while (i < cmdline_len && cmdline[i] == ' ')
-			i++;
-		size_t start = i;
-		while (i < cmdline_len && cmdline[i] != ' ')
-			i++;
-		if (i - start == word_len) {
-			size_t k = 0;
-			while (k < word_len && cmdline[start + k] == word[k])
-				k++;
-			if (k == word_len)
-				return true;
-		}
-	}
-	return false;
-}
+/* ---- Report and end (kernel mode) ---- */
 
 /* i8042 pulse reset; then the PC reset-control port for machines without an i8042. */
 static void __attribute__((noreturn)) reboot(void)
@@ -633,60 +720,45 @@ void __attribute__((noreturn)) guest_main(void)
 	*(volatile uint8_t *)(uintptr_t)BOOT_TIMER_ADDR = BOOT_TIMER_VALUE;
 
 	load_cpu_tables();
+	run_boot_data_pass();
 
 	serial_puts("boxbench-guest entry=");
-	switch (boot_kind) {
-	case BOOT_PVH:
-		serial_puts("pvh\n");
-		read_pvh_start_info(boot_info);
-		break;
-	case BOOT_LINUX32:
-		serial_puts("linux32\n");
-		read_boot_params(boot_info);
-		break;
-	case BOOT_LINUX64:
-	default:
-		serial_puts("linux64\n");
-		read_boot_params(boot_info);
-		break;
+	serial_puts(boot_kind == BOOT_PVH ? "pvh\n" : boot_kind == BOOT_LINUX32 ? "linux32\n" : "linux64\n");
+	for (uint32_t what = 0; what < FINDINGS; what++) {
+		if (boot.findings & (1u << what)) {
+			serial_puts("boxbench-guest error: ");
+			serial_puts(finding_messages[what]);
+			serial_puts("\n");
+		}
 	}
 
-	uint32_t crc = 0;
-	if (initrd_size != 0) {
-		if (mapped(initrd_addr, initrd_size))
-			crc = (uint32_t)run_in_user_mode("initrd CRC", crc32_of, initrd_addr, initrd_size);
-		else
-			record_error("initrd outside the first 4 GiB");
-	}
-
-	read_mp_table();
 	uint32_t cpus = 1;
-	if (mp_cpu_count > 1)
+	if (boot.mp_cpu_count > 1)
 		cpus += start_application_processors();
 
 	serial_puts("boxbench-guest cpus=");
 	serial_put_dec(cpus);
-	if (mp_cpu_count != cpus) {
+	if (boot.mp_cpu_count != cpus) {
 		serial_puts(" mp_cpus=");
-		serial_put_dec(mp_cpu_count);
+		serial_put_dec(boot.mp_cpu_count);
 	}
 	serial_puts(" mem_mib=");
-	serial_put_dec(ram_mib());
+	serial_put_dec(boot.mem_mib);
 	serial_puts(" initrd_bytes=");
-	serial_put_dec(initrd_size);
+	serial_put_dec(boot.initrd_size);
 	serial_puts(" initrd_crc32=");
-	serial_put_hex(crc, 8);
+	serial_put_hex(boot.initrd_crc32, 8);
 	serial_puts(" cmdline=\"");
-	for (size_t i = 0; i < cmdline_len; i++)
-		serial_putc(cmdline[i]);
+	for (size_t i = 0; i < boot.cmdline_len; i++)
+		serial_putc(boot.cmdline[i]);
 	serial_puts("\"\n");
 
-	if (cmdline_has("boxbench.test=spin"))
+	if (boot.switches & SWITCH_SPIN)
 		for (;;)
 			__asm__ volatile("cli; pause");
-	if (cmdline_has("boxbench.test=triple-fault"))
+	if (boot.switches & SWITCH_TRIPLE_FAULT)
 		triple_fault();
-	if (cmdline_has("boxbench.test=flood"))
+	if (boot.switches & SWITCH_FLOOD)
 		for (uint64_t line = 0;; line++) {
 			serial_puts("boxbench-guest flood ");
 			serial_put_dec(line);
