@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The directory under the memory hierarchy's root that holds boxbench's instance cgroups.
 const BOXBENCH_DIR: &str = "boxbench";
@@ -24,7 +24,7 @@ const BOXBENCH_DIR: &str = "boxbench";
 const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Which cgroup hierarchies the host has mounted.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CgroupMode {
     /// cgroup v2 only, at the mount root.

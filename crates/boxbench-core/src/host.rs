@@ -4,12 +4,12 @@
 use std::fs;
 use std::path::Path;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::cgroup::{CgroupHost, CgroupMode};
 
 /// What kind of KVM the host has.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum KvmFlavour {
     /// No usable `/dev/kvm`.
@@ -69,7 +69,7 @@ impl KvmFlavour {
 }
 
 /// The facts a run is labelled with.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostFacts {
     /// Host kernel release.
     pub kernel: String,

@@ -1,10 +1,10 @@
 //! The record of one launch, identical in shape for every backend.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// The phases of one launch, in milliseconds since launch start. A phase the backend cannot observe
 /// is `None` (serialised as `null`), never an invented figure.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Phases {
     /// The runtime or VMM is set up and about to run guest or container code.
     pub ready_ms: Option<f64>,
@@ -36,7 +36,7 @@ impl Phases {
 }
 
 /// How an instance ended.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The workload (or the guest, through a clean power-off) exited with this status.
@@ -79,7 +79,7 @@ impl std::fmt::Display for Outcome {
 }
 
 /// Memory an instance used, in bytes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MemoryUsage {
     /// Peak of the per-instance cgroup: everything the instance's processes charged (all-inclusive).
     pub peak_bytes: Option<u64>,
@@ -90,7 +90,7 @@ pub struct MemoryUsage {
 }
 
 /// Everything measured about one launch.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Record {
     /// The backend that launched it.
     pub backend: String,

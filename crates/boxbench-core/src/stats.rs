@@ -1,9 +1,9 @@
 //! Summary statistics over repeated runs: what `boxbench run -n N` prints per phase.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Count, median, 99th percentile, minimum and maximum of one series.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Number of samples.
     pub n: usize,
