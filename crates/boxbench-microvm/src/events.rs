@@ -19,6 +19,7 @@ const KIND_IGNORED: u32 = 5;
 const KIND_EXIT: u32 = 6;
 const KIND_FAILED: u32 = 7;
 const KIND_CGROUP_JOINED: u32 = 8;
+const KIND_VCPUS_STOPPED: u32 = 9;
 
 /// One thing the child reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,6 +33,8 @@ pub enum ChildEvent {
     BootTimer { at: MonotonicNs },
     /// The VMM's memory when the guest printed the marker.
     MarkerMemory { at: MonotonicNs, pss_bytes: u64, overhead_bytes: u64 },
+    /// Every vCPU has stopped; the VM's KVM objects and memory are about to be released.
+    VcpusStopped { at: MonotonicNs },
     /// The VMM's memory when the VM ended (before guest memory was released).
     ExitMemory { at: MonotonicNs, overhead_bytes: u64 },
     /// Guest accesses to absent devices during the whole run.
@@ -68,6 +71,7 @@ impl ChildEvent {
         let none = MonotonicNs(0);
         match self {
             ChildEvent::CgroupJoined { at } => header(KIND_CGROUP_JOINED, 0, *at, 0, 0),
+            ChildEvent::VcpusStopped { at } => header(KIND_VCPUS_STOPPED, 0, *at, 0, 0),
             ChildEvent::FirstEntry { at } => header(KIND_FIRST_ENTRY, 0, *at, 0, 0),
             ChildEvent::BootTimer { at } => header(KIND_BOOT_TIMER, 0, *at, 0, 0),
             ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes } => {
@@ -110,6 +114,7 @@ impl EventDecoder {
             self.pending.drain(..HEADER_LEN + text_len);
             events.push(match kind {
                 KIND_CGROUP_JOINED => ChildEvent::CgroupJoined { at },
+                KIND_VCPUS_STOPPED => ChildEvent::VcpusStopped { at },
                 KIND_FIRST_ENTRY => ChildEvent::FirstEntry { at },
                 KIND_BOOT_TIMER => ChildEvent::BootTimer { at },
                 KIND_MARKER_MEMORY => ChildEvent::MarkerMemory { at, pss_bytes: a, overhead_bytes: b },
@@ -135,6 +140,7 @@ mod tests {
             ChildEvent::FirstEntry { at: MonotonicNs(10) },
             ChildEvent::MarkerMemory { at: MonotonicNs(20), pss_bytes: 3 << 20, overhead_bytes: 1 << 20 },
             ChildEvent::Ignored { port_io: 7, mmio: 1 },
+            ChildEvent::VcpusStopped { at: MonotonicNs(25) },
             ChildEvent::Exit { at: MonotonicNs(30), clean: false, reason: "triple fault on vCPU 0".into() },
             ChildEvent::Failed { reason: "kernel /x: no such file".into() },
         ];

@@ -149,12 +149,13 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
 #[derive(Debug, Default)]
 struct Reported {
     cgroup_joined: Option<MonotonicNs>,
+    vcpus_stopped: Option<MonotonicNs>,
     first_entry: Option<MonotonicNs>,
     boot_timer: Option<MonotonicNs>,
     marker_memory: Option<(u64, u64)>,
     exit_overhead: Option<u64>,
     ignored: Option<(u64, u64)>,
-    exit: Option<(bool, String)>,
+    exit: Option<(bool, String, MonotonicNs)>,
     failure: Option<String>,
 }
 
@@ -162,6 +163,7 @@ impl Reported {
     fn absorb(&mut self, event: ChildEvent) {
         match event {
             ChildEvent::CgroupJoined { at } => self.cgroup_joined = Some(at),
+            ChildEvent::VcpusStopped { at } => self.vcpus_stopped = Some(at),
             ChildEvent::FirstEntry { at } => self.first_entry = Some(at),
             ChildEvent::BootTimer { at } => {
                 self.boot_timer.get_or_insert(at);
@@ -171,7 +173,7 @@ impl Reported {
             }
             ChildEvent::ExitMemory { overhead_bytes, .. } => self.exit_overhead = Some(overhead_bytes),
             ChildEvent::Ignored { port_io, mmio } => self.ignored = Some((port_io, mmio)),
-            ChildEvent::Exit { clean, reason, .. } => self.exit = Some((clean, reason)),
+            ChildEvent::Exit { at, clean, reason } => self.exit = Some((clean, reason, at)),
             ChildEvent::Failed { reason } => self.failure = Some(reason),
         }
     }
@@ -190,6 +192,7 @@ struct Running {
     console: Option<ConsoleCapture>,
     reported: Reported,
     status: Option<ChildStatus>,
+    reaped_at: Option<MonotonicNs>,
 }
 
 /// How the child process ended.
@@ -220,14 +223,14 @@ impl Instance for MicroVmInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
         let timeline = Timeline::start();
         let cgroup = InstanceCgroup::create(&self.cgroups, BACKEND_NAME)?;
-        let cgroup_procs = CString::new(cgroup.path().join("cgroup.procs").as_os_str().as_bytes())
+        let cgroup_join = CString::new(child::cgroup_join_file(cgroup.path()).as_os_str().as_bytes())
             .map_err(|_| LaunchError::InvalidSpec(format!("cgroup path {} has a NUL byte", cgroup.path().display())))?;
         let (events, events_child) = pipe()?;
         let (console, console_child) = pipe()?;
         let setup = ChildSetup {
             plan: self.plan.clone(),
             quirks: self.quirks,
-            cgroup_procs,
+            cgroup_join,
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
         };
@@ -247,6 +250,7 @@ impl Instance for MicroVmInstance {
             console: Some(console),
             reported: Reported::default(),
             status: None,
+            reaped_at: None,
         });
         Ok(())
     }
@@ -307,60 +311,75 @@ impl Instance for MicroVmInstance {
         }
         let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
         let peak_bytes = running.cgroup.peak_bytes();
-        let Running { timeline, forked_at, cgroup, reported, .. } = running;
+        let Running { timeline, forked_at, cgroup, reported, reaped_at, .. } = running;
         cgroup.remove()?;
-        let exit_ms = Some(timeline.now_ms());
-        Ok(build_record(timeline, forked_at, reported, console, peak_bytes, exit_ms, outcome, self.kvm))
+        let finished =
+            Finished { timeline, forked_at, reported, console, peak_bytes, reaped_at, removed_at: MonotonicNs::now() };
+        Ok(finished.record(outcome, self.kvm))
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn build_record(
+/// Everything known about an instance once it is gone.
+#[derive(Debug)]
+struct Finished {
     timeline: Timeline,
     forked_at: MonotonicNs,
     reported: Reported,
     console: Console,
     peak_bytes: Option<u64>,
-    exit_ms: Option<f64>,
-    outcome: Outcome,
-    kvm: KvmFlavour,
-) -> Record {
-    let mut notes = Vec::new();
-    if kvm == KvmFlavour::Pvm {
-        notes.push("guest kernel code emulated by kvm_pvm".to_owned());
-    }
-    if let Some(entry) = reported.first_entry {
-        notes.push(format!("VMM child start to first KVM_RUN: {:.3} ms", entry.millis_since(forked_at)));
-    }
-    if let (Some(joined), Some(entry)) = (reported.cgroup_joined, reported.first_entry) {
-        notes.push(format!(
-            "of which joining the instance cgroup: {:.3} ms, building the VM: {:.3} ms",
-            joined.millis_since(forked_at),
-            entry.millis_since(joined)
-        ));
-    }
-    if let Some((port_io, mmio)) = reported.ignored.filter(|&(p, m)| p + m > 0) {
-        notes.push(format!("guest accesses to absent devices ignored: {port_io} port I/O, {mmio} MMIO"));
-    }
-    let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
-    Record {
-        backend: BACKEND_NAME.to_owned(),
-        phases: Phases {
-            ready_ms: timeline.ms(reported.first_entry),
-            userspace_ms: timeline.ms(reported.boot_timer),
-            workload_ms: timeline.ms(console.marker_at),
-            exit_ms,
-            first_output_ms: timeline.ms(console.first_byte_at),
-        },
-        exit_code: outcome.exit_code(),
-        outcome,
-        console: console.text,
-        memory: MemoryUsage {
-            peak_bytes,
-            pss_bytes: pss_bytes.filter(|&b| b > 0),
-            overhead_bytes: marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0),
-        },
-        notes,
+    reaped_at: Option<MonotonicNs>,
+    removed_at: MonotonicNs,
+}
+
+impl Finished {
+    fn record(self, outcome: Outcome, kvm: KvmFlavour) -> Record {
+        let Finished { timeline, forked_at, reported, console, peak_bytes, reaped_at, removed_at } = self;
+        let mut notes = Vec::new();
+        if kvm == KvmFlavour::Pvm {
+            notes.push("guest kernel code emulated by kvm_pvm".to_owned());
+        }
+        if let Some(entry) = reported.first_entry {
+            notes.push(format!("VMM child start to first KVM_RUN: {:.3} ms", entry.millis_since(forked_at)));
+        }
+        if let (Some(joined), Some(entry)) = (reported.cgroup_joined, reported.first_entry) {
+            notes.push(format!(
+                "of which joining the instance cgroup: {:.3} ms, building the VM: {:.3} ms",
+                joined.millis_since(forked_at),
+                entry.millis_since(joined)
+            ));
+        }
+        if let Some((port_io, mmio)) = reported.ignored.filter(|&(p, m)| p + m > 0) {
+            notes.push(format!("guest accesses to absent devices ignored: {port_io} port I/O, {mmio} MMIO"));
+        }
+        if let (Some(stopped), Some((_, _, ended)), Some(reaped)) = (reported.vcpus_stopped, &reported.exit, reaped_at)
+        {
+            notes.push(format!(
+                "releasing the VM (KVM teardown): {:.3} ms, VMM child exit until reaped: {:.3} ms, instance cgroup removal: {:.3} ms",
+                ended.millis_since(stopped),
+                reaped.millis_since(*ended),
+                removed_at.millis_since(reaped)
+            ));
+        }
+        let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
+        Record {
+            backend: BACKEND_NAME.to_owned(),
+            phases: Phases {
+                ready_ms: timeline.ms(reported.first_entry),
+                userspace_ms: timeline.ms(reported.boot_timer),
+                workload_ms: timeline.ms(console.marker_at),
+                exit_ms: Some(removed_at.millis_since(timeline.started_at())),
+                first_output_ms: timeline.ms(console.first_byte_at),
+            },
+            exit_code: outcome.exit_code(),
+            outcome,
+            console: console.text,
+            memory: MemoryUsage {
+                peak_bytes,
+                pss_bytes: pss_bytes.filter(|&b| b > 0),
+                overhead_bytes: marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0),
+            },
+            notes,
+        }
     }
 }
 
@@ -382,6 +401,7 @@ impl Running {
                 return Err(LaunchError::backend(error));
             }
         }
+        self.reaped_at = Some(MonotonicNs::now());
         self.status = Some(if libc::WIFSIGNALED(status) {
             ChildStatus::Signaled(libc::WTERMSIG(status))
         } else {
@@ -393,8 +413,8 @@ impl Running {
     /// How the instance ended, from what the child reported and how it exited.
     fn outcome(&self) -> Outcome {
         match (&self.reported.exit, &self.reported.failure) {
-            (Some((true, _)), _) => Outcome::Exited { code: 0 },
-            (Some((false, reason)), _) => Outcome::Failed { reason: reason.clone() },
+            (Some((true, _, _)), _) => Outcome::Exited { code: 0 },
+            (Some((false, reason, _)), _) => Outcome::Failed { reason: reason.clone() },
             (None, Some(reason)) => Outcome::Failed { reason: reason.clone() },
             (None, None) if self.cgroup.oom_killed() => Outcome::OutOfMemory,
             (None, None) => match self.status {
