@@ -64,6 +64,18 @@ fn show(label: &str, values: &mut [f64]) {
     println!("  {label:<22} median {median:8.3}   p10 {p10:8.3}   p90 {p90:8.3}");
 }
 
+/// CPU time (user + system) of this process and its reaped children so far, in ms.
+fn cpu_ms() -> f64 {
+    use nix::sys::resource::{UsageWho, getrusage};
+    let ms = |who| {
+        getrusage(who).map_or(0.0, |u| {
+            let t = |tv: nix::sys::time::TimeVal| tv.tv_sec() as f64 * 1e3 + tv.tv_usec() as f64 / 1e3;
+            t(u.user_time()) + t(u.system_time())
+        })
+    };
+    ms(UsageWho::RUSAGE_SELF) + ms(UsageWho::RUSAGE_CHILDREN)
+}
+
 fn bench_container(options: &Options) -> Result<(), Box<dyn Error>> {
     let dir = PathBuf::from(options.positional.get(1).ok_or("container needs a ROOTFS or BUNDLE directory")?);
     let images = if dir.join("config.json").exists() {
@@ -75,11 +87,13 @@ fn bench_container(options: &Options) -> Result<(), Box<dyn Error>> {
     let launcher = ContainerLauncher::new()?;
     let spec = InstanceSpec::new(Workload::Command(argv.clone()), images);
     let (mut wall, mut ready, mut userspace, mut exit, mut peak) = (vec![], vec![], vec![], vec![], vec![]);
+    let mut cpu = vec![];
     for _ in 0..options.runs {
         std::thread::sleep(options.gap);
-        let started = Instant::now();
+        let (started, cpu_before) = (Instant::now(), cpu_ms());
         let record = launch_once(&launcher, &spec)?;
         wall.push(started.elapsed().as_secs_f64() * 1e3);
+        cpu.push(cpu_ms() - cpu_before);
         if !record.outcome.is_success() {
             return Err(format!("{} ended: {}\n{}", argv.join(" "), record.outcome, record.console).into());
         }
@@ -93,9 +107,13 @@ fn bench_container(options: &Options) -> Result<(), Box<dyn Error>> {
     show("userspace_ms", &mut userspace);
     show("exit_ms (launch->exit)", &mut exit);
     show("wall (prepare..finish)", &mut wall);
+    show("cpu ms (self+children)", &mut cpu);
     show("cgroup peak KiB", &mut peak);
     Ok(())
 }
+
+/// Wall times, cgroup peaks and CPU times of a command's runs.
+type Samples = (Vec<f64>, Vec<f64>, Vec<f64>);
 
 fn bench_command(options: &Options) -> Result<(), Box<dyn Error>> {
     let (program, args) = options.argv.split_first().ok_or("command needs -- ARGV")?;
@@ -103,8 +121,8 @@ fn bench_command(options: &Options) -> Result<(), Box<dyn Error>> {
     if let Some(dir) = &cgroup_dir {
         std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     }
-    let result = (|| -> Result<(Vec<f64>, Vec<f64>), Box<dyn Error>> {
-        let (mut wall, mut peak) = (vec![], vec![]);
+    let result = (|| -> Result<Samples, Box<dyn Error>> {
+        let (mut wall, mut peak, mut cpu) = (vec![], vec![], vec![]);
         for _ in 0..options.runs {
             std::thread::sleep(options.gap);
             let mut command = Command::new(program);
@@ -130,9 +148,10 @@ fn bench_command(options: &Options) -> Result<(), Box<dyn Error>> {
                     });
                 }
             }
-            let started = Instant::now();
+            let (started, cpu_before) = (Instant::now(), cpu_ms());
             let status = command.status()?;
             wall.push(started.elapsed().as_secs_f64() * 1e3);
+            cpu.push(cpu_ms() - cpu_before);
             if !status.success() {
                 return Err(format!("{program} exited with {status}").into());
             }
@@ -141,14 +160,15 @@ fn bench_command(options: &Options) -> Result<(), Box<dyn Error>> {
                 peak.push(bytes / 1024.0);
             }
         }
-        Ok((wall, peak))
+        Ok((wall, peak, cpu))
     })();
     if let Some(dir) = &cgroup_dir {
         let _ = std::fs::remove_dir(dir);
     }
-    let (mut wall, mut peak) = result?;
+    let (mut wall, mut peak, mut cpu) = result?;
     println!("command `{}`: {} runs, gap {:?} (ms; peak in KiB)", options.argv.join(" "), options.runs, options.gap);
     show("wall (spawn->exit)", &mut wall);
+    show("cpu ms (self+children)", &mut cpu);
     show("cgroup peak KiB", &mut peak);
     Ok(())
 }
