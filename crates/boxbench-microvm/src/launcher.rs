@@ -127,7 +127,7 @@ impl Launcher for MicroVmLauncher {
 /// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
 fn check_host(vcpus: u8) -> Result<(), LaunchError> {
     let kvm = KvmHypervisor::open().map_err(|e| match e {
-        HypervisorError::NoKvm | HypervisorError::KvmPermission => LaunchError::Unsupported(e.to_string()),
+        HypervisorError::NoKvm(_) | HypervisorError::KvmPermission(_) => LaunchError::Unsupported(e.to_string()),
         other => LaunchError::backend(other),
     })?;
     let max = kvm.max_vcpus();

@@ -196,3 +196,29 @@ fn debian_bzimage_loads_with_its_own_setup_header() {
     assert!(u64::from(hdr.ramdisk_image) >= u64::from(hdr.code32_start) + u64::from(hdr.init_size));
     check_common(&mem, 1);
 }
+
+#[test]
+fn own_guest_images_get_their_boot_protocols() {
+    let dir = tempfile::tempdir().unwrap();
+    let (initrd, initrd_bytes) = initrd_file(dir.path());
+
+    let plan_bz = plan(boxbench_guest::bzimage_path(), Some(initrd.clone()), 2);
+    let mem = allocate_guest_memory(plan_bz.mem_bytes).unwrap();
+    let boot = write_boot_data(&mem, &plan_bz).unwrap();
+    assert_eq!(boot.entry, BootEntry::Linux64 { entry: 0x10_0200 });
+    let params: boot_params = mem.read_obj(ZERO_PAGE_START).unwrap();
+    let (header, version, cmd_line_ptr, ramdisk_size) =
+        (params.hdr.header, params.hdr.version, params.hdr.cmd_line_ptr, params.hdr.ramdisk_size);
+    assert_eq!(&header.to_le_bytes(), b"HdrS");
+    assert!(version >= 0x020c);
+    assert_eq!((cmd_line_ptr as u64, ramdisk_size as usize), (CMDLINE_START.0, initrd_bytes.len()));
+    check_common(&mem, 2);
+
+    let plan_elf = plan(boxbench_guest::elf_path(), Some(initrd), 1);
+    let mem = allocate_guest_memory(plan_elf.mem_bytes).unwrap();
+    let boot = write_boot_data(&mem, &plan_elf).unwrap();
+    assert_eq!(boot.entry, BootEntry::Pvh { entry: 0x10_0000 });
+    let info: hvm_start_info = mem.read_obj(PVH_START_INFO).unwrap();
+    assert_eq!((info.magic, info.nr_modules), (0x336e_c578, 1));
+    check_common(&mem, 1);
+}
