@@ -238,7 +238,17 @@ impl Instance for MicroVmInstance {
         let pid = child::spawn(&setup, &events_child, &console_child).map_err(LaunchError::backend)?;
         // The child has its own copies; closing ours lets end of file mean "the child is gone".
         drop((events_child, console_child));
-        let console = ConsoleCapture::spawn(console, READY_MARKER, || None).map_err(LaunchError::backend)?;
+        let console = match ConsoleCapture::spawn(console, READY_MARKER, || None) {
+            Ok(console) => console,
+            Err(e) => {
+                // SAFETY: kill and waitpid on the child just forked, which nothing else reaps.
+                unsafe {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, std::ptr::null_mut(), 0);
+                }
+                return Err(LaunchError::backend(e));
+            }
+        };
         self.running = Some(Running {
             timeline,
             forked_at,

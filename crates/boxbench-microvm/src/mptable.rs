@@ -3,8 +3,9 @@
 //!
 //! The floating pointer ("_MP_") sits at the start of the EBDA, where an OS searches first; the
 //! configuration table ("PCMP") follows it with one processor entry per vCPU (APIC ids 0..N-1, the BSP
-//! flagged), the ISA bus, KVM's in-kernel IOAPIC (APIC id N), ISA IRQ i → IOAPIC pin i, and the local
-//! interrupts every LAPIC gets: LINT0 from the 8259 PIC (ExtINT), LINT1 as NMI.
+//! flagged), the ISA bus, KVM's in-kernel IOAPIC (APIC id N), ISA IRQ i → IOAPIC pin i (what KVM's
+//! default GSI routing does when the VMM installs none: the PIT's IRQ 0 reaches pin 0, COM1's IRQ 4
+//! pin 4), and the local interrupts every LAPIC gets: LINT0 from the 8259 PIC (ExtINT), LINT1 as NMI.
 
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 

@@ -332,6 +332,9 @@ impl Vm {
 
     /// Runs every vCPU on its own thread until one of them ends the VM, then stops the others and
     /// returns how it ended. The boot vCPU enters first thing; APs wait for the guest's SIPIs.
+    ///
+    /// Stopping uses a signal ([`hypervisor::kick_signal`]) whose do-nothing handler this installs for
+    /// the whole process.
     pub fn run(self) -> Result<RunSummary, VmError> {
         hypervisor::install_kick_handler().map_err(VmError::KickHandler)?;
         let Vm { vcpus, vm, devices, observer, memory, entry: _ } = self;
