@@ -286,26 +286,10 @@ impl ImageBuilder {
         let inputs = self.input_digest(&deb)?;
         let stamps = Stamps::new(self.out_dir.join(".stamps"), inputs);
 
-        if stamps.is_current(artefact::ROOTFS, &paths.rootfs) {
-            progress.step(artefact::ROOTFS, StepState::UpToDate);
-        } else {
-            progress.step(artefact::ROOTFS, StepState::Building);
-            stamps.invalidate(artefact::ROOTFS)?;
-            self.build_rootfs(&deb, &paths.rootfs)?;
-            stamps.record(artefact::ROOTFS)?;
-            progress.step(artefact::ROOTFS, StepState::Built);
-        }
-
-        let config = paths.bundle.join("config.json");
-        if stamps.is_current(artefact::BUNDLE, &config) {
-            progress.step(artefact::BUNDLE, StepState::UpToDate);
-        } else {
-            progress.step(artefact::BUNDLE, StepState::Building);
-            stamps.invalidate(artefact::BUNDLE)?;
-            bundle::write_config(&paths.bundle)?;
-            stamps.record(artefact::BUNDLE)?;
-            progress.step(artefact::BUNDLE, StepState::Built);
-        }
+        stamps.refresh(progress, artefact::ROOTFS, &[&paths.rootfs], || self.build_rootfs(&deb, &paths.rootfs))?;
+        stamps.refresh(progress, artefact::BUNDLE, &[&paths.bundle.join("config.json")], || {
+            bundle::write_config(&paths.bundle).map(drop).map_err(ImageError::from)
+        })?;
 
         // The archives are made from the rootfs as built; its tree is walked once, when needed.
         let mut rootfs_entries = None;
@@ -315,59 +299,22 @@ impl ImageBuilder {
                 None => Ok(rootfs_entries.insert(tree::walk(&paths.rootfs)?).clone()),
             }
         };
-        self.step(&stamps, progress, artefact::INITRAMFS, &[&paths.initramfs_cpio, &paths.initramfs_gz], || {
+        stamps.refresh(progress, artefact::INITRAMFS, &[&paths.initramfs_cpio, &paths.initramfs_gz], || {
             write_initramfs(entries()?, &paths.initramfs_cpio, &paths.initramfs_gz)
         })?;
-        self.step(&stamps, progress, artefact::ROOTFS_TAR, &[&paths.rootfs_tar], || {
+        stamps.refresh(progress, artefact::ROOTFS_TAR, &[&paths.rootfs_tar], || {
             let entries = entries()?;
             write_file_with(&paths.rootfs_tar, |w| {
                 tarball::write_archive(&entries, w).map(drop).map_err(ImageError::from)
             })
         })?;
-        self.step(&stamps, progress, artefact::OCI_IMAGE, &[&paths.oci_layout.join("index.json")], || {
-            let fresh = self.fresh_work_dir()?.join("oci");
+        stamps.refresh(progress, artefact::OCI_IMAGE, &[&paths.oci_layout.join("index.json")], || {
+            let work = WorkDir::create(&self.out_dir)?;
+            let fresh = work.path().join("oci");
             oci::write_layout(&paths.rootfs_tar, &fresh)?;
-            replace_dir(&fresh, &paths.oci_layout)?;
-            self.remove_work_dir()
+            replace_dir(&fresh, &paths.oci_layout)
         })?;
         Ok(paths)
-    }
-
-    /// Rebuilds `artefact` (whose files are `outputs`) with `build` unless it is up to date.
-    fn step(
-        &self,
-        stamps: &Stamps,
-        progress: &dyn Progress,
-        artefact: &str,
-        outputs: &[&Path],
-        build: impl FnOnce() -> Result<(), ImageError>,
-    ) -> Result<(), ImageError> {
-        if outputs.iter().all(|p| stamps.is_current(artefact, p)) {
-            progress.step(artefact, StepState::UpToDate);
-            return Ok(());
-        }
-        progress.step(artefact, StepState::Building);
-        stamps.invalidate(artefact)?;
-        build()?;
-        stamps.record(artefact)?;
-        progress.step(artefact, StepState::Built);
-        Ok(())
-    }
-
-    /// An empty staging directory (`out/.work`); anything left there is from an interrupted build,
-    /// since the caller holds the lock.
-    fn fresh_work_dir(&self) -> Result<PathBuf, ImageError> {
-        let work = self.out_dir.join(".work");
-        if work.exists() {
-            fs::remove_dir_all(&work).map_err(io_err(&work))?;
-        }
-        fs::create_dir_all(&work).map_err(io_err(&work))?;
-        Ok(work)
-    }
-
-    fn remove_work_dir(&self) -> Result<(), ImageError> {
-        let work = self.out_dir.join(".work");
-        fs::remove_dir_all(&work).map_err(io_err(&work))
     }
 
     /// Fetches Debian's cloud kernel into `out/debian-cloud/` (the `.deb` into the package cache),
@@ -392,11 +339,11 @@ impl ImageBuilder {
             return Ok(existing);
         }
         progress.step(artefact::DEBIAN_KERNEL, StepState::Building);
-        let work = self.fresh_work_dir()?.join(kernel::UNPACK_DIR);
-        let fetched = kernel::fetch(&package, &self.cache_dir, &self.out_dir, &work, || {
-            progress.step(artefact::DEBIAN_KERNEL, StepState::Downloading)
-        })?;
-        self.remove_work_dir()?;
+        let work = WorkDir::create(&self.out_dir)?;
+        let fetched =
+            kernel::fetch(&package, &self.cache_dir, &self.out_dir, &work.path().join(kernel::UNPACK_DIR), || {
+                progress.step(artefact::DEBIAN_KERNEL, StepState::Downloading)
+            })?;
         progress.step(artefact::DEBIAN_KERNEL, StepState::Built);
         Ok(fetched)
     }
@@ -460,17 +407,43 @@ impl ImageBuilder {
 
     /// Extracts busybox from `deb` and assembles a fresh rootfs in place of `rootfs`.
     fn build_rootfs(&self, deb: &Path, rootfs: &Path) -> Result<(), ImageError> {
-        let work = self.fresh_work_dir()?;
-        let unpacked = work.join("busybox-static");
+        let work = WorkDir::create(&self.out_dir)?;
+        let unpacked = work.path().join("busybox-static");
         debian::extract(deb, &unpacked)?;
         let busybox = unpacked.join("bin/busybox");
         if !busybox.is_file() {
             return Err(ImageError::NoBusybox(deb.to_owned()));
         }
-        let fresh = work.join("rootfs");
+        let fresh = work.path().join("rootfs");
         rootfs::assemble(&busybox, &self.recipes_dir, &fresh)?;
-        replace_dir(&fresh, rootfs)?;
-        self.remove_work_dir()
+        replace_dir(&fresh, rootfs)
+    }
+}
+
+/// The staging directory `out/.work`: emptied when created (whatever is there is from an interrupted
+/// build, since the builder holds the lock) and removed when dropped, so neither success nor failure
+/// leaves it behind.
+#[derive(Debug)]
+struct WorkDir(PathBuf);
+
+impl WorkDir {
+    fn create(out_dir: &Path) -> Result<Self, ImageError> {
+        let path = out_dir.join(".work");
+        if path.exists() {
+            fs::remove_dir_all(&path).map_err(io_err(&path))?;
+        }
+        fs::create_dir_all(&path).map_err(io_err(&path))?;
+        Ok(Self(path))
+    }
+
+    fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for WorkDir {
+    fn drop(&mut self) {
+        let _ = fs::remove_dir_all(&self.0);
     }
 }
 
@@ -533,6 +506,27 @@ impl Stamps {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(io_err(&path)(e)),
             _ => Ok(()),
         }
+    }
+
+    /// Rebuilds `artefact` (whose files are `outputs`) with `build` unless it is up to date, telling
+    /// `progress` which it was.
+    fn refresh(
+        &self,
+        progress: &dyn Progress,
+        artefact: &str,
+        outputs: &[&Path],
+        build: impl FnOnce() -> Result<(), ImageError>,
+    ) -> Result<(), ImageError> {
+        if outputs.iter().all(|p| self.is_current(artefact, p)) {
+            progress.step(artefact, StepState::UpToDate);
+            return Ok(());
+        }
+        progress.step(artefact, StepState::Building);
+        self.invalidate(artefact)?;
+        build()?;
+        self.record(artefact)?;
+        progress.step(artefact, StepState::Built);
+        Ok(())
     }
 
     /// Records that `artefact` was built from the current inputs.

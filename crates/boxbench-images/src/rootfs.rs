@@ -37,6 +37,9 @@ pub enum RootfsError {
     /// A recipe file the image needs is not in the recipe directory.
     #[error("recipe {0} is missing")]
     MissingRecipe(PathBuf),
+    /// A recipe could not be installed in the tree (e.g. it collides with a directory of the tree).
+    #[error("recipe {recipe} cannot be installed in the rootfs: {source}")]
+    Recipe { recipe: PathBuf, source: std::io::Error },
     /// A file of the tree could not be written.
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
@@ -92,25 +95,32 @@ pub(crate) fn assemble(busybox: &Path, recipes: &Path, dest: &Path) -> Result<()
     }
 
     for entry in tree::walk(recipes)? {
-        let path = dest.join(&entry.path);
-        // A recipe file wins over an applet symlink of the same name.
-        if path.is_symlink() {
-            fs::remove_file(&path).map_err(io_err(&path))?;
-        }
-        match entry.kind {
-            EntryKind::Dir => {
-                if !path.is_dir() {
-                    fs::create_dir(&path).map_err(io_err(&path))?;
-                    set_mode(&path, 0o755)?;
-                }
-            }
-            EntryKind::File { source, .. } => {
-                fs::copy(&source, &path).map_err(io_err(&path))?;
-                set_mode(&path, if entry.mode & 0o111 != 0 { 0o755 } else { 0o644 })?;
-            }
-            EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, &path).map_err(io_err(&path))?,
-            EntryKind::CharDevice { .. } => unreachable!("tree::walk never yields device nodes"),
-        }
+        let recipe = recipes.join(&entry.path);
+        install_recipe(&entry, &dest.join(&entry.path))
+            .map_err(|source| RootfsError::Recipe { recipe: recipe.clone(), source })?;
     }
     Ok(())
+}
+
+/// Installs one recipe entry at `path` in the tree; a recipe file wins over an applet symlink.
+fn install_recipe(entry: &tree::TreeEntry, path: &Path) -> std::io::Result<()> {
+    if path.is_symlink() {
+        fs::remove_file(path)?;
+    }
+    match &entry.kind {
+        EntryKind::Dir if path.is_dir() => Ok(()),
+        EntryKind::Dir => {
+            fs::create_dir(path)?;
+            fs::set_permissions(path, fs::Permissions::from_mode(0o755))
+        }
+        EntryKind::File { source, .. } => {
+            fs::copy(source, path)?;
+            let mode = if entry.mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            fs::set_permissions(path, fs::Permissions::from_mode(mode))
+        }
+        EntryKind::Symlink { target } => std::os::unix::fs::symlink(target, path),
+        EntryKind::CharDevice { .. } => {
+            Err(std::io::Error::new(std::io::ErrorKind::Unsupported, "device nodes are not installed from recipes"))
+        }
+    }
 }

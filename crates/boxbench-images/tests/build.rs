@@ -160,6 +160,32 @@ fn missing_recipe_is_named_and_nothing_is_built() {
     assert!(!out.path().join("out").exists());
 }
 
+#[test]
+fn failed_rootfs_assembly_names_the_file_and_leaves_no_staging_behind() {
+    if which("apt-get").is_none() {
+        eprintln!("skipping: apt-get is needed to fetch busybox-static");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let broken = tempfile::tempdir().unwrap();
+    for file in walk(&recipes()) {
+        let rel = file.strip_prefix(recipes()).unwrap();
+        fs::create_dir_all(broken.path().join(rel).parent().unwrap()).unwrap();
+        fs::copy(&file, broken.path().join(rel)).unwrap();
+    }
+    // A recipe file where the rootfs has its /usr directory.
+    fs::write(broken.path().join("usr"), "not a directory\n").unwrap();
+    let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache");
+    let err = ImageBuilder::new(out.path().to_owned(), broken.path().to_owned())
+        .with_cache_dir(cache)
+        .build(&NoProgress)
+        .unwrap_err();
+    assert!(err.to_string().starts_with("recipe ") && err.to_string().contains("/usr cannot be installed"), "{err}");
+    assert!(!out.path().join(".work").exists(), "staging directory left behind");
+    assert!(!out.path().join("bundle/rootfs").exists());
+    assert!(!out.path().join(".stamps").join(artefact::ROOTFS).exists());
+}
+
 /// Every regular file under `dir`.
 fn walk(dir: &Path) -> Vec<PathBuf> {
     let mut files = Vec::new();
