@@ -30,8 +30,13 @@
 #define IDENTITY_MAP_END 0x100000000ull
 
 #define SERIAL_PORT 0x3f8
+#define SERIAL_IIR (SERIAL_PORT + 2)
+#define SERIAL_FCR (SERIAL_PORT + 2)
 #define SERIAL_LSR (SERIAL_PORT + 5)
 #define SERIAL_LSR_THR_EMPTY 0x20
+#define SERIAL_FCR_FIFO_ENABLE 0x01
+#define SERIAL_IIR_FIFO_ENABLED 0xc0
+#define SERIAL_FIFO_SIZE 16
 
 #define BOOT_TIMER_ADDR 0xd0000000ull
 #define BOOT_TIMER_VALUE 123
@@ -42,6 +47,8 @@
 #define RESET_CONTROL_RESET 0x06
 
 #define CMDLINE_MAX 4096
+#define REPORT_MAX 8192
+#define NOTE_MAX 256
 #define MEMMAP_MAX 128
 #define CPUS_MAX 64
 
@@ -150,6 +157,8 @@ enum finding {
 	MP_NO_PCMP,
 	MP_BAD_CHECKSUM,
 	MP_TOO_MANY_CPUS,
+	APIC_X2APIC_MODE,
+	APIC_ADDRESS_MISMATCH,
 	FINDINGS,
 };
 
@@ -170,6 +179,8 @@ static const char *const finding_messages[FINDINGS] = {
 	[MP_NO_PCMP] = "MP configuration table without the PCMP signature",
 	[MP_BAD_CHECKSUM] = "MP configuration table checksum is not zero",
 	[MP_TOO_MANY_CPUS] = "MP table lists more than 64 processors; only 64 are started",
+	[APIC_X2APIC_MODE] = "local APIC is in x2APIC mode; application processors not started",
+	[APIC_ADDRESS_MISMATCH] = "MP table local APIC address differs from IA32_APIC_BASE",
 };
 
 extern uint32_t boot_kind;
@@ -184,6 +195,17 @@ extern char user_stack_top[];
 extern const char user_trampoline_exit[];
 extern uint64_t user_exit_vector, user_exit_rip;
 extern uint64_t user_call(uint64_t (*fn)(uint64_t, uint64_t), uint64_t a, uint64_t b, void *stack_top);
+
+/* Text being put together for the serial port; what does not fit is cut off. */
+struct text {
+	size_t len;
+	char buf[REPORT_MAX];
+};
+
+struct note {
+	size_t len;
+	char buf[NOTE_MAX];
+};
 
 struct memory_range {
 	uint64_t addr;
@@ -206,10 +228,14 @@ static struct {
 	uint32_t mp_cpu_count;
 	uint64_t mp_lapic_addr;
 	uint32_t findings;
+	struct text report;
 } boot;
 
 static uint64_t idt[EXCEPTION_VECTORS * 2] __attribute__((aligned(16)));
 static uintptr_t lapic_base;
+/* Bytes the UART takes before LSR must be polled again: 16 with its FIFO on, else 1. */
+static uint32_t serial_burst = 1;
+static struct note note;
 
 static void __attribute__((noreturn)) reboot(void);
 
@@ -282,24 +308,21 @@ static inline uint64_t read64(uint64_t addr)
 	return *(volatile const uint64_t *)(uintptr_t)addr;
 }
 
-/* ---- Serial port (kernel mode) ---- */
+/* ---- Text formatting (plain memory work: user or kernel mode) ---- */
 
-static void serial_putc(char c)
+static void text_char(char *buf, size_t *len, size_t cap, char c)
 {
-	/* Bounded: a missing UART reads as 0xff, which has the bit set. */
-	for (uint32_t tries = 0; tries < 100000; tries++)
-		if (inb(SERIAL_LSR) & SERIAL_LSR_THR_EMPTY)
-			break;
-	outb(SERIAL_PORT, (uint8_t)c);
+	if (*len < cap)
+		buf[(*len)++] = c;
 }
 
-static void serial_puts(const char *s)
+static void text_str(char *buf, size_t *len, size_t cap, const char *s)
 {
 	while (*s)
-		serial_putc(*s++);
+		text_char(buf, len, cap, *s++);
 }
 
-static void serial_put_dec(uint64_t value)
+static void text_dec(char *buf, size_t *len, size_t cap, uint64_t value)
 {
 	char digits[20];
 	int n = 0;
@@ -308,13 +331,48 @@ static void serial_put_dec(uint64_t value)
 		value /= 10;
 	} while (value);
 	while (n)
-		serial_putc(digits[--n]);
+		text_char(buf, len, cap, digits[--n]);
 }
 
-static void serial_put_hex(uint64_t value, int digits)
+static void text_hex(char *buf, size_t *len, size_t cap, uint64_t value, int digits)
 {
 	for (int shift = (digits - 1) * 4; shift >= 0; shift -= 4)
-		serial_putc("0123456789abcdef"[(value >> shift) & 0xf]);
+		text_char(buf, len, cap, "0123456789abcdef"[(value >> shift) & 0xf]);
+}
+
+#define TEXT(t) (t)->buf, &(t)->len, sizeof((t)->buf)
+
+/* ---- Serial port (kernel mode) ---- */
+
+/*
+ * Turns the 16550's FIFO on: once LSR says the transmitter is empty, 16 bytes
+ * can follow without polling.
+ */
+static void serial_init(void)
+{
+	outb(SERIAL_FCR, SERIAL_FCR_FIFO_ENABLE);
+	bool fifo = (inb(SERIAL_IIR) & SERIAL_IIR_FIFO_ENABLED) == SERIAL_IIR_FIFO_ENABLED;
+	serial_burst = fifo ? SERIAL_FIFO_SIZE : 1;
+}
+
+/*
+ * Writes `len` bytes to THR: poll LSR for an empty transmitter, then a burst
+ * of lodsb/outb/loop, three instructions a byte (each one emulated on kvm_pvm).
+ */
+static void serial_write(const char *s, size_t len)
+{
+	while (len) {
+		/* Bounded: a missing UART reads as 0xff, which has the bit set. */
+		for (uint32_t tries = 0; tries < 100000; tries++)
+			if (inb(SERIAL_LSR) & SERIAL_LSR_THR_EMPTY)
+				break;
+		size_t burst = len < serial_burst ? len : serial_burst;
+		len -= burst;
+		__asm__ volatile("1: lodsb\n\toutb %%al, %%dx\n\tloop 1b"
+				 : "+S"(s), "+c"(burst)
+				 : "d"((uint16_t)SERIAL_PORT)
+				 : "rax", "memory");
+	}
 }
 
 /* ---- CPU tables and exceptions (kernel mode) ---- */
@@ -322,13 +380,15 @@ static void serial_put_hex(uint64_t value, int digits)
 /* A CPU exception in kernel mode: reported, then the guest reboots. */
 void __attribute__((noreturn)) kernel_exception(uint64_t vector, uint64_t error_code, uint64_t rip)
 {
-	serial_puts("boxbench-guest error: CPU exception ");
-	serial_put_dec(vector);
-	serial_puts(" (error code 0x");
-	serial_put_hex(error_code, 8);
-	serial_puts(") at 0x");
-	serial_put_hex(rip, 16);
-	serial_puts(" in kernel mode\n");
+	note.len = 0;
+	text_str(TEXT(&note), "boxbench-guest error: CPU exception ");
+	text_dec(TEXT(&note), vector);
+	text_str(TEXT(&note), " (error code 0x");
+	text_hex(TEXT(&note), error_code, 8);
+	text_str(TEXT(&note), ") at 0x");
+	text_hex(TEXT(&note), rip, 16);
+	text_str(TEXT(&note), " in kernel mode\n");
+	serial_write(note.buf, note.len);
 	reboot();
 }
 
@@ -599,21 +659,70 @@ static uint64_t read_boot_data(uint64_t kind, uint64_t info)
 	return 0;
 }
 
-/*
- * Runs read_boot_data() at CPL 3; in kernel mode (and says so) if user mode
- * did not end at the planned ud2.
- */
-static void run_boot_data_pass(void)
+/* Formats what the guest prints: entry, findings, report, marker. `cpus` answered. */
+static uint64_t format_report(uint64_t cpus, uint64_t unused)
 {
-	user_call(read_boot_data, boot_kind, boot_info, user_stack_top);
+	(void)unused;
+	struct text *t = &boot.report;
+	t->len = 0;
+	text_str(TEXT(t), "boxbench-guest entry=");
+	text_str(TEXT(t), boot_kind == BOOT_PVH ? "pvh\n" : boot_kind == BOOT_LINUX32 ? "linux32\n" : "linux64\n");
+	for (uint32_t what = 0; what < FINDINGS; what++) {
+		if (boot.findings & (1u << what)) {
+			text_str(TEXT(t), "boxbench-guest error: ");
+			text_str(TEXT(t), finding_messages[what]);
+			text_char(TEXT(t), '\n');
+		}
+	}
+	text_str(TEXT(t), "boxbench-guest cpus=");
+	text_dec(TEXT(t), cpus);
+	if (boot.mp_cpu_count != cpus) {
+		text_str(TEXT(t), " mp_cpus=");
+		text_dec(TEXT(t), boot.mp_cpu_count);
+	}
+	text_str(TEXT(t), " mem_mib=");
+	text_dec(TEXT(t), boot.mem_mib);
+	text_str(TEXT(t), " initrd_bytes=");
+	text_dec(TEXT(t), boot.initrd_size);
+	text_str(TEXT(t), " initrd_crc32=");
+	text_hex(TEXT(t), boot.initrd_crc32, 8);
+	text_str(TEXT(t), " cmdline=\"");
+	for (size_t i = 0; i < boot.cmdline_len; i++)
+		text_char(TEXT(t), boot.cmdline[i]);
+	text_str(TEXT(t), "\"\n");
+	if (boot.switches == 0)
+		text_str(TEXT(t), "BOXBENCH_READY\n");
+	return 0;
+}
+
+static uint64_t format_flood_line(uint64_t line, uint64_t unused)
+{
+	(void)unused;
+	struct text *t = &boot.report;
+	t->len = 0;
+	text_str(TEXT(t), "boxbench-guest flood ");
+	text_dec(TEXT(t), line);
+	text_char(TEXT(t), '\n');
+	return 0;
+}
+
+/*
+ * Runs fn(a, b) at CPL 3 (natively on kvm_pvm); in kernel mode, and says so,
+ * if user mode did not end at the planned ud2.
+ */
+static void run_in_user_mode(uint64_t (*fn)(uint64_t, uint64_t), uint64_t a, uint64_t b)
+{
+	user_call(fn, a, b, user_stack_top);
 	if (user_exit_vector == VECTOR_INVALID_OPCODE && user_exit_rip == (uint64_t)(uintptr_t)user_trampoline_exit)
 		return;
-	serial_puts("boxbench-guest error: user-mode pass ended by CPU exception ");
-	serial_put_dec(user_exit_vector);
-	serial_puts(" at 0x");
-	serial_put_hex(user_exit_rip, 16);
-	serial_puts("; rerun in kernel mode\n");
-	read_boot_data(boot_kind, boot_info);
+	note.len = 0;
+	text_str(TEXT(&note), "boxbench-guest error: user mode ended by CPU exception ");
+	text_dec(TEXT(&note), user_exit_vector);
+	text_str(TEXT(&note), " at 0x");
+	text_hex(TEXT(&note), user_exit_rip, 16);
+	text_str(TEXT(&note), "; rerun in kernel mode\n");
+	serial_write(note.buf, note.len);
+	fn(a, b);
 }
 
 /* ---- Application processors (kernel mode) ---- */
@@ -660,14 +769,14 @@ static uint32_t start_application_processors(void)
 {
 	uint64_t apic_base_msr = rdmsr(MSR_APIC_BASE);
 	if (apic_base_msr & APIC_BASE_X2APIC) {
-		serial_puts("boxbench-guest error: local APIC is in x2APIC mode; application processors not started\n");
+		boot.findings |= 1u << APIC_X2APIC_MODE;
 		return 0;
 	}
 	if (!(apic_base_msr & APIC_BASE_ENABLE))
 		wrmsr(MSR_APIC_BASE, apic_base_msr | APIC_BASE_ENABLE);
 	lapic_base = (uintptr_t)(apic_base_msr & 0xfffff000ull);
 	if (boot.mp_lapic_addr && boot.mp_lapic_addr != lapic_base)
-		serial_puts("boxbench-guest error: MP table local APIC address differs from IA32_APIC_BASE\n");
+		boot.findings |= 1u << APIC_ADDRESS_MISMATCH;
 
 	lapic_write(APIC_SVR, APIC_SVR_ENABLE | 0xff);
 	lapic_write(APIC_LVT_TIMER, APIC_LVT_MASKED);
@@ -720,38 +829,15 @@ void __attribute__((noreturn)) guest_main(void)
 	*(volatile uint8_t *)(uintptr_t)BOOT_TIMER_ADDR = BOOT_TIMER_VALUE;
 
 	load_cpu_tables();
-	run_boot_data_pass();
-
-	serial_puts("boxbench-guest entry=");
-	serial_puts(boot_kind == BOOT_PVH ? "pvh\n" : boot_kind == BOOT_LINUX32 ? "linux32\n" : "linux64\n");
-	for (uint32_t what = 0; what < FINDINGS; what++) {
-		if (boot.findings & (1u << what)) {
-			serial_puts("boxbench-guest error: ");
-			serial_puts(finding_messages[what]);
-			serial_puts("\n");
-		}
-	}
+	serial_init();
+	run_in_user_mode(read_boot_data, boot_kind, boot_info);
 
 	uint32_t cpus = 1;
 	if (boot.mp_cpu_count > 1)
 		cpus += start_application_processors();
 
-	serial_puts("boxbench-guest cpus=");
-	serial_put_dec(cpus);
-	if (boot.mp_cpu_count != cpus) {
-		serial_puts(" mp_cpus=");
-		serial_put_dec(boot.mp_cpu_count);
-	}
-	serial_puts(" mem_mib=");
-	serial_put_dec(boot.mem_mib);
-	serial_puts(" initrd_bytes=");
-	serial_put_dec(boot.initrd_size);
-	serial_puts(" initrd_crc32=");
-	serial_put_hex(boot.initrd_crc32, 8);
-	serial_puts(" cmdline=\"");
-	for (size_t i = 0; i < boot.cmdline_len; i++)
-		serial_putc(boot.cmdline[i]);
-	serial_puts("\"\n");
+	run_in_user_mode(format_report, cpus, 0);
+	serial_write(boot.report.buf, boot.report.len);
 
 	if (boot.switches & SWITCH_SPIN)
 		for (;;)
@@ -760,11 +846,8 @@ void __attribute__((noreturn)) guest_main(void)
 		triple_fault();
 	if (boot.switches & SWITCH_FLOOD)
 		for (uint64_t line = 0;; line++) {
-			serial_puts("boxbench-guest flood ");
-			serial_put_dec(line);
-			serial_puts("\n");
+			run_in_user_mode(format_flood_line, line, 0);
+			serial_write(boot.report.buf, boot.report.len);
 		}
-
-	serial_puts("BOXBENCH_READY\n");
 	reboot();
 }
