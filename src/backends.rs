@@ -1,17 +1,108 @@
-//! Which backends the CLI offers, how each is constructed from the command line, and which images it
-//! runs from when the user names none.
+//! Which backends boxbench offers, how each is constructed from the command line, and which images it
+//! runs from when the user names none (the defaults are built on first use).
 
 use std::path::PathBuf;
 
-use anyhow::Context;
-use boxbench_core::{ImagePaths, Launcher};
+use boxbench_core::host::KvmFlavour;
+use boxbench_core::{ImagePaths, LaunchError, Launcher};
+use boxbench_images::{ImageBuilder, ImageError};
+use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
+use boxbench_peers::{
+    Accel, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine, OciRuntime,
+    OciRuntimeLauncher, PodmanLauncher, PodmanOptions, QemuLauncher, QemuOptions,
+};
 use clap::{Args, ValueEnum};
 
+/// A backend that could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The backend refused its options or the host cannot run it.
+    #[error("{backend}: {source}")]
+    Launcher { backend: &'static str, source: LaunchError },
+    /// The default images could not be built.
+    #[error("building the default guest images: {0}")]
+    Images(#[from] ImageError),
+}
+
 /// The `--backend` values.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, ValueEnum)]
 pub enum BackendChoice {
     /// boxbench's own namespace container launcher.
     Container,
+    /// boxbench's own KVM micro-VM monitor.
+    Microvm,
+    /// crun running the OCI bundle.
+    Crun,
+    /// runc running the OCI bundle.
+    Runc,
+    /// podman running the rootfs imported as an image.
+    Podman,
+    /// Docker running the rootfs imported as an image.
+    Docker,
+    /// QEMU's microvm machine.
+    QemuMicrovm,
+    /// QEMU's q35 machine.
+    QemuQ35,
+    /// Firecracker (only where a binary is given or on PATH).
+    Firecracker,
+}
+
+impl BackendChoice {
+    /// Every backend, containers first.
+    pub const ALL: [BackendChoice; 9] = [
+        BackendChoice::Container,
+        BackendChoice::Crun,
+        BackendChoice::Runc,
+        BackendChoice::Podman,
+        BackendChoice::Docker,
+        BackendChoice::Microvm,
+        BackendChoice::QemuMicrovm,
+        BackendChoice::QemuQ35,
+        BackendChoice::Firecracker,
+    ];
+
+    /// The name `--backend` takes and records carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            BackendChoice::Container => "container",
+            BackendChoice::Microvm => "microvm",
+            BackendChoice::Crun => "crun",
+            BackendChoice::Runc => "runc",
+            BackendChoice::Podman => "podman",
+            BackendChoice::Docker => "docker",
+            BackendChoice::QemuMicrovm => "qemu-microvm",
+            BackendChoice::QemuQ35 => "qemu-q35",
+            BackendChoice::Firecracker => "firecracker",
+        }
+    }
+
+    /// True for the backends that boot a virtual machine.
+    pub fn is_vm(self) -> bool {
+        matches!(
+            self,
+            BackendChoice::Microvm | BackendChoice::QemuMicrovm | BackendChoice::QemuQ35 | BackendChoice::Firecracker
+        )
+    }
+}
+
+/// The `--guest` values: what a VM backend boots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum GuestChoice {
+    /// boxbench's own minimal guest: checks the boot protocol, prints the marker, reboots (the VM floor).
+    Boxbench,
+    /// A Linux kernel with boxbench's busybox initramfs running the workload.
+    Linux,
+}
+
+/// The `--accel` values of the QEMU backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AccelChoice {
+    /// KVM where it can run the guest, TCG otherwise (Linux guests on a kvm_pvm host).
+    Auto,
+    /// Always KVM.
+    Kvm,
+    /// Always TCG: guest code emulated.
+    Tcg,
 }
 
 /// Options that select a backend's images and settings.
@@ -20,27 +111,164 @@ pub struct BackendOptions {
     /// A root filesystem directory to run (containers); default: the built busybox rootfs.
     #[arg(long, conflicts_with = "bundle")]
     pub rootfs: Option<PathBuf>,
-    /// An OCI runtime bundle directory (`config.json` + its root) to run (containers).
+    /// An OCI runtime bundle directory (`config.json` + its root) to run (container, crun, runc).
     #[arg(long)]
     pub bundle: Option<PathBuf>,
+    /// What a VM boots; default: boxbench's own guest on hosts without hardware virtualisation (such
+    /// as kvm_pvm), Linux on VMX/SVM hosts.
+    #[arg(long, value_enum)]
+    pub guest: Option<GuestChoice>,
+    /// The VM kernel (bzImage or ELF vmlinux); default: the guest's own (`--guest boxbench`) or Debian's
+    /// cloud kernel (`--guest linux`).
+    #[arg(long)]
+    pub kernel: Option<PathBuf>,
+    /// The VM initramfs; default: none for boxbench's guest, the busybox initramfs for Linux.
+    #[arg(long)]
+    pub initrd: Option<PathBuf>,
+    /// Arguments appended to the VM's kernel command line.
+    #[arg(long, default_value = "")]
+    pub cmdline: String,
+    /// Boot a Linux guest in boxbench's VMM even on a kvm_pvm host, where it is refused by default.
+    #[arg(long)]
+    pub force: bool,
+    /// The QEMU accelerator.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub accel: AccelChoice,
+    /// The Firecracker binary (default: `firecracker` on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub firecracker: Option<PathBuf>,
+    /// Start a private dockerd when no Docker daemon runs (stopped afterwards).
+    #[arg(long)]
+    pub start_dockerd: bool,
+}
+
+impl Default for BackendOptions {
+    fn default() -> Self {
+        Self {
+            rootfs: None,
+            bundle: None,
+            guest: None,
+            kernel: None,
+            initrd: None,
+            cmdline: String::new(),
+            force: false,
+            accel: AccelChoice::Auto,
+            firecracker: None,
+            start_dockerd: false,
+        }
+    }
+}
+
+impl BackendOptions {
+    /// The guest a VM backend boots: the user's choice, else what this host runs usefully.
+    pub fn guest(&self) -> GuestChoice {
+        self.guest.unwrap_or(if KvmFlavour::detect().is_hardware() {
+            GuestChoice::Linux
+        } else {
+            GuestChoice::Boxbench
+        })
+    }
+
+    fn peer_guest(&self) -> boxbench_peers::GuestKind {
+        match self.guest() {
+            GuestChoice::Boxbench => boxbench_peers::GuestKind::Boxbench,
+            GuestChoice::Linux => boxbench_peers::GuestKind::Linux,
+        }
+    }
+
+    fn extra_kernel_args(&self) -> Vec<String> {
+        self.cmdline.split_whitespace().map(str::to_owned).collect()
+    }
 }
 
 /// Constructs the launcher of `choice`.
-pub fn launcher(choice: BackendChoice, _options: &BackendOptions) -> anyhow::Result<Box<dyn Launcher>> {
-    Ok(match choice {
-        BackendChoice::Container => Box::new(boxbench_container::ContainerLauncher::new()?),
-    })
+pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<dyn Launcher>, BackendError> {
+    let wrap = |source: LaunchError| BackendError::Launcher { backend: choice.name(), source };
+    let qemu = |machine: Machine| {
+        let accel = match options.accel {
+            AccelChoice::Auto => Accel::Auto,
+            AccelChoice::Kvm => Accel::Kvm,
+            AccelChoice::Tcg => Accel::Tcg,
+        };
+        QemuLauncher::new(QemuOptions {
+            machine,
+            accel,
+            guest: options.peer_guest(),
+            binary: None,
+            extra_kernel_args: options.extra_kernel_args(),
+        })
+    };
+    let launcher: Box<dyn Launcher> = match choice {
+        BackendChoice::Container => Box::new(
+            boxbench_container::ContainerLauncher::new().map_err(|e| wrap(LaunchError::Unsupported(e.to_string())))?,
+        ),
+        BackendChoice::Microvm => Box::new(MicroVmLauncher::new(MicroVmOptions {
+            guest: match options.guest() {
+                GuestChoice::Boxbench => boxbench_microvm::GuestKind::Boxbench,
+                GuestChoice::Linux => boxbench_microvm::GuestKind::Linux,
+            },
+            force: options.force,
+            kernel: None,
+            initrd: None,
+            cmdline_extra: options.cmdline.clone(),
+        })),
+        BackendChoice::Crun => Box::new(OciRuntimeLauncher::new(OciRuntime::Crun).map_err(wrap)?),
+        BackendChoice::Runc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runc).map_err(wrap)?),
+        BackendChoice::Podman => Box::new(PodmanLauncher::new(PodmanOptions::default()).map_err(wrap)?),
+        BackendChoice::Docker => Box::new(
+            DockerLauncher::new(DockerOptions { start_dockerd: options.start_dockerd, ..DockerOptions::default() })
+                .map_err(wrap)?,
+        ),
+        BackendChoice::QemuMicrovm => Box::new(qemu(Machine::Microvm).map_err(wrap)?),
+        BackendChoice::QemuQ35 => Box::new(qemu(Machine::Q35).map_err(wrap)?),
+        BackendChoice::Firecracker => Box::new(
+            FirecrackerLauncher::new(FirecrackerOptions {
+                binary: options.firecracker.clone(),
+                guest: options.peer_guest(),
+            })
+            .map_err(wrap)?,
+        ),
+    };
+    Ok(launcher)
 }
 
-/// The images an instance of `choice` runs from: the user's, or the built defaults (built on first use).
-pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> anyhow::Result<ImagePaths> {
-    match choice {
-        BackendChoice::Container if options.rootfs.is_some() || options.bundle.is_some() => {
-            Ok(ImagePaths { rootfs: options.rootfs.clone(), bundle: options.bundle.clone(), ..ImagePaths::default() })
-        }
-        BackendChoice::Container => {
-            let built = crate::images::build_default(false).context("building the default guest images")?;
-            Ok(ImagePaths { rootfs: Some(built.rootfs), ..ImagePaths::default() })
-        }
+/// The images an instance of `choice` runs from: the user's, else the built defaults (built, and
+/// Debian's kernel fetched, on first use).
+pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<ImagePaths, BackendError> {
+    let builder = ImageBuilder::default_dirs();
+    if choice.is_vm() {
+        let (kernel, initrd) = match options.guest() {
+            GuestChoice::Boxbench => (
+                options.kernel.clone().unwrap_or_else(|| boxbench_guest::elf_path().to_owned()),
+                options.initrd.clone(),
+            ),
+            GuestChoice::Linux => {
+                let kernel = match &options.kernel {
+                    Some(kernel) => kernel.clone(),
+                    None => builder.fetch_debian_cloud_kernel(&crate::images::ProgressLines::new(false))?.vmlinuz,
+                };
+                let initrd = match &options.initrd {
+                    Some(initrd) => initrd.clone(),
+                    None => crate::images::build_default(false)?.initramfs_gz,
+                };
+                (kernel, Some(initrd))
+            }
+        };
+        return Ok(ImagePaths { kernel: Some(kernel), initrd, ..ImagePaths::default() });
     }
+    if options.rootfs.is_some() || options.bundle.is_some() {
+        return Ok(ImagePaths {
+            rootfs: options.rootfs.clone(),
+            bundle: options.bundle.clone(),
+            ..ImagePaths::default()
+        });
+    }
+    let built = crate::images::build_default(false)?;
+    Ok(match choice {
+        // The OCI runtimes run the bundle as crun and runc users do; the others take the rootfs.
+        BackendChoice::Crun | BackendChoice::Runc => {
+            ImagePaths { rootfs: Some(built.rootfs), bundle: Some(built.bundle), ..ImagePaths::default() }
+        }
+        _ => ImagePaths { rootfs: Some(built.rootfs), ..ImagePaths::default() },
+    })
 }

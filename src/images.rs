@@ -6,8 +6,8 @@ use boxbench_images::{BuiltImages, ImageBuilder, Progress, StepState};
 
 /// Builds (or finds up to date) the default images under `guest-images/out/`, telling the user what it
 /// builds on stderr; `verbose` also prints the steps that were already up to date.
-pub fn build_default(verbose: bool) -> anyhow::Result<BuiltImages> {
-    Ok(ImageBuilder::default_dirs().build(&ProgressLines::new(verbose))?)
+pub fn build_default(verbose: bool) -> Result<BuiltImages, boxbench_images::ImageError> {
+    ImageBuilder::default_dirs().build(&ProgressLines::new(verbose))
 }
 
 /// Renders the builder's steps as lines on stderr, with the time each build took.
