@@ -129,11 +129,6 @@ impl ToolProcess {
         Ok(this)
     }
 
-    /// The tool's process id.
-    pub fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
     /// Waits until the tool exits or `deadline` passes (`Ok(None)`).
     pub fn wait(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, ProcessError> {
         loop {

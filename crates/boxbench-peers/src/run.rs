@@ -95,11 +95,6 @@ impl ToolRun {
         Ok(())
     }
 
-    /// The launch timeline, once started.
-    pub fn timeline(&self) -> Option<Timeline> {
-        self.timeline
-    }
-
     /// Waits for the tool to exit, up to `deadline`.
     pub fn wait(&mut self, deadline: Instant) -> Result<Option<ExitStatus>, LaunchError> {
         let backend = self.backend.clone();
