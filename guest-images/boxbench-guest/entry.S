@@ -36,6 +36,11 @@
 
 #define AP_TRAMPOLINE 0x10000
 
+#define LOAD_ADDRESS   0x100000
+#define EXCEPTION_STUBS (LOAD_ADDRESS + 0x400)
+#define EXCEPTION_STUB_SIZE 16
+#define IDT_INTERRUPT_GATE 0x8e
+
 /*
  * From 32-bit protected mode with paging off to long mode, continuing at
  * `target` with CS = SEL_CODE64. Clobbers EAX, ECX, EDX.
@@ -110,6 +115,7 @@ bsp_long_mode:
 	movl	%eax, %gs
 	leaq	bsp_stack_top(%rip), %rsp
 	xorl	%ebp, %ebp
+	lidt	idt_descriptor(%rip)
 	/* Zero .bss (the loaders copy file contents only). */
 	leaq	_bss_start(%rip), %rdi
 	leaq	_bss_end(%rip), %rcx
@@ -123,6 +129,26 @@ halt_forever:
 	cli
 	hlt
 	jmp	halt_forever
+
+/*
+ * CPU exceptions: 32 stubs, 16 bytes apart at a fixed address (so that the
+ * IDT can be assembled, not built by emulated instructions), that push an
+ * error code (0 where the CPU pushes none) and the vector. An exception from user mode ends the
+ * user_call() in progress; one in kernel mode goes to kernel_exception().
+ */
+	.org	EXCEPTION_STUBS - LOAD_ADDRESS
+	.globl	exception_stubs
+exception_stubs:
+	.set	vector, 0
+	.rept	32
+	.balign	16
+	.if	!((vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30))
+	pushq	$0
+	.endif
+	pushq	$vector
+	jmp	exception_common
+	.set	vector, vector + 1
+	.endr
 
 /*
  * Application processors arrive here from the trampoline, in 32-bit protected
@@ -154,25 +180,6 @@ triple_fault:
 	ud2
 	int3
 	jmp	halt_forever
-
-/*
- * CPU exceptions: 32 stubs, 16 bytes apart, that push an error code (0 where
- * the CPU pushes none) and the vector. An exception from user mode ends the
- * user_call() in progress; one in kernel mode goes to kernel_exception().
- */
-	.balign	16
-	.globl	exception_stubs
-exception_stubs:
-	.set	vector, 0
-	.rept	32
-	.balign	16
-	.if	!((vector == 8) || (vector == 10) || (vector == 11) || (vector == 12) || (vector == 13) || (vector == 14) || (vector == 17) || (vector == 21) || (vector == 29) || (vector == 30))
-	pushq	$0
-	.endif
-	pushq	$vector
-	jmp	exception_common
-	.set	vector, vector + 1
-	.endr
 
 /* Stack: vector, error code, RIP, CS, RFLAGS, RSP, SS. */
 exception_common:
@@ -287,6 +294,21 @@ gdt_end:
 gdt_descriptor:
 	.word	gdt_end - gdt - 1
 	.quad	gdt
+/* Interrupt gates for vectors 0-31, to the stubs at EXCEPTION_STUBS. */
+	.balign	16
+idt:
+	.set	vector, 0
+	.rept	32
+	.set	stub, EXCEPTION_STUBS + vector * EXCEPTION_STUB_SIZE
+	.quad	(stub & 0xffff) | (SEL_CODE64 << 16) | (IDT_INTERRUPT_GATE << 40) | (((stub >> 16) & 0xffff) << 48)
+	.quad	stub >> 32
+	.set	vector, vector + 1
+	.endr
+idt_end:
+	.balign	8
+idt_descriptor:
+	.word	idt_end - idt - 1
+	.quad	idt
 	.balign	8
 empty_idt_descriptor:
 	.word	0

@@ -124,13 +124,9 @@
 #define AP_TRAMPOLINE 0x10000ul
 #define AP_SIPI_VECTOR (AP_TRAMPOLINE >> 12)
 
-#define SEL_CODE64 0x08
 #define SEL_TSS 0x40
 #define TSS_SIZE 104
 #define TSS_IOMAP_BASE 0x66
-#define EXCEPTION_VECTORS 32
-#define EXCEPTION_STUB_SIZE 16
-#define IDT_INTERRUPT_GATE 0x8e
 #define TSS_AVAILABLE_64 0x89
 #define VECTOR_INVALID_OPCODE 6
 
@@ -188,7 +184,6 @@ extern uint64_t boot_info;
 extern volatile uint32_t ap_started;
 extern const char ap_trampoline_start[], ap_trampoline_end[];
 extern void triple_fault(void) __attribute__((noreturn));
-extern const char exception_stubs[];
 extern uint64_t gdt_tss[2];
 extern uint8_t tss[TSS_SIZE];
 extern char user_stack_top[];
@@ -235,7 +230,6 @@ static struct {
 	struct text report;
 } boot __attribute__((section(".noinit")));
 
-static uint64_t idt[EXCEPTION_VECTORS * 2] __attribute__((aligned(16)));
 static uintptr_t lapic_base;
 /* Bytes the UART takes before LSR must be polled again: 16 with its FIFO on, else 1. */
 static uint32_t serial_burst = 1;
@@ -396,26 +390,14 @@ void __attribute__((noreturn)) kernel_exception(uint64_t vector, uint64_t error_
 	reboot();
 }
 
-/* IDT for the exception vectors and a TSS whose RSP0 user_call() sets. */
-static void load_cpu_tables(void)
+/* The TSS whose RSP0 user_call() sets (entry.S loaded the IDT). */
+static void load_task_register(void)
 {
-	for (uint32_t vector = 0; vector < EXCEPTION_VECTORS; vector++) {
-		uint64_t handler = (uint64_t)(uintptr_t)(exception_stubs + vector * EXCEPTION_STUB_SIZE);
-		idt[vector * 2] = (handler & 0xffff) | ((uint64_t)SEL_CODE64 << 16) |
-				  ((uint64_t)IDT_INTERRUPT_GATE << 40) | ((handler >> 16 & 0xffff) << 48);
-		idt[vector * 2 + 1] = handler >> 32;
-	}
 	uint64_t base = (uint64_t)(uintptr_t)tss;
 	*(uint16_t *)(tss + TSS_IOMAP_BASE) = TSS_SIZE;
 	gdt_tss[0] = (TSS_SIZE - 1) | ((base & 0xffffff) << 16) | ((uint64_t)TSS_AVAILABLE_64 << 40) |
 		     ((base >> 24 & 0xff) << 56);
 	gdt_tss[1] = base >> 32;
-
-	struct __attribute__((packed)) {
-		uint16_t limit;
-		uint64_t base;
-	} idtr = {sizeof(idt) - 1, (uint64_t)(uintptr_t)idt};
-	__asm__ volatile("lidt %0" : : "m"(idtr));
 	__asm__ volatile("ltr %w0" : : "r"(SEL_TSS));
 }
 
@@ -832,7 +814,7 @@ void __attribute__((noreturn)) guest_main(void)
 	/* The boot timer first: it stands for "first guest userspace instruction". */
 	*(volatile uint8_t *)(uintptr_t)BOOT_TIMER_ADDR = BOOT_TIMER_VALUE;
 
-	load_cpu_tables();
+	load_task_register();
 	serial_init();
 	run_in_user_mode(read_boot_data, boot_kind, boot_info);
 
