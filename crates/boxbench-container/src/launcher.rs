@@ -210,7 +210,7 @@ impl Prepared {
         if !source.env.iter().any(|var| var.starts_with("PATH=")) {
             source.env.push(format!("PATH={DEFAULT_PATH}"));
         }
-        let path_var = source.env.iter().rev().find_map(|var| var.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
+        let path_var = source.env.iter().find_map(|var| var.strip_prefix("PATH=")).unwrap_or(DEFAULT_PATH);
         let program = source.argv.first().map(String::as_str).unwrap_or_default();
         let exec_path = rootfs::find_executable(&rootfs, program, &source.cwd, path_var)?;
         rootfs::check_cwd(&rootfs, &source.cwd)?;
