@@ -92,6 +92,8 @@ entry32:
 entry64:
 	cli
 	cld
+	/* The 64-bit protocol promises no stack; init_size covers this one. */
+	leaq	bsp_stack_top(%rip), %rsp
 	movl	$BOOT_LINUX64, boot_kind(%rip)
 	movq	%rsi, boot_info(%rip)
 	lgdt	gdt_descriptor(%rip)
@@ -133,8 +135,9 @@ halt_forever:
 /*
  * CPU exceptions: 32 stubs, 16 bytes apart at a fixed address (so that the
  * IDT can be assembled, not built by emulated instructions), that push an
- * error code (0 where the CPU pushes none) and the vector. An exception from user mode ends the
- * user_call() in progress; one in kernel mode goes to kernel_exception().
+ * error code (0 where the CPU pushes none) and the vector. An exception from
+ * user mode ends the user_call() in progress; one in kernel mode goes to
+ * kernel_exception().
  */
 	.org	EXCEPTION_STUBS - LOAD_ADDRESS
 	.globl	exception_stubs
