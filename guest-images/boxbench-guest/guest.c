@@ -593,7 +593,7 @@ static void read_mp_table(void)
 		return;
 	}
 	uint16_t length = read16(config + 4);
-	if (checksum(config, length) != 0) {
+	if (!mapped(config, length) || checksum(config, length) != 0) {
 		find(MP_BAD_CHECKSUM);
 		return;
 	}
