@@ -1,8 +1,13 @@
 //! Debian packages the images are made of (busybox-static, the cloud kernel): which version apt
 //! would pick, downloading its `.deb` once into a cache directory, and unpacking it with `dpkg -x`.
+//!
+//! apt's answers (a candidate version, a dependency) are remembered in the cache directory until
+//! apt's package lists change (`apt-get update`): without a binary package cache, every `apt-cache`
+//! call re-reads the lists, which costs seconds, and an up-to-date build should not.
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::time::SystemTime;
 
 use crate::command::{CommandError, run};
 use crate::lock::{DirLock, LockError};
@@ -32,6 +37,43 @@ pub enum DebianError {
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> DebianError + '_ {
     move |source| DebianError::Io { path: path.to_owned(), source }
+}
+
+/// Where apt keeps its package lists.
+const APT_LISTS: &str = "/var/lib/apt/lists";
+
+/// When apt's package lists last changed (`None` when there are none).
+fn lists_changed_at() -> Option<SystemTime> {
+    fs::read_dir(APT_LISTS)
+        .ok()?
+        .filter_map(|e| e.ok()?.metadata().ok())
+        .filter(|m| m.is_file())
+        .filter_map(|m| m.modified().ok())
+        .max()
+}
+
+/// The answer of `query`, remembered in `cache_dir/.apt-KEY` while apt's lists stay as they were.
+/// Only answers (`Some`) are remembered.
+fn remembered<E>(
+    cache_dir: &Path,
+    key: &str,
+    query: impl FnOnce() -> Result<Option<String>, E>,
+) -> Result<Option<String>, E> {
+    let record = cache_dir.join(format!(".apt-{key}"));
+    let recorded_at = fs::metadata(&record).and_then(|m| m.modified()).ok();
+    let fresh = matches!((recorded_at, lists_changed_at()), (Some(recorded), Some(lists)) if recorded >= lists);
+    if fresh {
+        let recorded = fs::read_to_string(&record).map(|s| s.trim().to_owned()).unwrap_or_default();
+        if !recorded.is_empty() {
+            return Ok(Some(recorded));
+        }
+    }
+    let answer = query()?;
+    if let Some(answer) = &answer {
+        // Losing the record only costs the next build an apt-cache call.
+        let _ = crate::write_atomically(&record, format!("{answer}\n").as_bytes());
+    }
+    Ok(answer)
 }
 
 /// The version of `package` apt would install, or `None` when apt has none (lists missing).
@@ -70,7 +112,7 @@ fn cached_debs(dir: &Path, package: &str, version: Option<&str>) -> Result<Vec<P
 pub(crate) fn fetch_deb(package: &str, cache_dir: &Path, on_download: impl FnOnce()) -> Result<PathBuf, DebianError> {
     fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
     let _lock = DirLock::acquire(&cache_dir.join(".lock"), || {})?;
-    let Some(version) = candidate_version(package)? else {
+    let Some(version) = remembered(cache_dir, &format!("candidate-{package}"), || candidate_version(package))? else {
         return cached_debs(cache_dir, package, None)?
             .pop()
             .ok_or_else(|| DebianError::NoCandidate { package: package.to_owned(), cache: cache_dir.to_owned() });
@@ -100,15 +142,20 @@ pub(crate) fn fetch_deb(package: &str, cache_dir: &Path, on_download: impl FnOnc
     result
 }
 
-/// The first package `package` depends on whose name starts with `prefix` (`apt-cache depends`).
-pub(crate) fn dependency_with_prefix(package: &str, prefix: &str) -> Result<String, DebianError> {
-    let depends = run("apt-cache", &["depends", package], None)?;
-    depends
-        .lines()
-        .filter_map(|l| l.trim().strip_prefix("Depends:"))
-        .map(str::trim)
-        .find(|dep| dep.starts_with(prefix))
-        .map(str::to_owned)
+/// The first package `package` depends on whose name starts with `prefix` (`apt-cache depends`),
+/// remembered in `cache_dir`.
+pub(crate) fn dependency_with_prefix(package: &str, prefix: &str, cache_dir: &Path) -> Result<String, DebianError> {
+    fs::create_dir_all(cache_dir).map_err(io_err(cache_dir))?;
+    let query = || -> Result<Option<String>, DebianError> {
+        let depends = run("apt-cache", &["depends", package], None)?;
+        Ok(depends
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("Depends:"))
+            .map(str::trim)
+            .find(|dep| dep.starts_with(prefix))
+            .map(str::to_owned))
+    };
+    remembered(cache_dir, &format!("depends-{package}-{prefix}"), query)?
         .ok_or_else(|| DebianError::NoDependency { package: package.to_owned(), prefix: prefix.to_owned() })
 }
 
@@ -137,6 +184,27 @@ mod tests {
         assert_eq!(exact, vec![dir.path().join("busybox-static_1%3a1.35.0-4_amd64.deb")]);
         assert_eq!(cached_debs(dir.path(), "busybox-static", None).unwrap().len(), 2);
         assert!(cached_debs(dir.path(), "busybox-static", Some("2:0")).unwrap().is_empty());
+    }
+
+    #[test]
+    fn answers_are_remembered_until_the_lists_change() {
+        if lists_changed_at().is_none() {
+            eprintln!("skipping: no apt package lists in {APT_LISTS}");
+            return;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let first = remembered(dir.path(), "k", || Ok::<_, ()>(Some("1.0".to_owned()))).unwrap();
+        assert_eq!(first.as_deref(), Some("1.0"));
+        let second = remembered(dir.path(), "k", || -> Result<Option<String>, ()> { panic!("asked apt again") });
+        assert_eq!(second.unwrap().as_deref(), Some("1.0"));
+        // A record older than the lists is asked again.
+        let record = fs::File::options().write(true).open(dir.path().join(".apt-k")).unwrap();
+        record.set_modified(SystemTime::UNIX_EPOCH).unwrap();
+        let third = remembered(dir.path(), "k", || Ok::<_, ()>(Some("2.0".to_owned()))).unwrap();
+        assert_eq!(third.as_deref(), Some("2.0"));
+        // No answer is not remembered.
+        assert_eq!(remembered(dir.path(), "none", || Ok::<_, ()>(None)).unwrap(), None);
+        assert!(!dir.path().join(".apt-none").exists());
     }
 
     #[test]

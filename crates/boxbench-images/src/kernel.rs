@@ -84,9 +84,9 @@ pub(crate) fn fetched(out_dir: &Path) -> Option<DebianKernel> {
     DebianKernel::at(&unpacked, package.trim()).ok()
 }
 
-/// The real package behind the cloud kernel metapackage.
-pub(crate) fn resolve() -> Result<String, KernelError> {
-    Ok(debian::dependency_with_prefix(CLOUD_KERNEL_METAPACKAGE, "linux-image-")?)
+/// The real package behind the cloud kernel metapackage (apt's answer is remembered in `cache_dir`).
+pub(crate) fn resolve(cache_dir: &Path) -> Result<String, KernelError> {
+    Ok(debian::dependency_with_prefix(CLOUD_KERNEL_METAPACKAGE, "linux-image-", cache_dir)?)
 }
 
 /// Downloads `package` into `cache_dir` and unpacks it into `out_dir/debian-cloud`, replacing what

@@ -191,7 +191,7 @@ pub struct ImageBuilder {
 }
 
 /// The paths of a built set of images.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct BuiltImages {
     /// The root filesystem directory (`out/bundle/rootfs`).
     pub rootfs: PathBuf,
@@ -326,7 +326,7 @@ impl ImageBuilder {
             progress.step(artefact::DEBIAN_KERNEL, StepState::WaitingForLock)
         })?;
         let existing = kernel::fetched(&self.out_dir);
-        let package = match (kernel::resolve(), existing) {
+        let package = match (kernel::resolve(&self.cache_dir), existing) {
             (Ok(package), _) => package,
             (Err(_), Some(existing)) => {
                 progress.step(artefact::DEBIAN_KERNEL, StepState::UpToDate);
