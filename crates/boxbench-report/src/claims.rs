@@ -1,0 +1,626 @@
+//! The seed claims of container tutorials as testable statements, and their verdicts on one host's
+//! results.
+//!
+//! Each verdict is derived from the data only: a claim is judged by pairing every VM figure with
+//! every container figure (or every VM image with every container image, every `uname` console with
+//! the host's kernel), deciding for each pair whether it supports the claim, and then asking for which
+//! VM kinds (or image kinds) every pair supports it. Two medians within [`MARGIN`] of each other are
+//! "comparable": neither supports nor contradicts a claim that one is bigger. Where the host makes a
+//! figure unrepresentative (kvm_pvm, TCG, nesting, a loaded machine, failed or few launches) the
+//! verdict carries a caveat saying so.
+
+use std::fmt;
+
+use boxbench_core::host::KvmFlavour;
+use boxbench_core::stats::Summary;
+use serde::{Deserialize, Serialize};
+
+use crate::schema::{ImageKind, Results, Series, VmKind};
+use crate::units::{Unit, format_bytes, format_median, format_ratio};
+
+/// Two medians whose ratio stays below this factor (either way) are comparable, not different.
+pub const MARGIN: f64 = 1.10;
+
+/// The size from which an image "reaches GB": 10^9 bytes.
+pub const GB: u64 = 1_000_000_000;
+
+/// Below this many launches a series' median is flagged as resting on few samples.
+pub const FEW_LAUNCHES: usize = 5;
+
+/// The claims, in the order the report lists them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Claim {
+    /// (1) A VM is slower to create and boot than a container.
+    VmSlowerToStart,
+    /// (2) A container uses less memory than a VM.
+    ContainerUsesLessMemory,
+    /// (3) Container images are MB while VM images reach GB because they carry an OS.
+    ImageSizes,
+    /// (4) A container uses the host's kernel, a VM its own.
+    KernelSharing,
+}
+
+impl Claim {
+    /// Every claim, in report order.
+    pub const ALL: [Claim; 4] =
+        [Claim::VmSlowerToStart, Claim::ContainerUsesLessMemory, Claim::ImageSizes, Claim::KernelSharing];
+
+    /// The claim's number in the report (1–4).
+    pub fn number(self) -> usize {
+        match self {
+            Claim::VmSlowerToStart => 1,
+            Claim::ContainerUsesLessMemory => 2,
+            Claim::ImageSizes => 3,
+            Claim::KernelSharing => 4,
+        }
+    }
+
+    /// The claim as a testable statement.
+    pub fn statement(self) -> &'static str {
+        match self {
+            Claim::VmSlowerToStart => {
+                "A VM is slower to create and boot than a container: its median time from launch to the \
+                 workload's marker is longer (launch to exit is shown beside it)."
+            }
+            Claim::ContainerUsesLessMemory => {
+                "A container uses less memory than a VM: its median per-instance cgroup peak is smaller."
+            }
+            Claim::ImageSizes => {
+                "Container images are MB while VM images reach GB because they carry an OS: every container \
+                 image is below 1 GB (10^9 bytes) and a VM image is at least 1 GB."
+            }
+            Claim::KernelSharing => {
+                "A container uses the host's kernel, a VM its own: `uname -r` in a container prints the \
+                 host's release, in a VM something else."
+            }
+        }
+    }
+}
+
+/// What the data says about a claim.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "snake_case")]
+pub enum Verdict {
+    /// Every comparison supports the claim.
+    Holds,
+    /// No comparison supports the claim.
+    DoesNotHold,
+    /// The claim holds for these VM or image kinds (and, where said, only against some containers).
+    HoldsOnlyFor(Vec<String>),
+    /// The data cannot decide; the reason says what is missing.
+    Inconclusive(String),
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::Holds => f.write_str("holds"),
+            Verdict::DoesNotHold => f.write_str("does not hold"),
+            Verdict::HoldsOnlyFor(which) => write!(f, "holds only for {}", which.join("; ")),
+            Verdict::Inconclusive(why) => write!(f, "inconclusive: {why}"),
+        }
+    }
+}
+
+/// Whether one comparison supports the claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Finding {
+    /// The figures go the way the claim says.
+    Supports,
+    /// They go the other way.
+    Contradicts,
+    /// They are within [`MARGIN`] of each other.
+    Comparable,
+}
+
+impl fmt::Display for Finding {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Finding::Supports => "supports",
+            Finding::Contradicts => "contradicts",
+            Finding::Comparable => "comparable",
+        })
+    }
+}
+
+/// One figure behind a verdict.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Figure {
+    /// Statistics over launches.
+    Summary {
+        /// The unit of the statistics.
+        unit: Unit,
+        /// n, median, p99, min, max.
+        summary: Summary,
+    },
+    /// A single measured size.
+    Bytes {
+        /// The size.
+        bytes: u64,
+    },
+    /// A text the instance printed.
+    Text {
+        /// The text.
+        text: String,
+    },
+}
+
+impl Figure {
+    /// The number compared (a median, a size), if the figure is one.
+    pub fn value(&self) -> Option<f64> {
+        match self {
+            Figure::Summary { summary, .. } => Some(summary.median),
+            Figure::Bytes { bytes } => Some(*bytes as f64),
+            Figure::Text { .. } => None,
+        }
+    }
+}
+
+impl fmt::Display for Figure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Figure::Summary { unit, summary } => f.write_str(&format_median(*unit, summary)),
+            Figure::Bytes { bytes } => f.write_str(&format_bytes(*bytes as f64)),
+            Figure::Text { text } => write!(f, "`{text}`"),
+        }
+    }
+}
+
+/// One comparison behind a verdict: a VM-side subject against a container-side reference.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// What is compared ("time to marker", "cgroup peak", "image size", "uname -r").
+    pub metric: String,
+    /// The VM kind, image kind or "container" the subject stands for (how the verdict groups rows).
+    pub group: String,
+    /// The VM kind of the subject, if it is a VM series.
+    pub vm_kind: Option<VmKind>,
+    /// The subject ("qemu-tcg × hello", "debian minbase qcow2").
+    pub subject: String,
+    /// The subject's figure.
+    pub subject_figure: Figure,
+    /// The reference ("container × hello", "host kernel").
+    pub reference: String,
+    /// The reference's figure.
+    pub reference_figure: Figure,
+    /// Subject over reference, where both are numbers.
+    pub ratio: Option<f64>,
+    /// Whether this comparison supports the claim.
+    pub finding: Finding,
+}
+
+/// A claim's verdict and everything behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimVerdict {
+    /// Which claim.
+    pub claim: Claim,
+    /// The testable statement.
+    pub statement: String,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The VM kinds the verdict rests on.
+    pub rests_on: Vec<VmKind>,
+    /// The workload whose series were compared, where series were.
+    pub workload: Option<String>,
+    /// The comparisons that decide the verdict.
+    pub evidence: Vec<Evidence>,
+    /// Further comparisons shown for context (they do not decide the verdict).
+    pub context: Vec<Evidence>,
+    /// Why a figure may not represent other hosts, or rests on little data.
+    pub caveats: Vec<String>,
+}
+
+/// Judges every claim on `results`.
+pub fn judge(results: &Results) -> Vec<ClaimVerdict> {
+    vec![judge_start_time(results), judge_memory(results), judge_image_sizes(results), judge_kernel(results)]
+}
+
+/// A summary a series is compared by, and the metric's name.
+type Metric<'f> = (&'f dyn Fn(&Series) -> Option<Summary>, &'static str);
+
+/// A figure of one side of a comparison.
+#[derive(Debug, Clone)]
+struct Candidate<'a> {
+    name: String,
+    group: String,
+    vm_kind: Option<VmKind>,
+    figure: Figure,
+    series: Option<&'a Series>,
+}
+
+impl Candidate<'_> {
+    fn value(&self) -> f64 {
+        self.figure.value().unwrap_or(f64::NAN)
+    }
+}
+
+/// Which side of a claim a series or image is on.
+fn split<'a>(candidates: Vec<Candidate<'a>>) -> (Vec<Candidate<'a>>, Vec<Candidate<'a>>) {
+    candidates.into_iter().partition(|c| c.vm_kind.is_some())
+}
+
+/// The series of `workload`, as candidates for the summary `get` picks (series without it are left out).
+fn series_candidates<'a>(
+    results: &'a Results,
+    workload: &str,
+    unit: Unit,
+    get: impl Fn(&Series) -> Option<Summary>,
+) -> Vec<Candidate<'a>> {
+    results
+        .series
+        .iter()
+        .filter(|s| s.workload == workload)
+        .filter_map(|s| {
+            let summary = get(s)?;
+            Some(Candidate {
+                name: s.name(),
+                group: s.kind_label().to_owned(),
+                vm_kind: s.vm_kind,
+                figure: Figure::Summary { unit, summary },
+                series: Some(s),
+            })
+        })
+        .collect()
+}
+
+/// The first workload of `preferred` (then any other) that has both a VM and a container series
+/// with the figure `get` picks.
+fn comparable_workload(
+    results: &Results,
+    preferred: &[&str],
+    get: &dyn Fn(&Series) -> Option<Summary>,
+) -> Option<String> {
+    let has = |workload: &str, vm: bool| {
+        results.series.iter().any(|s| s.workload == workload && s.vm_kind.is_some() == vm && get(s).is_some())
+    };
+    let others = results.series.iter().map(|s| s.workload.as_str());
+    preferred.iter().copied().chain(others).find(|w| has(w, true) && has(w, false)).map(str::to_owned)
+}
+
+/// Every VM candidate against every container candidate; `finding` judges (vm value, container value).
+fn pair_up(
+    metric: &str,
+    vms: &[Candidate],
+    containers: &[Candidate],
+    finding: impl Fn(f64, f64) -> Finding,
+) -> Vec<Evidence> {
+    vms.iter()
+        .flat_map(|vm| {
+            containers.iter().map(|c| {
+                let (v, r) = (vm.value(), c.value());
+                Evidence {
+                    metric: metric.to_owned(),
+                    group: vm.group.clone(),
+                    vm_kind: vm.vm_kind,
+                    subject: vm.name.clone(),
+                    subject_figure: vm.figure.clone(),
+                    reference: c.name.clone(),
+                    reference_figure: c.figure.clone(),
+                    ratio: (r > 0.0).then_some(v / r),
+                    finding: finding(v, r),
+                }
+            })
+        })
+        .collect()
+}
+
+/// "Bigger" with the comparability margin: the claim says the VM figure is the larger one.
+fn vm_larger(vm: f64, container: f64) -> Finding {
+    if vm > container * MARGIN {
+        Finding::Supports
+    } else if container > vm * MARGIN {
+        Finding::Contradicts
+    } else {
+        Finding::Comparable
+    }
+}
+
+/// The verdict over decisive `evidence`: holds when every row supports the claim, does not hold when
+/// none does, else holds only for the groups whose rows all support it (or against some references).
+fn verdict_by_group(evidence: &[Evidence]) -> Verdict {
+    if evidence.iter().all(|e| e.finding == Finding::Supports) {
+        return Verdict::Holds;
+    }
+    if evidence.iter().all(|e| e.finding != Finding::Supports) {
+        return Verdict::DoesNotHold;
+    }
+    let mut groups: Vec<&str> = Vec::new();
+    for e in evidence {
+        if !groups.contains(&e.group.as_str()) {
+            groups.push(&e.group);
+        }
+    }
+    let mut holds_for = Vec::new();
+    for group in groups {
+        let rows: Vec<&Evidence> = evidence.iter().filter(|e| e.group == group).collect();
+        if rows.iter().all(|e| e.finding == Finding::Supports) {
+            holds_for.push(group.to_owned());
+            continue;
+        }
+        let mut references: Vec<&str> = Vec::new();
+        for e in &rows {
+            if !references.contains(&e.reference.as_str()) {
+                references.push(&e.reference);
+            }
+        }
+        let supported: Vec<&str> = references
+            .into_iter()
+            .filter(|r| rows.iter().filter(|e| e.reference == *r).all(|e| e.finding == Finding::Supports))
+            .collect();
+        if !supported.is_empty() {
+            holds_for.push(format!("{group}, against {} only", supported.join(", ")));
+        }
+    }
+    Verdict::HoldsOnlyFor(holds_for)
+}
+
+/// The VM kinds in `evidence`, in [`VmKind::ALL`] order.
+fn kinds_of(evidence: &[Evidence]) -> Vec<VmKind> {
+    VmKind::ALL.into_iter().filter(|k| evidence.iter().any(|e| e.vm_kind == Some(*k))).collect()
+}
+
+/// What about this host and these series makes a figure unrepresentative or thin.
+fn caveats(results: &Results, kinds: &[VmKind], series: &[&Series], timing: bool) -> Vec<String> {
+    let mut caveats = Vec::new();
+    let host = &results.host;
+    let facts = &host.facts;
+    let kvm_guests = kinds.iter().any(|k| *k != VmKind::LinuxTcg);
+    if timing && kvm_guests && facts.kvm == KvmFlavour::Pvm {
+        caveats.push(
+            "KVM on this host is kvm_pvm (software nested): guest kernel-mode code is emulated, so VM start \
+             times here are slower than under VMX/SVM hardware virtualisation."
+                .to_owned(),
+        );
+    }
+    if kinds.contains(&VmKind::LinuxTcg) {
+        caveats.push(if timing {
+            "The Linux guest figures come from QEMU's TCG emulator (every guest instruction translated): \
+             far slower than a hardware-virtualised VM; they bound a VM from above, not a typical one."
+                .to_owned()
+        } else {
+            "The Linux guest runs under QEMU's TCG emulator, whose translation cache adds to QEMU's memory.".to_owned()
+        });
+    }
+    if timing && host.nested {
+        caveats.push("This host is itself a virtual machine: its VMs are nested.".to_owned());
+    }
+    let load = host.peak_load();
+    if timing && load > facts.cpus as f64 {
+        caveats.push(format!(
+            "The host was loaded: load average {load:.2} on {} CPUs, so figures include contention.",
+            facts.cpus
+        ));
+    }
+    for s in series {
+        let failures = s.failures();
+        if failures > 0 {
+            let outcomes: Vec<String> = s.outcomes.iter().map(|(o, n)| format!("{n} × {o}")).collect();
+            caveats.push(format!(
+                "{}: {failures} of {} launches did not exit cleanly ({}).",
+                s.name(),
+                s.records.len(),
+                outcomes.join(", ")
+            ));
+        }
+        if s.records.len() < FEW_LAUNCHES {
+            caveats.push(format!("{}: only {} launches; its median is a rough figure.", s.name(), s.records.len()));
+        }
+    }
+    caveats
+}
+
+/// The distinct series behind candidates.
+fn series_of<'a>(candidates: &[&[Candidate<'a>]]) -> Vec<&'a Series> {
+    let mut series: Vec<&Series> = Vec::new();
+    for c in candidates.iter().flat_map(|c| c.iter()) {
+        if let Some(s) = c.series
+            && !series.iter().any(|known| std::ptr::eq(*known, s))
+        {
+            series.push(s);
+        }
+    }
+    series
+}
+
+fn inconclusive(claim: Claim, why: String) -> ClaimVerdict {
+    ClaimVerdict {
+        claim,
+        statement: claim.statement().to_owned(),
+        verdict: Verdict::Inconclusive(why),
+        rests_on: Vec::new(),
+        workload: None,
+        evidence: Vec::new(),
+        context: Vec::new(),
+        caveats: Vec::new(),
+    }
+}
+
+/// Claim 1: median time to the marker of every VM series against every container series (launch to
+/// exit as context; it decides only when no series observed the marker).
+fn judge_start_time(results: &Results) -> ClaimVerdict {
+    let claim = Claim::VmSlowerToStart;
+    let marker = |s: &Series| s.phases.workload_ms;
+    let exit = |s: &Series| s.phases.exit_ms;
+    let ((decisive_get, decisive_metric), (context_get, context_metric)): (Metric, Metric) =
+        if comparable_workload(results, &["hello"], &marker).is_some() {
+            ((&marker, "time to marker"), (&exit, "launch to exit"))
+        } else {
+            ((&exit, "launch to exit"), (&marker, "time to marker"))
+        };
+    let Some(workload) = comparable_workload(results, &["hello", "uname", "idle"], decisive_get) else {
+        return inconclusive(claim, "no workload has both a VM and a container series with start times".to_owned());
+    };
+    let (vms, containers) = split(series_candidates(results, &workload, Unit::Milliseconds, decisive_get));
+    let evidence = pair_up(decisive_metric, &vms, &containers, vm_larger);
+    let (context_vms, context_containers) =
+        split(series_candidates(results, &workload, Unit::Milliseconds, context_get));
+    let context = pair_up(context_metric, &context_vms, &context_containers, vm_larger);
+    let rests_on = kinds_of(&evidence);
+    let caveats = caveats(results, &rests_on, &series_of(&[&vms, &containers]), true);
+    ClaimVerdict {
+        claim,
+        statement: claim.statement().to_owned(),
+        verdict: verdict_by_group(&evidence),
+        rests_on,
+        workload: Some(workload),
+        evidence,
+        context,
+        caveats,
+    }
+}
+
+/// Claim 2: median cgroup peak of every VM series against every container series (PSS, the runtime's
+/// own overhead and the density step's MemAvailable drop per instance as context).
+fn judge_memory(results: &Results) -> ClaimVerdict {
+    let claim = Claim::ContainerUsesLessMemory;
+    let peak = |s: &Series| s.memory.peak_bytes;
+    let Some(workload) = comparable_workload(results, &["idle", "hello", "uname"], &peak) else {
+        return inconclusive(claim, "no workload has both a VM and a container series with a cgroup peak".to_owned());
+    };
+    let (vms, containers) = split(series_candidates(results, &workload, Unit::Bytes, peak));
+    let evidence = pair_up("cgroup peak per instance", &vms, &containers, vm_larger);
+    let mut context = Vec::new();
+    for (metric, name) in [("pss_bytes", "PSS at the marker"), ("overhead_bytes", "runtime/VMM overhead")] {
+        let (v, c) = split(series_candidates(results, &workload, Unit::Bytes, |s| s.memory.get(metric)));
+        context.extend(pair_up(name, &v, &c, vm_larger));
+    }
+    let density: Vec<Candidate> = results
+        .density
+        .iter()
+        .filter_map(|d| {
+            Some(Candidate {
+                name: format!("{} × {} (density, {} instances)", d.backend, d.workload, d.launched),
+                group: d.vm_kind.map_or("container", VmKind::label).to_owned(),
+                vm_kind: d.vm_kind,
+                figure: Figure::Bytes { bytes: d.mem_available_drop_per_instance_bytes?.round() as u64 },
+                series: None,
+            })
+        })
+        .collect();
+    let (dv, dc) = split(density);
+    context.extend(pair_up("host MemAvailable drop per instance", &dv, &dc, vm_larger));
+    let rests_on = kinds_of(&evidence);
+    let caveats = caveats(results, &rests_on, &series_of(&[&vms, &containers]), false);
+    ClaimVerdict {
+        claim,
+        statement: claim.statement().to_owned(),
+        verdict: verdict_by_group(&evidence),
+        rests_on,
+        workload: Some(workload),
+        evidence,
+        context,
+        caveats,
+    }
+}
+
+/// Claim 3: every VM image against every container image; a pair supports the claim when the
+/// container image is below [`GB`] and the VM image at or above it. Grouped by image kind.
+fn judge_image_sizes(results: &Results) -> ClaimVerdict {
+    let claim = Claim::ImageSizes;
+    let candidate = |i: &crate::schema::ImageSize| Candidate {
+        name: i.name.clone(),
+        group: i.kind.label().to_owned(),
+        vm_kind: None,
+        figure: Figure::Bytes { bytes: i.bytes },
+        series: None,
+    };
+    let vm_image = |k: ImageKind| matches!(k, ImageKind::MicroVmKernelInitrd | ImageKind::FullOsVmDisk);
+    let vms: Vec<Candidate> = results.images.iter().filter(|i| vm_image(i.kind)).map(candidate).collect();
+    let containers: Vec<Candidate> =
+        results.images.iter().filter(|i| i.kind == ImageKind::ContainerImage).map(candidate).collect();
+    if vms.is_empty() || containers.is_empty() {
+        let missing = if vms.is_empty() { "VM" } else { "container" };
+        return inconclusive(claim, format!("no {missing} image was measured"));
+    }
+    let gb = GB as f64;
+    let evidence = pair_up("image size", &vms, &containers, |vm, container| {
+        if container < gb && vm >= gb { Finding::Supports } else { Finding::Contradicts }
+    });
+    let compressed = |i: &crate::schema::ImageSize| {
+        Some(Candidate {
+            name: format!("{} (compressed)", i.name),
+            group: i.kind.label().to_owned(),
+            vm_kind: None,
+            figure: Figure::Bytes { bytes: i.compressed_bytes? },
+            series: None,
+        })
+    };
+    let cv: Vec<Candidate> = results.images.iter().filter(|i| vm_image(i.kind)).filter_map(compressed).collect();
+    let cc: Vec<Candidate> =
+        results.images.iter().filter(|i| i.kind == ImageKind::ContainerImage).filter_map(compressed).collect();
+    let context = pair_up("compressed size", &cv, &cc, vm_larger);
+    let mut caveats = Vec::new();
+    let largest_vm = vms.iter().map(Candidate::value).fold(0.0, f64::max);
+    if largest_vm < gb {
+        caveats.push(format!(
+            "The largest VM image measured is {}; larger distributions (desktop or cloud images) would weigh more.",
+            format_bytes(largest_vm)
+        ));
+    }
+    ClaimVerdict {
+        claim,
+        statement: claim.statement().to_owned(),
+        verdict: verdict_by_group(&evidence),
+        rests_on: Vec::new(),
+        workload: None,
+        evidence,
+        context,
+        caveats,
+    }
+}
+
+/// Claim 4: each `uname` console against the host's kernel release. Containers must print the host's
+/// release (else the claim does not hold); the verdict then says for which VM kinds the VM printed
+/// another.
+fn judge_kernel(results: &Results) -> ClaimVerdict {
+    let claim = Claim::KernelSharing;
+    let seen = results.uname_evidence();
+    let mut evidence = Vec::new();
+    let mut caveats = Vec::new();
+    for u in &seen {
+        let (Some(text), Some(uses_host)) = (&u.seen, u.uses_host_kernel) else {
+            caveats.push(format!("{} × uname: no launch printed a release before its marker.", u.backend));
+            continue;
+        };
+        let supports = if u.vm_kind.is_some() { !uses_host } else { uses_host };
+        evidence.push(Evidence {
+            metric: "uname -r".to_owned(),
+            group: u.vm_kind.map_or("container", VmKind::label).to_owned(),
+            vm_kind: u.vm_kind,
+            subject: format!("{} × uname", u.backend),
+            subject_figure: Figure::Text { text: text.clone() },
+            reference: "host kernel".to_owned(),
+            reference_figure: Figure::Text { text: u.host_kernel.clone() },
+            ratio: None,
+            finding: if supports { Finding::Supports } else { Finding::Contradicts },
+        });
+    }
+    let (vm_rows, container_rows): (Vec<Evidence>, Vec<Evidence>) =
+        evidence.iter().cloned().partition(|e| e.vm_kind.is_some());
+    let verdict = if container_rows.is_empty() || vm_rows.is_empty() {
+        let missing = if container_rows.is_empty() { "container" } else { "VM" };
+        Verdict::Inconclusive(format!("no {missing} series of the uname workload printed a release"))
+    } else if container_rows.iter().any(|e| e.finding != Finding::Supports) {
+        Verdict::DoesNotHold
+    } else {
+        verdict_by_group(&vm_rows)
+    };
+    ClaimVerdict {
+        claim,
+        statement: claim.statement().to_owned(),
+        verdict,
+        rests_on: kinds_of(&evidence),
+        workload: Some("uname".to_owned()),
+        evidence,
+        context: Vec::new(),
+        caveats,
+    }
+}
+
+/// The ratio of an evidence row, written for a table ("–" when there is none).
+pub fn ratio_text(evidence: &Evidence) -> String {
+    evidence.ratio.map_or_else(|| "–".to_owned(), format_ratio)
+}
