@@ -21,7 +21,7 @@ use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Outcome, Phases, Record};
 
 use crate::hierarchies::{self, HierarchyError};
-use crate::process::{ChildSetup, MarkerHook, ProcessError, passthrough_outcome, run_helper};
+use crate::process::{ChildSetup, MarkerHook, ProcessError, Streams, passthrough_outcome, run_helper};
 use crate::run::{ToolRun, record};
 
 /// The exit statuses docker and podman use for their own failures (engine error, command not
@@ -294,7 +294,7 @@ impl Instance for EngineInstance {
             _ => None,
         };
         self.launched = true;
-        self.run.start(command, self.client.setup, hook)
+        self.run.start(command, self.client.setup, Streams::Merged, hook)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {

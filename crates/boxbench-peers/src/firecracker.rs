@@ -19,8 +19,8 @@ use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Timeline, Workload};
 use serde_json::{Value, json};
 
-use crate::process::ChildSetup;
-use crate::qemu::{DEFAULT_GUEST_MEMORY_BYTES, GuestKind, guest_outcome};
+use crate::process::{ChildSetup, Streams};
+use crate::qemu::{DEFAULT_GUEST_MEMORY_BYTES, GuestKind, guest_outcome, vmm_messages_note};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
 
@@ -206,11 +206,11 @@ impl Instance for FirecrackerInstance {
             .args(["--level", "Info"])
             .arg("--start-time-us")
             .arg((timeline.started_at().0 / 1000).to_string());
-        self.run.start_with_timeline(timeline, command, ChildSetup::Plain, None)
+        self.run.start_with_timeline(timeline, command, ChildSetup::Plain, Streams::StderrApart, None)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
-        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", self.guest)))
+        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", "", self.guest)))
     }
 
     fn kill(&mut self) -> Result<(), LaunchError> {
@@ -221,18 +221,18 @@ impl Instance for FirecrackerInstance {
     fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
         let stopped = self.run.stop()?;
         let log = fs::read_to_string(&self.log_path).unwrap_or_default();
+        let stderr = stopped.stderr.clone().unwrap_or_default();
         let outcome = match (&outcome, stopped.status) {
             (Outcome::DeadlineExceeded { .. }, _) | (_, None) => outcome,
-            (_, Some(status)) => {
-                let mut text = stopped.console.text.clone();
-                text.push_str(&log);
-                guest_outcome(status, &text, self.guest)
-            }
+            (_, Some(status)) => guest_outcome(status, &stopped.console.text, &format!("{stderr}{log}"), self.guest),
         };
         self.run.remove_cgroup()?;
         let observed =
             Phases { userspace_ms: parse_boot_time_us(&log).map(|us| us as f64 / 1000.0), ..Phases::default() };
-        let notes = std::mem::take(&mut self.notes);
+        let mut notes = std::mem::take(&mut self.notes);
+        if let Some(messages) = vmm_messages_note("Firecracker", &stderr) {
+            notes.push(messages);
+        }
         Ok(record("firecracker", stopped, outcome, observed, None, notes))
     }
 }

@@ -24,7 +24,7 @@ use boxbench_core::{InstanceSpec, Workload};
 use serde_json::{Value, json};
 
 use crate::hierarchies::{self, HierarchyError};
-use crate::process::{ChildSetup, ProcessError, passthrough_outcome, run_helper};
+use crate::process::{ChildSetup, ProcessError, Streams, passthrough_outcome, run_helper};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
 
@@ -375,7 +375,7 @@ impl Instance for OciRuntimeInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
         let mut command = Command::new(&self.binary);
         command.args(self.global_args()).arg("run").arg("--bundle").arg(&self.bundle_dir).arg(&self.id);
-        self.run.start(command, self.setup, None)
+        self.run.start(command, self.setup, Streams::Merged, None)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {

@@ -60,6 +60,25 @@ pub enum ChildSetup {
 /// memory of daemons outside the instance cgroup.
 pub type MarkerHook = Box<dyn FnOnce() + Send>;
 
+/// Which of the tool's output streams are the instance's console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Streams {
+    /// stdout and stderr together, through one pipe (a container's output arrives on both).
+    Merged,
+    /// stdout only (a VM's serial port); the tool's own messages on stderr are kept apart, so that
+    /// a VMM's warning is not taken for the guest's first output.
+    StderrApart,
+}
+
+/// What a tool printed: its console and, when kept apart, its stderr.
+#[derive(Debug, Default)]
+pub struct Output {
+    /// The console, with its first-byte and marker times.
+    pub console: Console,
+    /// The tool's stderr text, when [`Streams::StderrApart`].
+    pub stderr: Option<String>,
+}
+
 /// A running tool process with its console being captured.
 #[derive(Debug)]
 pub struct ToolProcess {
@@ -67,23 +86,31 @@ pub struct ToolProcess {
     child: Child,
     pidfd: OwnedFd,
     console: Option<ConsoleCapture>,
+    stderr: Option<ConsoleCapture>,
     status: Option<ExitStatus>,
 }
 
 impl ToolProcess {
-    /// Starts `command` inside `cgroup`, stdin from /dev/null, stdout and stderr into one pipe
-    /// captured as the console; when the marker appears, `at_marker` runs on the console thread and
-    /// the proportional set size of the cgroup's processes is sampled.
+    /// Starts `command` inside `cgroup`, stdin from /dev/null, its console (see [`Streams`]) through
+    /// a pipe; when the marker appears, `at_marker` runs on the console thread and the proportional
+    /// set size of the cgroup's processes is sampled.
     pub fn spawn(
         tool: &str,
         mut command: Command,
         cgroup: &Arc<InstanceCgroup>,
         setup: ChildSetup,
+        streams: Streams,
         at_marker: Option<MarkerHook>,
     ) -> Result<Self, ProcessError> {
-        let (read_end, write_end) =
-            console_pipe().map_err(|source| ProcessError::Pipe { tool: tool.into(), source })?;
-        let stderr_end = write_end.try_clone().map_err(|source| ProcessError::Pipe { tool: tool.into(), source })?;
+        let pipe_error = |source| ProcessError::Pipe { tool: tool.into(), source };
+        let (read_end, write_end) = console_pipe().map_err(pipe_error)?;
+        let (stderr_read, stderr_end) = match streams {
+            Streams::Merged => (None, write_end.try_clone().map_err(pipe_error)?),
+            Streams::StderrApart => {
+                let (read, write) = console_pipe().map_err(pipe_error)?;
+                (Some(read), write)
+            }
+        };
         let procs_path = cgroup.path().join("cgroup.procs");
         let procs = OpenOptions::new()
             .write(true)
@@ -114,7 +141,7 @@ impl ToolProcess {
             }
         };
         // From here on, dropping `this` on an error path kills and reaps the child.
-        let mut this = Self { tool: tool.to_owned(), child, pidfd, console: None, status: None };
+        let mut this = Self { tool: tool.to_owned(), child, pidfd, console: None, stderr: None, status: None };
         let sampled = Arc::clone(cgroup);
         let on_marker = move || {
             let pss = total_pss_bytes(&sampled.pids());
@@ -126,6 +153,12 @@ impl ToolProcess {
         let console = ConsoleCapture::spawn(File::from(read_end), READY_MARKER, on_marker)
             .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
         this.console = Some(console);
+        if let Some(stderr_read) = stderr_read {
+            // The marker never matters on stderr; the capture is only its reader.
+            let stderr = ConsoleCapture::spawn(File::from(stderr_read), READY_MARKER, || None)
+                .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
+            this.stderr = Some(stderr);
+        }
         Ok(this)
     }
 
@@ -161,10 +194,13 @@ impl ToolProcess {
         }
     }
 
-    /// Waits for the console's end of file and returns what it showed; call after the tool exited
-    /// and everything that held its output is gone.
-    pub fn take_console(&mut self) -> Console {
-        self.console.take().map(ConsoleCapture::join).unwrap_or_default()
+    /// Waits for the console's (and a separate stderr's) end of file and returns what they showed;
+    /// call after the tool exited and everything that held its output is gone.
+    pub fn take_output(&mut self) -> Output {
+        Output {
+            console: self.console.take().map(ConsoleCapture::join).unwrap_or_default(),
+            stderr: self.stderr.take().map(|capture| capture.join().text),
+        }
     }
 
     fn wait_error(&self, source: io::Error) -> ProcessError {

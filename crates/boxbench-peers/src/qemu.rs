@@ -26,7 +26,7 @@ use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, READY_MARKER, Record, Workload};
 
-use crate::process::ChildSetup;
+use crate::process::{ChildSetup, Streams};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
 
@@ -213,9 +213,11 @@ impl QemuLauncher {
         if spec.memory_limit_bytes.is_none() {
             notes.push(format!("guest memory {} MiB (boxbench's default)", DEFAULT_GUEST_MEMORY_BYTES >> 20));
         }
-        notes.push(
-            "memory.peak_bytes is QEMU's cgroup (guest pages touched, device state, TCG translation cache)".to_owned(),
-        );
+        notes.push(if self.use_kvm {
+            "memory.peak_bytes is QEMU's cgroup (guest pages touched, device state)".to_owned()
+        } else {
+            "memory.peak_bytes is QEMU's cgroup (guest pages touched, device state, TCG translation cache)".to_owned()
+        });
         notes
     }
 }
@@ -285,12 +287,13 @@ impl fmt::Debug for QemuInstance {
     }
 }
 
-/// How a QEMU run ended, from its exit status and what the guest printed.
-pub(crate) fn guest_outcome(status: ExitStatus, console: &str, guest: GuestKind) -> Outcome {
+/// How a VM run ended, from the VMM's exit status, what the guest printed on its console and what
+/// the VMM itself printed (its stderr or log).
+pub(crate) fn guest_outcome(status: ExitStatus, console: &str, vmm_messages: &str, guest: GuestKind) -> Outcome {
     if !status.success() {
-        let reason = console
+        let reason = vmm_messages
             .lines()
-            .rev()
+            .chain(console.lines())
             .find(|l| l.starts_with("qemu-system") || l.contains("Error"))
             .map_or_else(|| format!("the VMM exited with {status}"), |l| l.trim().to_owned());
         return Outcome::Failed { reason };
@@ -312,13 +315,13 @@ impl Instance for QemuInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
         let mut command = Command::new(&self.binary);
         command.args(&self.args);
-        self.run.start(command, ChildSetup::Plain, None)
+        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, None)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
         // The outcome depends on the console, which is complete only in `finish`; a provisional
         // status-based one is returned here and refined there.
-        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", self.guest)))
+        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", "", self.guest)))
     }
 
     fn kill(&mut self) -> Result<(), LaunchError> {
@@ -328,14 +331,30 @@ impl Instance for QemuInstance {
 
     fn finish(mut self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
         let stopped = self.run.stop()?;
+        let stderr = stopped.stderr.clone().unwrap_or_default();
         let outcome = match (&outcome, stopped.status) {
             (Outcome::DeadlineExceeded { .. }, _) | (_, None) => outcome,
-            (_, Some(status)) => guest_outcome(status, &stopped.console.text, self.guest),
+            (_, Some(status)) => guest_outcome(status, &stopped.console.text, &stderr, self.guest),
         };
         self.run.remove_cgroup()?;
-        let notes = std::mem::take(&mut self.notes);
+        let mut notes = std::mem::take(&mut self.notes);
+        if let Some(messages) = vmm_messages_note("QEMU", &stderr) {
+            notes.push(messages);
+        }
         Ok(record(self.backend, stopped, outcome, Phases::default(), None, notes))
     }
+}
+
+/// A note quoting what the VMM printed on its stderr (first lines), if anything.
+pub(crate) fn vmm_messages_note(vmm: &str, stderr: &str) -> Option<String> {
+    let lines: Vec<&str> = stderr.lines().map(str::trim).filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        return None;
+    }
+    let shown: Vec<&str> = lines.iter().take(3).copied().collect();
+    let more =
+        if lines.len() > shown.len() { format!(" (+{} more lines)", lines.len() - shown.len()) } else { String::new() };
+    Some(format!("{vmm} stderr: {}{more}", shown.join(" | ")))
 }
 
 #[cfg(test)]
@@ -401,17 +420,31 @@ mod tests {
     fn outcomes_from_status_and_console() {
         let ok = ExitStatus::from_raw(0);
         let linux = "[ 1.0] Run /init\nBOXBENCH_READY\nBOXBENCH_EXIT_STATUS=3\n[ 1.2] reboot: Restarting system\n";
-        assert_eq!(guest_outcome(ok, linux, GuestKind::Linux), Outcome::Exited { code: 3 });
+        assert_eq!(guest_outcome(ok, linux, "", GuestKind::Linux), Outcome::Exited { code: 3 });
         let panic = "[ 0.5] Kernel panic - not syncing: VFS: Unable to mount root fs\n";
         assert!(
-            matches!(guest_outcome(ok, panic, GuestKind::Linux), Outcome::Failed { reason } if reason.contains("Kernel panic"))
+            matches!(guest_outcome(ok, panic, "", GuestKind::Linux), Outcome::Failed { reason } if reason.contains("Kernel panic"))
         );
         assert_eq!(
-            guest_outcome(ok, "boxbench-guest cpus=1\nBOXBENCH_READY\n", GuestKind::Boxbench),
+            guest_outcome(ok, "boxbench-guest cpus=1\nBOXBENCH_READY\n", "", GuestKind::Boxbench),
             Outcome::Exited { code: 0 }
         );
-        let failed =
-            guest_outcome(ExitStatus::from_raw(1 << 8), "qemu-system-x86_64: -accel kvm: no KVM\n", GuestKind::Linux);
+        let failed = guest_outcome(
+            ExitStatus::from_raw(1 << 8),
+            "",
+            "qemu-system-x86_64: -accel kvm: no KVM\n",
+            GuestKind::Linux,
+        );
         assert_eq!(failed, Outcome::Failed { reason: "qemu-system-x86_64: -accel kvm: no KVM".into() });
+    }
+
+    #[test]
+    fn vmm_warnings_become_one_note() {
+        assert_eq!(vmm_messages_note("QEMU", "\n"), None);
+        let stderr = "qemu-system-x86_64: warning: a\nb\nc\nd\n";
+        assert_eq!(
+            vmm_messages_note("QEMU", stderr).unwrap(),
+            "QEMU stderr: qemu-system-x86_64: warning: a | b | c (+1 more lines)"
+        );
     }
 }

@@ -10,7 +10,7 @@ use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::console::Console;
 use boxbench_core::{LaunchError, MemoryUsage, Outcome, Phases, Record, Timeline};
 
-use crate::process::{ChildSetup, MarkerHook, ToolProcess};
+use crate::process::{ChildSetup, MarkerHook, Streams, ToolProcess};
 
 /// How long a killed tool has to exit before finishing gives up on it.
 const KILL_GRACE: Duration = Duration::from_secs(5);
@@ -31,8 +31,10 @@ pub enum RunError {
 pub struct Stopped {
     /// The timeline of the launch.
     pub timeline: Timeline,
-    /// The console (stdout and stderr of the tool).
+    /// The console (see [`Streams`]).
     pub console: Console,
+    /// The tool's stderr, when kept apart from the console.
+    pub stderr: Option<String>,
     /// The instance cgroup's memory peak.
     pub peak_bytes: Option<u64>,
     /// How the tool exited (`None` if it could not be reaped even after being killed).
@@ -70,9 +72,10 @@ impl ToolRun {
         &mut self,
         command: Command,
         setup: ChildSetup,
+        streams: Streams,
         at_marker: Option<MarkerHook>,
     ) -> Result<(), LaunchError> {
-        self.start_with_timeline(Timeline::start(), command, setup, at_marker)
+        self.start_with_timeline(Timeline::start(), command, setup, streams, at_marker)
     }
 
     /// Starts the tool in the cgroup with a timeline the caller started (a tool that is told when
@@ -82,6 +85,7 @@ impl ToolRun {
         timeline: Timeline,
         command: Command,
         setup: ChildSetup,
+        streams: Streams,
         at_marker: Option<MarkerHook>,
     ) -> Result<(), LaunchError> {
         if self.timeline.is_some() {
@@ -89,8 +93,8 @@ impl ToolRun {
         }
         let cgroup = self.cgroup.as_ref().ok_or_else(|| self.not_launched())?;
         self.timeline = Some(timeline);
-        let process =
-            ToolProcess::spawn(&self.backend, command, cgroup, setup, at_marker).map_err(LaunchError::backend)?;
+        let process = ToolProcess::spawn(&self.backend, command, cgroup, setup, streams, at_marker)
+            .map_err(LaunchError::backend)?;
         self.process = Some(process);
         Ok(())
     }
@@ -127,8 +131,8 @@ impl ToolRun {
         if let Some(cgroup) = &self.cgroup {
             cgroup.kill_all();
         }
-        let console = process.take_console();
-        Ok(Stopped { timeline, console, peak_bytes, status })
+        let output = process.take_output();
+        Ok(Stopped { timeline, console: output.console, stderr: output.stderr, peak_bytes, status })
     }
 
     /// Removes the instance cgroup (after the backend removed what it nested in it).
