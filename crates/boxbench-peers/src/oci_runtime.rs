@@ -79,6 +79,11 @@ fn io_error(path: &Path) -> impl FnOnce(io::Error) -> OciRuntimeError + '_ {
     move |source| OciRuntimeError::Io { path: path.to_owned(), source }
 }
 
+/// A missing or unusable runtime: the host cannot run this backend.
+fn unsupported(e: ToolError) -> LaunchError {
+    LaunchError::Unsupported(OciRuntimeError::Tool(e).to_string())
+}
+
 static NEXT_CONTAINER: AtomicU64 = AtomicU64::new(0);
 
 /// crun or runc as a boxbench backend.
@@ -94,14 +99,13 @@ pub struct OciRuntimeLauncher {
 impl OciRuntimeLauncher {
     /// The runtime found on `PATH`.
     pub fn new(runtime: OciRuntime) -> Result<Self, LaunchError> {
-        let tool = Tool::find(runtime.name(), runtime.debian_package())
-            .map_err(|e| LaunchError::Unsupported(e.to_string()))?;
+        let tool = Tool::find(runtime.name(), runtime.debian_package()).map_err(unsupported)?;
         Self::with_tool(runtime, tool)
     }
 
     /// The runtime at `binary`.
     pub fn with_binary(runtime: OciRuntime, binary: &Path) -> Result<Self, LaunchError> {
-        let tool = Tool::at(runtime.name(), binary).map_err(|e| LaunchError::Unsupported(e.to_string()))?;
+        let tool = Tool::at(runtime.name(), binary).map_err(unsupported)?;
         Self::with_tool(runtime, tool)
     }
 
