@@ -319,7 +319,8 @@ fn vm_larger(vm: f64, container: f64) -> Finding {
 }
 
 /// The verdict over decisive `evidence`: holds when every row supports the claim, does not hold when
-/// none does, else holds only for the groups whose rows all support it (or against some references).
+/// none does, else holds only for the groups whose rows all support it, or within a group for the
+/// subjects whose rows all do, or for a subject against the references it beats.
 fn verdict_by_group(evidence: &[Evidence]) -> Verdict {
     if evidence.iter().all(|e| e.finding == Finding::Supports) {
         return Verdict::Holds;
@@ -327,12 +328,7 @@ fn verdict_by_group(evidence: &[Evidence]) -> Verdict {
     if evidence.iter().all(|e| e.finding != Finding::Supports) {
         return Verdict::DoesNotHold;
     }
-    let mut groups: Vec<&str> = Vec::new();
-    for e in evidence {
-        if !groups.contains(&e.group.as_str()) {
-            groups.push(&e.group);
-        }
-    }
+    let groups = distinct(evidence.iter().map(|e| e.group.as_str()));
     let mut holds_for = Vec::new();
     for group in groups {
         let rows: Vec<&Evidence> = evidence.iter().filter(|e| e.group == group).collect();
@@ -340,21 +336,36 @@ fn verdict_by_group(evidence: &[Evidence]) -> Verdict {
             holds_for.push(group.to_owned());
             continue;
         }
-        let mut references: Vec<&str> = Vec::new();
-        for e in &rows {
-            if !references.contains(&e.reference.as_str()) {
-                references.push(&e.reference);
+        let subjects = distinct(rows.iter().map(|e| e.subject.as_str()));
+        for subject in &subjects {
+            // One subject stands for its whole group: name the group, as the claim talks about kinds.
+            let name = if subjects.len() == 1 { group.to_owned() } else { format!("{subject} ({group})") };
+            let subject_rows: Vec<&&Evidence> = rows.iter().filter(|e| e.subject == *subject).collect();
+            if subject_rows.iter().all(|e| e.finding == Finding::Supports) {
+                holds_for.push(name);
+                continue;
             }
-        }
-        let supported: Vec<&str> = references
-            .into_iter()
-            .filter(|r| rows.iter().filter(|e| e.reference == *r).all(|e| e.finding == Finding::Supports))
-            .collect();
-        if !supported.is_empty() {
-            holds_for.push(format!("{group}, against {} only", supported.join(", ")));
+            let supported: Vec<&str> = distinct(subject_rows.iter().map(|e| e.reference.as_str()))
+                .into_iter()
+                .filter(|r| subject_rows.iter().filter(|e| e.reference == *r).all(|e| e.finding == Finding::Supports))
+                .collect();
+            if !supported.is_empty() {
+                holds_for.push(format!("{name}, against {} only", supported.join(", ")));
+            }
         }
     }
     Verdict::HoldsOnlyFor(holds_for)
+}
+
+/// Each item once, in order of first appearance.
+fn distinct<'a>(items: impl Iterator<Item = &'a str>) -> Vec<&'a str> {
+    let mut seen: Vec<&str> = Vec::new();
+    for item in items {
+        if !seen.contains(&item) {
+            seen.push(item);
+        }
+    }
+    seen
 }
 
 /// The VM kinds in `evidence`, in [`VmKind::ALL`] order.

@@ -24,6 +24,19 @@ pub fn host_document(results: &Results) -> Document {
         "Each claim of container tutorials is stated so the data can test it; the verdict is derived from \
          the figures below (medians within 10% count as comparable), and says which kind of VM it rests on.",
     );
+    let summary = verdicts
+        .iter()
+        .map(|v| {
+            let kinds: Vec<&str> = v.rests_on.iter().map(|k| k.label()).collect();
+            vec![
+                v.claim.number().to_string(),
+                v.statement.clone(),
+                format!("**{}**", v.verdict),
+                if kinds.is_empty() { "–".to_owned() } else { kinds.join("; ") },
+            ]
+        })
+        .collect();
+    doc.table(&["#", "claim", "verdict", "rests on"], summary);
     for verdict in &verdicts {
         claim_section(&mut doc, verdict);
     }
@@ -202,13 +215,13 @@ fn claim_section(doc: &mut Document, verdict: &ClaimVerdict) {
     }
     doc.list(facts);
     doc.table(
-        &["metric", "subject", "figure", "against", "figure", "ratio", "finding"],
+        &["metric", "subject", "stands for", "figure", "against", "figure", "ratio", "finding"],
         evidence_rows(&verdict.evidence),
     );
     if !verdict.context.is_empty() {
         doc.paragraph("Also measured (context, not deciding the verdict):");
         doc.table(
-            &["metric", "subject", "figure", "against", "figure", "ratio", "finding"],
+            &["metric", "subject", "stands for", "figure", "against", "figure", "ratio", "finding"],
             evidence_rows(&verdict.context),
         );
     }
@@ -224,7 +237,8 @@ fn evidence_rows(evidence: &[Evidence]) -> Vec<Vec<String>> {
         .map(|e| {
             vec![
                 e.metric.clone(),
-                format!("{} ({})", e.subject, e.group),
+                e.subject.clone(),
+                e.group.clone(),
                 e.subject_figure.to_string(),
                 e.reference.clone(),
                 e.reference_figure.to_string(),
@@ -315,7 +329,7 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
         .iter()
         .zip(host_dirs)
         .zip(&hosts.hosts)
-        .map(|((name, dir), r)| format!("**{name}**: {} — full report in `{dir}/report.html`", r.host_line()))
+        .map(|((name, dir), r)| format!("**{name}**: {} — full report in `{dir}/report.html`", r.host.facts.label()))
         .collect();
     doc.list(links);
 

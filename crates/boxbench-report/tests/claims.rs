@@ -201,6 +201,12 @@ fn image_sizes_every_branch() {
     assert_eq!(v.verdict, Verdict::HoldsOnlyFor(vec![ImageKind::FullOsVmDisk.label().to_owned()]));
     assert_eq!(v.context.len(), 2, "compressed sizes are context");
 
+    // Two disks of the same kind, one above 1 GB and one below: the verdict names the one.
+    r.images.push(image("qcow2", ImageKind::FullOsVmDisk, 350 * MIB));
+    let v = verdict_of(&r, Claim::ImageSizes);
+    assert_eq!(v.verdict, Verdict::HoldsOnlyFor(vec!["disk (full-OS VM disk)".to_owned()]));
+    r.images.pop();
+
     r.images[2].bytes = 400 * MIB;
     let v = verdict_of(&r, Claim::ImageSizes);
     assert_eq!(v.verdict, Verdict::DoesNotHold);
@@ -261,5 +267,9 @@ fn full_results_verdicts_follow_the_data() {
         }
         other => panic!("unexpected {other:?}"),
     }
+    assert_eq!(
+        verdicts[2].verdict,
+        Verdict::HoldsOnlyFor(vec!["debian minbase raw ext4 (full-OS VM disk)".to_owned()])
+    );
     assert_eq!(verdicts[3].verdict, Verdict::Holds);
 }
