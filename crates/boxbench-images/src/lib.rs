@@ -32,7 +32,6 @@ pub mod cpio;
 pub mod debian;
 pub mod kernel;
 pub mod lock;
-pub mod microvm_kernel;
 pub mod oci;
 pub mod progress;
 pub mod rootfs;
@@ -44,6 +43,7 @@ use std::fs;
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use boxbench_core::ImagePaths;
 use flate2::Compression;
@@ -148,12 +148,19 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
     move |source| ImageError::Io { path: path.to_owned(), source }
 }
 
+/// A name beside `path` for a temporary file, unique to this process and call (threads of one
+/// process may write the same file).
+fn temporary_sibling(path: &Path) -> PathBuf {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let mut name = path.as_os_str().to_owned();
+    name.push(format!(".tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
+    PathBuf::from(name)
+}
+
 /// Writes `bytes` to `path` through a temporary file renamed into place, so a reader never sees a
 /// half-written file.
 pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
+    let tmp = temporary_sibling(path);
     let result = fs::File::create(&tmp).and_then(|mut f| f.write_all(bytes)).and_then(|_| fs::rename(&tmp, path));
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -163,19 +170,16 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()>
 
 /// Writes `path` through a temporary file: `fill` writes the content, which is renamed into place
 /// only if it succeeded.
-fn write_file_with<E: From<ImageError>>(
+fn write_file_with(
     path: &Path,
-    fill: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), E>,
-) -> Result<(), E> {
-    let mut tmp_name = path.as_os_str().to_owned();
-    tmp_name.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp_name);
+    fill: impl FnOnce(&mut BufWriter<fs::File>) -> Result<(), ImageError>,
+) -> Result<(), ImageError> {
+    let tmp = temporary_sibling(path);
     let result = (|| {
         let mut writer = BufWriter::new(fs::File::create(&tmp).map_err(io_err(&tmp))?);
         fill(&mut writer)?;
         writer.flush().map_err(io_err(&tmp))?;
-        fs::rename(&tmp, path).map_err(io_err(path))?;
-        Ok(())
+        fs::rename(&tmp, path).map_err(io_err(path))
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -327,15 +331,15 @@ impl ImageBuilder {
             progress.step(artefact::DEBIAN_KERNEL, StepState::WaitingForLock)
         })?;
         let existing = kernel::fetched(&self.out_dir);
-        let package = match (kernel::resolve(&self.cache_dir), existing) {
+        let package = match (kernel::resolve(&self.cache_dir), existing.as_ref()) {
             (Ok(package), _) => package,
             (Err(_), Some(existing)) => {
                 progress.step(artefact::DEBIAN_KERNEL, StepState::UpToDate);
-                return Ok(existing);
+                return Ok(existing.clone());
             }
             (Err(err), None) => return Err(err.into()),
         };
-        if let Some(existing) = kernel::fetched(&self.out_dir).filter(|k| k.package == package) {
+        if let Some(existing) = existing.filter(|k| k.package == package) {
             progress.step(artefact::DEBIAN_KERNEL, StepState::UpToDate);
             return Ok(existing);
         }
@@ -368,8 +372,8 @@ impl ImageBuilder {
             // The modules tree never changes once unpacked, and gzipping 90 MB takes a while: its
             // measurement is kept beside it.
             let cached = self.out_dir.join(kernel::UNPACK_DIR).join(kernel::MODULES_SIZE_CACHE);
-            let size = match fs::read(&cached).ok().and_then(|b| serde_json::from_slice(&b).ok()) {
-                Some(size) => size,
+            let size = match fs::read(&cached).ok().and_then(|b| serde_json::from_slice::<ArtefactSize>(&b).ok()) {
+                Some(size) => ArtefactSize { path: kernel.modules_dir.clone(), ..size },
                 None => {
                     let size = sizes::directory(artefact::DEBIAN_KERNEL_MODULES, &kernel.modules_dir)?;
                     let json = serde_json::to_vec(&size).map_err(|e| io_err(&cached)(e.into()))?;
