@@ -32,6 +32,7 @@ pub mod cpio;
 pub mod debian;
 pub mod kernel;
 pub mod lock;
+pub mod microvm_kernel;
 pub mod oci;
 pub mod progress;
 pub mod rootfs;
