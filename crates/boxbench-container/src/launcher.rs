@@ -238,6 +238,7 @@ impl Prepared {
             steps.push(Step::NoNewPrivs);
         }
         steps.push(Step::SetIds { uid: source.uid, gid: source.gid });
+        steps.push(Step::ResetSignals);
         steps.push(Step::Chdir(c_string("working directory", &source.cwd)?));
 
         let exec = ExecSpec {

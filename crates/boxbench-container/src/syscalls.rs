@@ -51,7 +51,23 @@ pub trait Syscalls {
     /// Writes "0" (the calling task) to an open cgroup `tasks` or `cgroup.procs` file: the caller
     /// joins that cgroup.
     fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno>;
+    /// Unblocks every signal and sets every disposition to the default (an ignored signal stays
+    /// ignored across execve, and the parent ignores SIGPIPE as every Rust program does).
+    fn reset_signals(&self) -> Result<(), Errno>;
 }
+
+/// The kernel's `struct sigaction` as x86-64 lays it out, for rt_sigaction(2) without glibc,
+/// whose wrapper refuses the signals it reserves for itself.
+#[repr(C)]
+struct KernelSigaction {
+    handler: libc::sighandler_t,
+    flags: libc::c_ulong,
+    restorer: usize,
+    mask: u64,
+}
+
+/// The highest signal number of the kernel's 64-bit signal set.
+const LAST_SIGNAL: libc::c_int = 64;
 
 /// The real system calls.
 #[derive(Debug, Clone, Copy, Default)]
@@ -135,6 +151,39 @@ impl Syscalls for LinuxSyscalls {
         let written = Errno::result(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })?;
         if written == 1 { Ok(()) } else { Err(Errno::EIO) }
     }
+
+    fn reset_signals(&self) -> Result<(), Errno> {
+        let default = KernelSigaction { handler: libc::SIG_DFL, flags: 0, restorer: 0, mask: 0 };
+        let sigset_bytes = std::mem::size_of::<u64>();
+        for signal in 1..=LAST_SIGNAL {
+            if signal == libc::SIGKILL || signal == libc::SIGSTOP {
+                continue;
+            }
+            // SAFETY: `default` is a live kernel-layout sigaction; the old action is not asked for.
+            let res = unsafe {
+                libc::syscall(
+                    libc::SYS_rt_sigaction,
+                    signal,
+                    &default as *const KernelSigaction,
+                    std::ptr::null_mut::<KernelSigaction>(),
+                    sigset_bytes,
+                )
+            };
+            Errno::result(res)?;
+        }
+        let empty: u64 = 0;
+        // SAFETY: sets the mask from a live 64-bit set; the old mask is not asked for.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_rt_sigprocmask,
+                libc::SIG_SETMASK,
+                &empty as *const u64,
+                std::ptr::null_mut::<u64>(),
+                sigset_bytes,
+            )
+        };
+        Errno::result(res).map(drop)
+    }
 }
 
 /// A descriptor the child receives from the parent, known by its role; the parent fills in the
@@ -199,6 +248,8 @@ pub enum Step {
     SetIds { uid: u32, gid: u32 },
     /// Join the instance's cgroup through its membership file.
     JoinCgroup,
+    /// Default dispositions and an empty mask for every signal.
+    ResetSignals,
 }
 
 impl Step {
@@ -225,6 +276,7 @@ impl Step {
             Step::NoNewPrivs => sys.set_no_new_privs(),
             Step::SetIds { uid, gid } => sys.set_ids(*uid, *gid),
             Step::JoinCgroup => sys.join_cgroup(fds.get(ChildFd::Cgroup)),
+            Step::ResetSignals => sys.reset_signals(),
         }
     }
 
@@ -253,6 +305,7 @@ impl Step {
             Step::NoNewPrivs => "set no_new_privs".to_owned(),
             Step::SetIds { uid, gid } => format!("become uid {uid} gid {gid}"),
             Step::JoinCgroup => "join the instance's cgroup".to_owned(),
+            Step::ResetSignals => "reset signal dispositions and mask".to_owned(),
         }
     }
 }
@@ -347,6 +400,9 @@ pub(crate) mod recording {
         }
         fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
             self.record(format!("join_cgroup {procs}"))
+        }
+        fn reset_signals(&self) -> Result<(), Errno> {
+            self.record("reset_signals".to_owned())
         }
     }
 }

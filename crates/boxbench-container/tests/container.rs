@@ -396,3 +396,11 @@ fn a_limit_too_small_to_start_in_is_out_of_memory() {
     let record = env.run(&spec);
     assert_eq!(record.outcome, Outcome::OutOfMemory, "console: {}", record.console);
 }
+
+#[test]
+fn the_workload_starts_with_default_signal_handling() {
+    let Some(env) = env() else { return };
+    // Rust ignores SIGPIPE in boxbench itself; the workload must not inherit that, nor a blocked mask.
+    let record = env.run(&env.rootfs_spec(command(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])));
+    assert_eq!(record.console, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
+}
