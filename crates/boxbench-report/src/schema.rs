@@ -270,11 +270,6 @@ impl VmKind {
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
         }
     }
-
-    /// True for the kinds that boot a full Linux kernel.
-    pub fn is_linux(self) -> bool {
-        matches!(self, VmKind::LinuxHardware | VmKind::LinuxTcg | VmKind::LinuxPvmEmulated)
-    }
 }
 
 impl fmt::Display for VmKind {
