@@ -57,7 +57,7 @@ pub use cpio::CpioError;
 pub use debian::DebianError;
 pub use kernel::{DebianKernel, KernelError};
 pub use lock::LockError;
-pub use oci::{OciError, OciImage};
+pub use oci::OciError;
 pub use progress::{NoProgress, Progress, StepState};
 pub use rootfs::RootfsError;
 pub use sizes::{ArtefactSize, SizeError};

@@ -45,21 +45,6 @@ fn spec_err(document: &'static str) -> impl FnOnce(OciSpecError) -> OciError {
     move |source| OciError::Spec { document, source }
 }
 
-/// The digests of a written image layout.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OciImage {
-    /// The layout directory.
-    pub layout: PathBuf,
-    /// `sha256:…` of the manifest (the image's identity).
-    pub manifest_digest: String,
-    /// `sha256:…` of the image configuration.
-    pub config_digest: String,
-    /// `sha256:…` of the compressed layer blob.
-    pub layer_digest: String,
-    /// `sha256:…` of the uncompressed layer (the configuration's `rootfs.diff_ids[0]`).
-    pub diff_id: String,
-}
-
 /// A writer that hashes and counts what passes through it.
 struct HashingWriter<W> {
     inner: W,
@@ -125,7 +110,7 @@ fn write_layer(blobs: &Path, rootfs_tar: &Path) -> Result<(Descriptor, String), 
 }
 
 /// Writes the image layout of the layer `rootfs_tar` into `dest` (which must not exist).
-pub(crate) fn write_layout(rootfs_tar: &Path, dest: &Path) -> Result<OciImage, OciError> {
+pub(crate) fn write_layout(rootfs_tar: &Path, dest: &Path) -> Result<(), OciError> {
     let blobs = dest.join("blobs/sha256");
     fs::create_dir_all(&blobs).map_err(io_err(&blobs))?;
     let (layer, diff_id) = write_layer(&blobs, rootfs_tar)?;
@@ -140,13 +125,7 @@ pub(crate) fn write_layout(rootfs_tar: &Path, dest: &Path) -> Result<OciImage, O
         .architecture(Arch::Amd64)
         .os(Os::Linux)
         .config(run_config)
-        .rootfs(
-            RootFsBuilder::default()
-                .typ("layers")
-                .diff_ids(vec![diff_id.clone()])
-                .build()
-                .map_err(spec_err("rootfs"))?,
-        )
+        .rootfs(RootFsBuilder::default().typ("layers").diff_ids(vec![diff_id]).build().map_err(spec_err("rootfs"))?)
         .build()
         .map_err(spec_err("image config"))?;
     let config_json = config.to_string().map_err(spec_err("image config"))?;
@@ -155,8 +134,8 @@ pub(crate) fn write_layout(rootfs_tar: &Path, dest: &Path) -> Result<OciImage, O
     let manifest = ImageManifestBuilder::default()
         .schema_version(2u32)
         .media_type(MediaType::ImageManifest)
-        .config(config_descriptor.clone())
-        .layers(vec![layer.clone()])
+        .config(config_descriptor)
+        .layers(vec![layer])
         .build()
         .map_err(spec_err("manifest"))?;
     let manifest_json = manifest.to_string().map_err(spec_err("manifest"))?;
@@ -181,11 +160,5 @@ pub(crate) fn write_layout(rootfs_tar: &Path, dest: &Path) -> Result<OciImage, O
     let layout_path = dest.join("oci-layout");
     fs::write(&layout_path, layout.to_string().map_err(spec_err("oci-layout"))?).map_err(io_err(&layout_path))?;
 
-    Ok(OciImage {
-        layout: dest.to_owned(),
-        manifest_digest: manifest_descriptor.digest().to_string(),
-        config_digest: config_descriptor.digest().to_string(),
-        layer_digest: layer.digest().to_string(),
-        diff_id,
-    })
+    Ok(())
 }
