@@ -35,6 +35,11 @@ pub const BACKEND_NAME: &str = "microvm";
 pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's instruction emulator here: a stock Linux \
                                         kernel does not boot in useful time; use --force to try anyway";
 
+/// What `overhead_bytes` means for this backend (see [`crate::vmm_memory`]), as the record says it.
+pub const OVERHEAD_DEFINITION: &str = "overhead_bytes: the VMM child's private resident memory outside guest RAM \
+                                       (smaps Private_Clean + Private_Dirty); pages it shares copy-on-write with \
+                                       boxbench, its parent, are not counted";
+
 /// Which guest the VM boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GuestKind {
@@ -371,6 +376,10 @@ impl Finished {
             ));
         }
         let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
+        let overhead_bytes = marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0);
+        if overhead_bytes.is_some() {
+            notes.push(OVERHEAD_DEFINITION.to_owned());
+        }
         Record {
             backend: BACKEND_NAME.to_owned(),
             phases: Phases {
@@ -383,11 +392,7 @@ impl Finished {
             exit_code: outcome.exit_code(),
             outcome,
             console: console.text,
-            memory: MemoryUsage {
-                peak_bytes,
-                pss_bytes: pss_bytes.filter(|&b| b > 0),
-                overhead_bytes: marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0),
-            },
+            memory: MemoryUsage { peak_bytes, pss_bytes: pss_bytes.filter(|&b| b > 0), overhead_bytes },
             notes,
         }
     }

@@ -85,6 +85,37 @@ fn tiny_guest_runs_to_a_clean_reboot_with_every_phase() {
 }
 
 #[test]
+fn overhead_does_not_grow_with_the_parents_memory() {
+    if let Some(why) = common::launcher_unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = common::write(dir.path(), "bzImage", &common::bzimage(Behaviour::Reboot));
+    let overhead = || {
+        let record = launch_once(&launcher(), &spec(kernel.clone(), Duration::from_secs(20))).unwrap();
+        assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "{}", record.console);
+        assert!(record.notes.iter().any(|n| n.starts_with("overhead_bytes: ")), "{:?}", record.notes);
+        record.memory.overhead_bytes.unwrap()
+    };
+    let alone = overhead();
+    // 64 MiB written in the parent: the forked VMM child shares every page of it copy-on-write, so a
+    // resident-set figure would grow by 64 MiB; the child's own cost must not.
+    const BALLAST: usize = 64 << 20;
+    let ballast = std::hint::black_box(vec![0x5au8; BALLAST]);
+    let with_ballast = overhead();
+    assert_eq!(ballast.iter().step_by(4096).filter(|&&b| b == 0x5a).count(), BALLAST / 4096);
+    drop(ballast);
+    assert!(
+        with_ballast < alone + (BALLAST as u64) / 4,
+        "overhead {alone} bytes alone, {with_ballast} with 64 MiB in the parent"
+    );
+    eprintln!("overhead: {alone} bytes alone, {with_ballast} with 64 MiB in the parent");
+    assert_nothing_left_behind();
+}
+
+#[test]
 fn spinning_guest_is_killed_at_its_deadline() {
     if let Some(why) = common::launcher_unavailable() {
         eprintln!("skipping: {why}");
