@@ -1,19 +1,27 @@
 //! OCI runtime bundles: the subset of `config.json` boxbench's container runs, read against an
-//! allow-list so that a setting it would silently ignore (seccomp, capabilities, a user namespace...)
+//! allow-list so that a setting it would silently ignore (seccomp, rlimits, a user namespace...)
 //! is an error naming the field instead.
 //!
 //! Supported: `ociVersion`; `process` {`terminal`: false only, `user` {`uid`, `gid`}, `args`, `env`,
-//! `cwd`, `noNewPrivileges`}; `root` {`path`, `readonly`}; `hostname`; `mounts` of type proc, tmpfs,
-//! sysfs and bind; `linux` {`namespaces` (pid, network, ipc, uts, mount, none joined by `path`),
-//! `resources.memory.limit`}.
+//! `cwd`, `noNewPrivileges`, `capabilities` {`bounding`, `effective`, `permitted`, `inheritable`,
+//! `ambient`}}; `root` {`path`, `readonly`}; `hostname`; `mounts` of type proc, tmpfs, sysfs and
+//! bind; `linux` {`namespaces` (pid, network, ipc, uts, mount, none joined by `path`),
+//! `resources.memory.limit`, `maskedPaths`, `readonlyPaths`}.
+//!
+//! Where a bundle leaves the workload's isolation out, it gets OCI's defaults, the settings
+//! `crun spec` writes: `noNewPrivileges` true, the capabilities of
+//! [`CapabilitySets::oci_default`], and [`DEFAULT_MASKED_PATHS`] and [`DEFAULT_READONLY_PATHS`].
+//! A set missing from a `capabilities` object that is there is empty, and an empty path list
+//! protects nothing, as OCI reads them.
 
 use std::io;
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+use crate::capabilities::{self, CapabilityError, CapabilitySets};
 use crate::namespaces::{Namespace, NamespaceSet};
-use crate::rootfs::MountSpec;
+use crate::rootfs::{DEFAULT_MASKED_PATHS, DEFAULT_READONLY_PATHS, MountSpec};
 
 /// The file of a bundle that describes it.
 pub const CONFIG_FILE: &str = "config.json";
@@ -60,8 +68,10 @@ pub struct Bundle {
     pub uid: u32,
     /// `process.user.gid`.
     pub gid: u32,
-    /// `process.noNewPrivileges`.
+    /// `process.noNewPrivileges` (true if absent).
     pub no_new_privileges: bool,
+    /// `process.capabilities` (OCI's default if absent).
+    pub capabilities: CapabilitySets,
     /// `hostname`.
     pub hostname: Option<String>,
     /// `mounts`, in order.
@@ -70,6 +80,10 @@ pub struct Bundle {
     pub namespaces: NamespaceSet,
     /// `linux.resources.memory.limit`.
     pub memory_limit: Option<u64>,
+    /// `linux.maskedPaths` (OCI's default list if absent).
+    pub masked_paths: Vec<String>,
+    /// `linux.readonlyPaths` (OCI's default list if absent).
+    pub readonly_paths: Vec<String>,
 }
 
 impl Bundle {
@@ -88,7 +102,7 @@ impl Bundle {
         top.string("ociVersion")?;
 
         let process = top.object("process")?.ok_or_else(|| top.missing("process"))?;
-        process.allow(&["terminal", "user", "args", "env", "cwd", "noNewPrivileges"])?;
+        process.allow(&["terminal", "user", "args", "env", "cwd", "noNewPrivileges", "capabilities"])?;
         if process.boolean("terminal")? == Some(true) {
             return Err(process.value_error("terminal", "only false is supported (the console is a pipe)"));
         }
@@ -108,7 +122,11 @@ impl Bundle {
         if !cwd.starts_with('/') {
             return Err(process.value_error("cwd", "must be an absolute path"));
         }
-        let no_new_privileges = process.boolean("noNewPrivileges")?.unwrap_or(false);
+        let no_new_privileges = process.boolean("noNewPrivileges")?.unwrap_or(true);
+        let capabilities = match process.object("capabilities")? {
+            Some(caps) => capability_sets(&caps)?,
+            None => CapabilitySets::oci_default(),
+        };
 
         let root = top.object("root")?.ok_or_else(|| top.missing("root"))?;
         root.allow(&["path", "readonly"])?;
@@ -131,12 +149,18 @@ impl Bundle {
             mounts.push(spec);
         }
 
-        let (namespaces, memory_limit) = match top.object("linux")? {
+        let defaults = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
+        let (namespaces, memory_limit, masked_paths, readonly_paths) = match top.object("linux")? {
             Some(linux) => {
-                linux.allow(&["namespaces", "resources"])?;
-                (linux_namespaces(&linux)?, linux_memory_limit(&linux)?)
+                linux.allow(&["namespaces", "resources", "maskedPaths", "readonlyPaths"])?;
+                (
+                    linux_namespaces(&linux)?,
+                    linux_memory_limit(&linux)?,
+                    absolute_paths(&linux, "maskedPaths")?.unwrap_or_else(|| defaults(&DEFAULT_MASKED_PATHS)),
+                    absolute_paths(&linux, "readonlyPaths")?.unwrap_or_else(|| defaults(&DEFAULT_READONLY_PATHS)),
+                )
             }
-            None => (NamespaceSet::all(), None),
+            None => (NamespaceSet::all(), None, defaults(&DEFAULT_MASKED_PATHS), defaults(&DEFAULT_READONLY_PATHS)),
         };
         if hostname.is_some() {
             namespaces.check_hostname().map_err(|e| top.value_error("hostname", &e.to_string()))?;
@@ -152,12 +176,43 @@ impl Bundle {
             uid,
             gid,
             no_new_privileges,
+            capabilities,
             hostname,
             mounts,
             namespaces,
             memory_limit,
+            masked_paths,
+            readonly_paths,
         })
     }
+}
+
+/// `process.capabilities`: each set's names, a set that is not there being empty.
+fn capability_sets(caps: &Obj<'_>) -> Result<CapabilitySets, BundleError> {
+    const SETS: [&str; 5] = ["bounding", "effective", "permitted", "inheritable", "ambient"];
+    caps.allow(&SETS)?;
+    let mut masks = [0u64; 5];
+    for (mask, set) in masks.iter_mut().zip(SETS) {
+        let names = caps.strings(set)?.unwrap_or_default();
+        *mask = capabilities::mask_of(&names).map_err(|e| caps.value_error(set, &e.to_string()))?;
+    }
+    let [bounding, effective, permitted, inheritable, ambient] = masks;
+    CapabilitySets::new(bounding, effective, permitted, inheritable, ambient).map_err(|e| match e {
+        CapabilityError::EffectiveNotPermitted(_) => caps.value_error("effective", &e.to_string()),
+        CapabilityError::InheritableNotBounding(_) => caps.value_error("inheritable", &e.to_string()),
+        CapabilityError::Unknown(_) => {
+            BundleError::Value { path: caps.config.to_owned(), field: caps.field.clone(), reason: e.to_string() }
+        }
+    })
+}
+
+/// A list of absolute paths inside the container at `linux.<key>`, if the bundle has it.
+fn absolute_paths(linux: &Obj<'_>, key: &str) -> Result<Option<Vec<String>>, BundleError> {
+    let Some(paths) = linux.strings(key)? else { return Ok(None) };
+    if let Some(relative) = paths.iter().find(|path| !path.starts_with('/')) {
+        return Err(linux.value_error(key, &format!("{relative:?} is not an absolute path")));
+    }
+    Ok(Some(paths))
 }
 
 fn linux_namespaces(linux: &Obj<'_>) -> Result<NamespaceSet, BundleError> {
@@ -329,8 +384,12 @@ mod tests {
         assert_eq!(err.to_string(), "bundle /b/config.json: unsupported field \"linux.seccomp\"");
 
         let mut value = images_bundle();
-        value["process"]["capabilities"] = json!({});
-        assert!(parse(&value).unwrap_err().to_string().ends_with("\"process.capabilities\""));
+        value["process"]["capabilities"] = json!({"bounding": [], "permitted": [], "extra": []});
+        assert!(parse(&value).unwrap_err().to_string().ends_with("\"process.capabilities.extra\""));
+
+        let mut value = images_bundle();
+        value["process"]["rlimits"] = json!([]);
+        assert!(parse(&value).unwrap_err().to_string().ends_with("\"process.rlimits\""));
 
         let mut value = images_bundle();
         value["linux"]["namespaces"][1]["path"] = json!("/proc/1/ns/net");
@@ -363,6 +422,86 @@ mod tests {
         value["process"]["args"] = json!("/bin/true");
         let err = parse(&value).unwrap_err().to_string();
         assert!(err.ends_with("field \"process.args\" must be an array of strings"), "{err}");
+    }
+
+    #[test]
+    fn absent_isolation_settings_are_ocis_defaults() {
+        let bundle = parse(&images_bundle()).unwrap();
+        assert!(bundle.no_new_privileges);
+        assert_eq!(bundle.capabilities, CapabilitySets::oci_default());
+        assert_eq!(bundle.masked_paths, DEFAULT_MASKED_PATHS);
+        assert_eq!(bundle.readonly_paths, DEFAULT_READONLY_PATHS);
+        let mut value = images_bundle();
+        value.as_object_mut().unwrap().remove("linux");
+        let bundle = parse(&value).unwrap();
+        assert_eq!(bundle.masked_paths, DEFAULT_MASKED_PATHS);
+        assert_eq!(bundle.readonly_paths, DEFAULT_READONLY_PATHS);
+    }
+
+    #[test]
+    fn isolation_settings_are_read_as_given() {
+        let mut value = images_bundle();
+        value["process"]["noNewPrivileges"] = json!(false);
+        value["process"]["capabilities"] = json!({
+            "bounding": ["CAP_CHOWN", "CAP_KILL"],
+            "effective": ["CAP_KILL"],
+            "permitted": ["CAP_CHOWN", "CAP_KILL"],
+            "inheritable": ["CAP_CHOWN"],
+            "ambient": ["CAP_CHOWN"]
+        });
+        value["linux"]["maskedPaths"] = json!(["/proc/kcore"]);
+        value["linux"]["readonlyPaths"] = json!([]);
+        let bundle = parse(&value).unwrap();
+        assert!(!bundle.no_new_privileges);
+        let (chown, kill) = (1 << 0, 1 << 5);
+        assert_eq!(bundle.capabilities, CapabilitySets::new(chown | kill, kill, chown | kill, chown, chown).unwrap());
+        assert_eq!(bundle.capabilities.ambient, chown);
+        assert_eq!(bundle.masked_paths, ["/proc/kcore"]);
+        assert!(bundle.readonly_paths.is_empty());
+
+        // Only what a set lists: an absent set is empty.
+        value["process"]["capabilities"] = json!({"bounding": ["CAP_KILL"]});
+        let caps = parse(&value).unwrap().capabilities;
+        assert_eq!((caps.bounding, caps.effective, caps.permitted, caps.inheritable), (kill, 0, 0, 0));
+    }
+
+    #[test]
+    fn the_capabilities_crun_spec_writes_parse() {
+        let mut value = images_bundle();
+        let three = json!(["CAP_AUDIT_WRITE", "CAP_KILL", "CAP_NET_BIND_SERVICE"]);
+        value["process"]["capabilities"] = json!({
+            "bounding": three, "effective": three, "inheritable": [], "permitted": three, "ambient": three
+        });
+        assert_eq!(parse(&value).unwrap().capabilities, CapabilitySets::oci_default());
+    }
+
+    #[test]
+    fn bad_isolation_settings_name_their_field() {
+        let mut value = images_bundle();
+        value["process"]["capabilities"] = json!({"bounding": ["CAP_KILL", "CAP_TELEPORT"]});
+        let err = parse(&value).unwrap_err().to_string();
+        assert_eq!(
+            err,
+            "bundle /b/config.json: field \"process.capabilities.bounding\": unknown capability \"CAP_TELEPORT\""
+        );
+        value["process"]["capabilities"] = json!({"effective": ["CAP_KILL"]});
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.contains("\"process.capabilities.effective\"") && err.contains("CAP_KILL"), "{err}");
+        value["process"]["capabilities"] = json!({"inheritable": ["CAP_KILL"]});
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.contains("\"process.capabilities.inheritable\""), "{err}");
+        value["process"]["capabilities"] = json!({"ambient": "CAP_KILL"});
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.ends_with("field \"process.capabilities.ambient\" must be an array of strings"), "{err}");
+
+        let mut value = images_bundle();
+        value["linux"]["maskedPaths"] = json!(["/proc/kcore", "proc/keys"]);
+        let err = parse(&value).unwrap_err().to_string();
+        assert_eq!(err, "bundle /b/config.json: field \"linux.maskedPaths\": \"proc/keys\" is not an absolute path");
+        let mut value = images_bundle();
+        value["linux"]["readonlyPaths"] = json!([1]);
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.ends_with("field \"linux.readonlyPaths\" must be an array of strings"), "{err}");
     }
 
     #[test]

@@ -9,6 +9,10 @@
 //! spec's hostname is set (as the other OCI backends do) and its memory limit, if any, wins over
 //! the bundle's. The environment gets a default `PATH` when it has none.
 //!
+//! The workload is isolated as OCI's default config (`crun spec`) asks, unless a bundle says
+//! otherwise: OCI's default capabilities (bounding set dropped, ambient set cleared),
+//! `no_new_privs`, and `/proc` and `/sys` paths masked or made read-only as crun and runc do it.
+//!
 //! Everything an instance holds is released on every path: its init is killed and reaped (which
 //! takes the rest of its PID namespace with it), the cgroup is removed, and its mounts never
 //! existed outside its own mount namespace.
@@ -27,9 +31,10 @@ use boxbench_core::{
 use nix::sys::wait::WaitStatus;
 
 use crate::bundle::{Bundle, BundleError};
+use crate::capabilities::CapabilitySets;
 use crate::namespaces::{NamespaceError, NamespaceSet};
 use crate::process::{self, ChildPlan, ExecSpec, ProcessError};
-use crate::rootfs::{self, DEFAULT_PATH, MountSpec, RootfsError};
+use crate::rootfs::{self, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, MountSpec, RootfsError};
 use crate::syscalls::{ChildFd, Step};
 
 /// The backend's name.
@@ -134,10 +139,13 @@ struct Source {
     uid: u32,
     gid: u32,
     no_new_privileges: bool,
+    capabilities: CapabilitySets,
     hostname: String,
     mounts: Vec<MountSpec>,
     namespaces: NamespaceSet,
     memory_limit: Option<u64>,
+    masked_paths: Vec<String>,
+    readonly_paths: Vec<String>,
 }
 
 impl Source {
@@ -158,10 +166,13 @@ impl Source {
             uid: bundle.uid,
             gid: bundle.gid,
             no_new_privileges: bundle.no_new_privileges,
+            capabilities: bundle.capabilities,
             hostname: spec.hostname.clone(),
             mounts: bundle.mounts,
             namespaces: bundle.namespaces,
             memory_limit: spec.memory_limit_bytes.or(bundle.memory_limit),
+            masked_paths: bundle.masked_paths,
+            readonly_paths: bundle.readonly_paths,
         })
     }
 
@@ -175,11 +186,14 @@ impl Source {
             cwd: "/".to_owned(),
             uid: 0,
             gid: 0,
-            no_new_privileges: false,
+            no_new_privileges: true,
+            capabilities: CapabilitySets::oci_default(),
             hostname: spec.hostname.clone(),
             mounts: MountSpec::defaults(),
             namespaces: NamespaceSet::all(),
             memory_limit: spec.memory_limit_bytes,
+            masked_paths: DEFAULT_MASKED_PATHS.map(str::to_owned).to_vec(),
+            readonly_paths: DEFAULT_READONLY_PATHS.map(str::to_owned).to_vec(),
         }
     }
 }
@@ -218,6 +232,7 @@ impl Prepared {
         // Joining the cgroup comes first, so the whole setup is charged to the instance.
         let mut steps = vec![Step::JoinCgroup];
         steps.extend(rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts)?);
+        steps.extend(rootfs::protected_path_steps(&source.readonly_paths, &source.masked_paths)?);
         if source.namespaces.contains(crate::namespaces::Namespace::Uts) {
             if source.hostname.is_empty() || source.hostname.len() > HOSTNAME_MAX {
                 return Err(ContainerError::Setting {
@@ -234,12 +249,22 @@ impl Prepared {
             Step::Dup2 { from: ChildFd::Console, to: 2 },
             Step::CloexecFrom(3),
         ]);
+        // As runc orders it: the bounding set first (dropping needs CAP_SETPCAP), the ids with the
+        // permitted set kept across the change, the working directory reached as the user, then
+        // the capabilities the workload starts with.
+        let caps = source.capabilities;
+        steps.extend([
+            Step::LimitBoundingCaps(caps.bounding),
+            Step::KeepCapsOnUidChange,
+            Step::SetIds { uid: source.uid, gid: source.gid },
+            Step::ResetSignals,
+            Step::Chdir(c_string("working directory", &source.cwd)?),
+            Step::SetCaps { effective: caps.effective, permitted: caps.permitted, inheritable: caps.inheritable },
+            Step::SetAmbientCaps(caps.ambient),
+        ]);
         if source.no_new_privileges {
             steps.push(Step::NoNewPrivs);
         }
-        steps.push(Step::SetIds { uid: source.uid, gid: source.gid });
-        steps.push(Step::ResetSignals);
-        steps.push(Step::Chdir(c_string("working directory", &source.cwd)?));
 
         let exec = ExecSpec {
             path: exec_path,

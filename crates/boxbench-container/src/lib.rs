@@ -3,13 +3,16 @@
 //! One clone(2) creates the PID, mount, UTS, IPC and network namespaces with the container's init
 //! in them as PID 1; the init first joins the instance's memory cgroup, then builds its filesystem
 //! (private propagation, the rootfs bound onto itself, proc, sysfs, a minimal `/dev`,
-//! `pivot_root`), sets its hostname, descriptors and ids, and executes the workload, whose stdout
-//! and stderr are the console. The steps are laid out like youki's libcontainer, one module each:
-//! [`namespaces`], [`rootfs`], [`bundle`] (the supported subset of OCI's `config.json`), [`process`]
+//! `pivot_root`, OCI's masked and read-only paths), sets its hostname, descriptors, ids,
+//! capabilities (OCI's default set unless a bundle lists others) and `no_new_privs`, and executes
+//! the workload, whose stdout and stderr are the console. The steps are laid out like youki's
+//! libcontainer, one module each: [`namespaces`], [`rootfs`], [`capabilities`], [`bundle`] (the
+//! supported subset of OCI's `config.json`), [`process`]
 //! (clone, handshake, wait) and [`launcher`] ([`ContainerLauncher`]); the system calls themselves go
 //! through [`syscalls::Syscalls`] so the setup's order is testable without root.
 
 pub mod bundle;
+pub mod capabilities;
 pub mod launcher;
 pub mod namespaces;
 pub mod process;
@@ -17,6 +20,7 @@ pub mod rootfs;
 pub mod syscalls;
 
 pub use bundle::{Bundle, BundleError};
+pub use capabilities::{CapabilityError, CapabilitySets};
 pub use launcher::{BACKEND, ContainerError, ContainerInstance, ContainerLauncher};
 pub use namespaces::NamespaceError;
 pub use process::ProcessError;

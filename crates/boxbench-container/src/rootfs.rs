@@ -2,7 +2,8 @@
 //! container gets, and the setup steps that build its mount namespace — private propagation, the
 //! rootfs bound onto itself (read-only if asked), proc, sysfs and a minimal `/dev` on a tmpfs, then
 //! `pivot_root(".", ".")` and a lazy unmount of the old root, which needs no `put_old` directory and
-//! so works on a read-only root.
+//! so works on a read-only root — and, once the container's root is `/`, OCI's masked and
+//! read-only paths (`/proc/kcore`, `/proc/sys`...).
 //!
 //! Paths inside the rootfs are resolved here the way the container will see them: a symlink is
 //! followed relative to the rootfs, never to the host, so checking `/bin/sh` checks the container's.
@@ -35,6 +36,25 @@ const DEFAULT_DEV_LINKS: [(&str, &str); 4] = [
     ("stdout", "/proc/self/fd/1"),
     ("stderr", "/proc/self/fd/2"),
 ];
+
+/// The paths OCI's default config hides from the workload (`linux.maskedPaths` of `crun spec` and
+/// `runc spec`): `/dev/null` over a file, an empty read-only tmpfs over a directory.
+pub const DEFAULT_MASKED_PATHS: [&str; 10] = [
+    "/proc/acpi",
+    "/proc/asound",
+    "/proc/kcore",
+    "/proc/keys",
+    "/proc/latency_stats",
+    "/proc/timer_list",
+    "/proc/timer_stats",
+    "/proc/sched_debug",
+    "/sys/firmware",
+    "/proc/scsi",
+];
+
+/// The paths OCI's default config makes read-only (`linux.readonlyPaths`).
+pub const DEFAULT_READONLY_PATHS: [&str; 5] =
+    ["/proc/bus", "/proc/fs", "/proc/irq", "/proc/sys", "/proc/sysrq-trigger"];
 
 /// A problem with the root filesystem, a path in it or a mount.
 #[derive(Debug, thiserror::Error)]
@@ -363,6 +383,15 @@ pub fn rootfs_steps(rootfs: &Path, readonly: bool, mounts: &[MountSpec]) -> Resu
     Ok(steps)
 }
 
+/// The steps that make `readonly` paths read-only, then hide `masked` ones, as crun and runc do
+/// after pivot_root: the paths are the container's (absolute, as the bundle checks), and one its
+/// kernel does not have is skipped.
+pub fn protected_path_steps<S: AsRef<str>>(readonly: &[S], masked: &[S]) -> Result<Vec<Step>, RootfsError> {
+    let readonly = readonly.iter().map(|path| c_str(path.as_ref()).map(Step::ReadonlyPath));
+    let masked = masked.iter().map(|path| c_str(path.as_ref()).map(Step::MaskPath));
+    readonly.chain(masked).collect()
+}
+
 fn mount_steps(rootfs: &Path, mount: &MountSpec, steps: &mut Vec<Step>) -> Result<(), RootfsError> {
     let target_error = |reason: String| RootfsError::MountTarget {
         rootfs: rootfs.to_owned(),
@@ -538,6 +567,18 @@ mod tests {
                 "chdir /"
             ]
         );
+    }
+
+    #[test]
+    fn protected_paths_are_made_read_only_before_masking() {
+        let steps = protected_path_steps(&DEFAULT_READONLY_PATHS, &DEFAULT_MASKED_PATHS).unwrap();
+        assert_eq!(steps.len(), 15);
+        assert_eq!(steps[0], Step::ReadonlyPath(c"/proc/bus".to_owned()));
+        assert_eq!(steps[3], Step::ReadonlyPath(c"/proc/sys".to_owned()));
+        assert_eq!(steps[5], Step::MaskPath(c"/proc/acpi".to_owned()));
+        assert_eq!(steps[14], Step::MaskPath(c"/proc/scsi".to_owned()));
+        assert!(protected_path_steps::<&str>(&[], &[]).unwrap().is_empty());
+        assert!(matches!(protected_path_steps(&["/a\0b"], &[]), Err(RootfsError::Nul(_))));
     }
 
     #[test]

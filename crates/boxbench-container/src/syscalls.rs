@@ -14,6 +14,7 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
+use nix::sys::statvfs::FsFlags;
 
 /// The system calls of the container's setup.
 pub trait Syscalls {
@@ -54,6 +55,56 @@ pub trait Syscalls {
     /// Unblocks every signal and sets every disposition to the default (an ignored signal stays
     /// ignored across execve, and the parent ignores SIGPIPE as every Rust program does).
     fn reset_signals(&self) -> Result<(), Errno>;
+    /// Whether `path` (symlinks followed) is a directory, from stat(2).
+    fn is_directory(&self, path: &CStr) -> Result<bool, Errno>;
+    /// The per-mount flags (nosuid, nodev, noexec, atime) of the mount at `path`, from statvfs(2).
+    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno>;
+    /// prctl(PR_CAPBSET_DROP): `cap` leaves the bounding set; `EINVAL` past the kernel's last one.
+    fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno>;
+    /// prctl(PR_SET_KEEPCAPS, 1): the permitted set survives the change to a non-zero uid (the flag
+    /// is cleared again by execve).
+    fn keep_caps_on_uid_change(&self) -> Result<(), Errno>;
+    /// capset(2) of the calling thread's effective, permitted and inheritable sets.
+    fn set_caps(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL).
+    fn clear_ambient_caps(&self) -> Result<(), Errno>;
+    /// prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_RAISE, cap).
+    fn raise_ambient_cap(&self, cap: u32) -> Result<(), Errno>;
+}
+
+/// The kernel's `struct __user_cap_header_struct`.
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: libc::c_int,
+}
+
+/// The kernel's `struct __user_cap_data_struct`; version 3 takes two, low then high 32 bits.
+#[repr(C)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+/// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets.
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+
+/// The statvfs(2) flags that are per-mount flags a read-only remount must keep, with the mount(2)
+/// flag of each.
+const KEPT_MOUNT_FLAGS: [(FsFlags, MsFlags); 6] = [
+    (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
+    (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
+    (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+    (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+    (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+];
+
+fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
+    // SAFETY: the options used here (capability and keep-caps controls) take integers only and
+    // read or write no memory of the caller.
+    Errno::result(unsafe { libc::prctl(option, arg2, arg3, 0 as libc::c_ulong, 0 as libc::c_ulong) }).map(drop)
 }
 
 /// The kernel's `struct sigaction` as x86-64 lays it out, for rt_sigaction(2) without glibc,
@@ -184,6 +235,46 @@ impl Syscalls for LinuxSyscalls {
         };
         Errno::result(res).map(drop)
     }
+
+    fn is_directory(&self, path: &CStr) -> Result<bool, Errno> {
+        let mode = nix::sys::stat::stat(path)?.st_mode;
+        Ok(SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
+    }
+
+    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno> {
+        let flags = nix::sys::statvfs::statvfs(path)?.flags();
+        Ok(KEPT_MOUNT_FLAGS.iter().filter(|(st, _)| flags.contains(*st)).fold(MsFlags::empty(), |ms, (_, f)| ms | *f))
+    }
+
+    fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
+        prctl(libc::PR_CAPBSET_DROP, cap.into(), 0)
+    }
+
+    fn keep_caps_on_uid_change(&self) -> Result<(), Errno> {
+        prctl(libc::PR_SET_KEEPCAPS, 1, 0)
+    }
+
+    fn set_caps(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+        let mut header = CapHeader { version: CAPABILITY_VERSION_3, pid: 0 };
+        let half = |mask: u64, high: bool| if high { (mask >> 32) as u32 } else { mask as u32 };
+        let data = [false, true].map(|high| CapData {
+            effective: half(effective, high),
+            permitted: half(permitted, high),
+            inheritable: half(inheritable, high),
+        });
+        // SAFETY: a raw capset (glibc's wrapper is not in the libc crate) with a live header and
+        // the two-element data array version 3 reads; pid 0 is the calling thread.
+        Errno::result(unsafe { libc::syscall(libc::SYS_capset, &mut header as *mut CapHeader, data.as_ptr()) })
+            .map(drop)
+    }
+
+    fn clear_ambient_caps(&self) -> Result<(), Errno> {
+        prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_CLEAR_ALL as libc::c_ulong, 0)
+    }
+
+    fn raise_ambient_cap(&self, cap: u32) -> Result<(), Errno> {
+        prctl(libc::PR_CAP_AMBIENT, libc::PR_CAP_AMBIENT_RAISE as libc::c_ulong, cap.into())
+    }
 }
 
 /// A descriptor the child receives from the parent, known by its role; the parent fills in the
@@ -250,6 +341,68 @@ pub enum Step {
     JoinCgroup,
     /// Default dispositions and an empty mask for every signal.
     ResetSignals,
+    /// Hide a path as OCI's `maskedPaths` do: `/dev/null` bound over a file, an empty read-only
+    /// tmpfs over a directory, nothing if the path does not exist. Made after pivot_root, so the
+    /// path is the container's.
+    MaskPath(CString),
+    /// Make a path read-only as OCI's `readonlyPaths` do: bound onto itself (with the mounts under
+    /// it), then remounted read-only keeping its other flags; nothing if the path does not exist.
+    ReadonlyPath(CString),
+    /// Drop every capability not in the mask from the bounding set.
+    LimitBoundingCaps(u64),
+    /// Keep the permitted capabilities across the coming change of uid.
+    KeepCapsOnUidChange,
+    /// Set the effective, permitted and inheritable capabilities.
+    SetCaps { effective: u64, permitted: u64, inheritable: u64 },
+    /// Clear the ambient set, then raise the mask's capabilities in it.
+    SetAmbientCaps(u64),
+}
+
+/// The highest capability number a 64-bit set can hold.
+const LAST_CAP_BIT: u32 = 63;
+
+/// Hides `path` behind `/dev/null` or, for a directory, an empty read-only tmpfs. A stat first:
+/// it costs a fraction of the failed mount(2) that would otherwise tell a path that is missing (most
+/// of OCI's list on a given kernel) or a directory.
+fn mask_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
+    match sys.is_directory(path) {
+        Ok(true) => sys.mount(Some(c"tmpfs"), path, Some(c"tmpfs"), MsFlags::MS_RDONLY, None),
+        Ok(false) => sys.mount(Some(c"/dev/null"), path, None, MsFlags::MS_BIND, None),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => Ok(()),
+        Err(errno) => Err(errno),
+    }
+}
+
+/// Binds `path` onto itself and remounts the bind read-only with the flags it had.
+fn readonly_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
+    match sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
+        Ok(()) => {}
+        Err(Errno::ENOENT) => return Ok(()),
+        Err(errno) => return Err(errno),
+    }
+    let kept = sys.mount_flags(path)?;
+    sys.mount(None, path, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept, None)
+}
+
+/// Drops from the bounding set every capability the kernel knows that `keep` lacks.
+fn limit_bounding_caps(sys: &dyn Syscalls, keep: u64) -> Result<(), Errno> {
+    for cap in (0..=LAST_CAP_BIT).filter(|cap| keep & 1 << cap == 0) {
+        match sys.drop_bounding_cap(cap) {
+            Ok(()) => {}
+            // Past the kernel's last capability.
+            Err(Errno::EINVAL) => break,
+            Err(errno) => return Err(errno),
+        }
+    }
+    Ok(())
+}
+
+fn set_ambient_caps(sys: &dyn Syscalls, raise: u64) -> Result<(), Errno> {
+    sys.clear_ambient_caps()?;
+    for cap in (0..=LAST_CAP_BIT).filter(|cap| raise & 1 << cap != 0) {
+        sys.raise_ambient_cap(cap)?;
+    }
+    Ok(())
 }
 
 impl Step {
@@ -277,6 +430,12 @@ impl Step {
             Step::SetIds { uid, gid } => sys.set_ids(*uid, *gid),
             Step::JoinCgroup => sys.join_cgroup(fds.get(ChildFd::Cgroup)),
             Step::ResetSignals => sys.reset_signals(),
+            Step::MaskPath(path) => mask_path(sys, path),
+            Step::ReadonlyPath(path) => readonly_path(sys, path),
+            Step::LimitBoundingCaps(keep) => limit_bounding_caps(sys, *keep),
+            Step::KeepCapsOnUidChange => sys.keep_caps_on_uid_change(),
+            Step::SetCaps { effective, permitted, inheritable } => sys.set_caps(*effective, *permitted, *inheritable),
+            Step::SetAmbientCaps(raise) => set_ambient_caps(sys, *raise),
         }
     }
 
@@ -306,6 +465,15 @@ impl Step {
             Step::SetIds { uid, gid } => format!("become uid {uid} gid {gid}"),
             Step::JoinCgroup => "join the instance's cgroup".to_owned(),
             Step::ResetSignals => "reset signal dispositions and mask".to_owned(),
+            Step::MaskPath(path) => format!("mask {}", show(path)),
+            Step::ReadonlyPath(path) => format!("make {} read-only", show(path)),
+            Step::LimitBoundingCaps(keep) => format!("limit the bounding capabilities to {keep:#018x}"),
+            Step::KeepCapsOnUidChange => "keep capabilities across the uid change".to_owned(),
+            Step::SetCaps { effective, permitted, inheritable } => format!(
+                "set capabilities effective {effective:#018x} permitted {permitted:#018x} inheritable \
+                 {inheritable:#018x}"
+            ),
+            Step::SetAmbientCaps(raise) => format!("set the ambient capabilities to {raise:#018x}"),
         }
     }
 }
@@ -326,18 +494,22 @@ pub(crate) mod recording {
 
     use super::*;
 
-    /// Records every call as a line; fails the call whose line starts with `fail_on`.
+    /// Records every call as a line; fails the calls whose line starts with `fail_on`, with
+    /// `fail_with` (EPERM if unset).
     #[derive(Debug, Default)]
     pub struct RecordingSyscalls {
         pub calls: RefCell<Vec<String>>,
         pub fail_on: Option<&'static str>,
+        pub fail_with: Option<Errno>,
+        /// The paths `is_directory` says are directories.
+        pub directories: &'static [&'static str],
     }
 
     impl RecordingSyscalls {
         fn record(&self, line: String) -> Result<(), Errno> {
             let fails = self.fail_on.is_some_and(|prefix| line.starts_with(prefix));
             self.calls.borrow_mut().push(line);
-            if fails { Err(Errno::EPERM) } else { Ok(()) }
+            if fails { Err(self.fail_with.unwrap_or(Errno::EPERM)) } else { Ok(()) }
         }
     }
 
@@ -404,6 +576,33 @@ pub(crate) mod recording {
         fn reset_signals(&self) -> Result<(), Errno> {
             self.record("reset_signals".to_owned())
         }
+        fn is_directory(&self, path: &CStr) -> Result<bool, Errno> {
+            self.record(format!("is_directory {}", s(Some(path))))?;
+            Ok(self.directories.iter().any(|dir| dir.as_bytes() == path.to_bytes()))
+        }
+        fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno> {
+            self.record(format!("mount_flags {}", s(Some(path))))?;
+            Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+        }
+        fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
+            // The recorded kernel knows capabilities 0 to 40, as this host's 6.x does.
+            if cap > 40 {
+                return Err(Errno::EINVAL);
+            }
+            self.record(format!("drop_bounding_cap {cap}"))
+        }
+        fn keep_caps_on_uid_change(&self) -> Result<(), Errno> {
+            self.record("keep_caps_on_uid_change".to_owned())
+        }
+        fn set_caps(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
+            self.record(format!("set_caps {effective:#x} {permitted:#x} {inheritable:#x}"))
+        }
+        fn clear_ambient_caps(&self) -> Result<(), Errno> {
+            self.record("clear_ambient_caps".to_owned())
+        }
+        fn raise_ambient_cap(&self, cap: u32) -> Result<(), Errno> {
+            self.record(format!("raise_ambient_cap {cap}"))
+        }
     }
 }
 
@@ -432,6 +631,89 @@ mod tests {
         let err = run_steps(&sys, &steps, &fds).unwrap_err();
         assert_eq!(err, (3, Errno::EPERM));
         assert_eq!(*sys.calls.borrow(), ["join_cgroup 9", "chdir /r", "dup2 7 1", "sethostname box"]);
+    }
+
+    #[test]
+    fn a_masked_path_is_bound_to_dev_null_or_covered_by_a_read_only_tmpfs() {
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let bind = MsFlags::MS_BIND.bits();
+        let ro = MsFlags::MS_RDONLY.bits();
+        let sys = RecordingSyscalls { directories: &["/sys/firmware"], ..Default::default() };
+        run_steps(&sys, &[Step::MaskPath(c("/proc/kcore")), Step::MaskPath(c("/sys/firmware"))], &fds).unwrap();
+        assert_eq!(
+            *sys.calls.borrow(),
+            [
+                "is_directory /proc/kcore".to_owned(),
+                format!("mount /dev/null /proc/kcore - {bind:#x} -"),
+                "is_directory /sys/firmware".to_owned(),
+                format!("mount tmpfs /sys/firmware tmpfs {ro:#x} -"),
+            ]
+        );
+        // A path this kernel does not have is skipped, as crun and runc skip it.
+        let sys =
+            RecordingSyscalls { fail_on: Some("is_directory"), fail_with: Some(Errno::ENOENT), ..Default::default() };
+        run_steps(&sys, &[Step::MaskPath(c("/proc/timer_stats")), Step::Chdir(c("/"))], &fds).unwrap();
+        assert_eq!(*sys.calls.borrow(), ["is_directory /proc/timer_stats", "chdir /"]);
+        let sys = RecordingSyscalls { fail_on: Some("mount"), ..Default::default() };
+        assert_eq!(run_steps(&sys, &[Step::MaskPath(c("/proc/keys"))], &fds), Err((0, Errno::EPERM)));
+    }
+
+    #[test]
+    fn a_readonly_path_is_bound_then_remounted_read_only_keeping_its_flags() {
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let sys = RecordingSyscalls::default();
+        run_steps(&sys, &[Step::ReadonlyPath(c("/proc/sys"))], &fds).unwrap();
+        let rbind = (MsFlags::MS_BIND | MsFlags::MS_REC).bits();
+        let remount = (MsFlags::MS_BIND
+            | MsFlags::MS_REMOUNT
+            | MsFlags::MS_RDONLY
+            | MsFlags::MS_NOSUID
+            | MsFlags::MS_NODEV
+            | MsFlags::MS_NOEXEC)
+            .bits();
+        assert_eq!(
+            *sys.calls.borrow(),
+            [
+                format!("mount /proc/sys /proc/sys - {rbind:#x} -"),
+                "mount_flags /proc/sys".to_owned(),
+                format!("mount - /proc/sys - {remount:#x} -"),
+            ]
+        );
+        let sys = RecordingSyscalls { fail_on: Some("mount"), fail_with: Some(Errno::ENOENT), ..Default::default() };
+        run_steps(&sys, &[Step::ReadonlyPath(c("/proc/nothing"))], &fds).unwrap();
+        assert_eq!(sys.calls.borrow().len(), 1);
+    }
+
+    #[test]
+    fn capabilities_are_bounded_kept_across_the_uid_change_then_set() {
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let keep = (1 << 5) | (1 << 10) | (1 << 29);
+        let steps = [
+            Step::LimitBoundingCaps(keep),
+            Step::KeepCapsOnUidChange,
+            Step::SetIds { uid: 1000, gid: 1000 },
+            Step::SetCaps { effective: keep, permitted: keep, inheritable: 1 << 5 },
+            Step::SetAmbientCaps(1 << 5),
+        ];
+        let sys = RecordingSyscalls::default();
+        run_steps(&sys, &steps, &fds).unwrap();
+        let calls = sys.calls.borrow();
+        let dropped: Vec<&str> = calls.iter().filter_map(|c| c.strip_prefix("drop_bounding_cap ")).collect();
+        let expected: Vec<String> = (0..=40).filter(|cap| ![5, 10, 29].contains(cap)).map(|c| c.to_string()).collect();
+        assert_eq!(dropped, expected);
+        assert_eq!(
+            calls[dropped.len()..],
+            [
+                "keep_caps_on_uid_change",
+                "set_ids 1000 1000",
+                "set_caps 0x20000420 0x20000420 0x20",
+                "clear_ambient_caps",
+                "raise_ambient_cap 5"
+            ]
+        );
+        let sys = RecordingSyscalls { fail_on: Some("drop_bounding_cap 3"), ..Default::default() };
+        assert_eq!(run_steps(&sys, &steps, &fds), Err((0, Errno::EPERM)));
+        assert!(Step::LimitBoundingCaps(keep).describe().contains("0x0000000020000420"));
     }
 
     #[test]

@@ -404,3 +404,220 @@ fn the_workload_starts_with_default_signal_handling() {
     let record = env.run(&env.rootfs_spec(command(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])));
     assert_eq!(record.console, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
 }
+
+// OCI's default isolation (issue 7, item 5), checked from inside the workload.
+
+/// The host's masked paths that exist, each with whether it is a directory.
+fn host_masked_paths() -> Vec<(&'static str, bool)> {
+    boxbench_container::rootfs::DEFAULT_MASKED_PATHS
+        .into_iter()
+        .filter_map(|path| std::fs::metadata(path).ok().map(|meta| (path, meta.is_dir())))
+        .collect()
+}
+
+#[test]
+fn the_workload_sees_only_its_own_processes() {
+    let Some(env) = env() else { return };
+    let host_pids = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().parse::<u32>().is_ok())
+        .count();
+    assert!(host_pids > 3, "the host should run more processes than the container");
+    let record = env.run(&env.rootfs_spec(command(&["sh", "-c", "ps -o pid,comm; echo /proc/[0-9]*"])));
+    let lines: Vec<&str> = record.console.lines().collect();
+    // ps: its header, the shell as PID 1 and ps itself; then the shell's own glob of /proc.
+    assert_eq!(lines[0].split_whitespace().collect::<Vec<_>>(), ["PID", "COMMAND"], "{}", record.console);
+    assert_eq!(lines[1].split_whitespace().collect::<Vec<_>>(), ["1", "sh"], "{}", record.console);
+    assert_eq!(lines[2].split_whitespace().collect::<Vec<_>>(), ["2", "ps"], "{}", record.console);
+    assert_eq!(lines[3..], ["/proc/1"], "{}", record.console);
+}
+
+#[test]
+fn the_workload_cannot_mount_over_a_path_and_nothing_reaches_the_host() {
+    let Some(env) = env() else { return };
+    let script = "mount -t tmpfs none /mnt && echo mounted; umount /proc && echo unmounted; \
+                  grep -c ' /mnt ' /proc/self/mountinfo; touch /mnt/written 2>/dev/null";
+    let host_mnt = env.fixture.rootfs().join("mnt");
+    // A writable root (a rootfs directory) and a read-only one (the bundle).
+    for (spec, writable) in [
+        (env.rootfs_spec(command(&["sh", "-c", script])), true),
+        (env.bundle_spec(command(&["sh", "-c", script])), false),
+    ] {
+        let record = env.run(&spec);
+        // busybox's words for EPERM from mount(2).
+        assert!(record.console.starts_with("mount: permission denied"), "{}", record.console);
+        // Neither the mount nor the unmount of /proc happened.
+        assert!(!record.console.contains("mounted\n"), "{}", record.console);
+        assert!(record.console.contains("umount: can't unmount /proc: Operation not permitted"), "{}", record.console);
+        assert!(record.console.ends_with("\n0\n"), "{}", record.console);
+        // `run` checked the host has no mount left; the write went to the rootfs's own /mnt, not
+        // to a tmpfs over it, and only where the root is writable.
+        let written = host_mnt.join("written");
+        assert_eq!(written.exists(), writable);
+        let _ = std::fs::remove_file(written);
+    }
+}
+
+#[test]
+fn proc_sysrq_trigger_and_proc_sys_cannot_be_written() {
+    let Some(env) = env() else { return };
+    let script = "echo h > /proc/sysrq-trigger; echo boxbench > /proc/sys/kernel/domainname; cat /proc/sys/kernel/domainname; \
+                  grep -E ' /proc/(sys|sysrq-trigger|bus|fs|irq) ' /proc/self/mountinfo | cut -d' ' -f5,6";
+    let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
+    let host_domain = std::fs::read_to_string("/proc/sys/kernel/domainname").unwrap();
+    let console = &record.console;
+    if std::path::Path::new("/proc/sysrq-trigger").exists() {
+        assert!(
+            console.contains("can't create /proc/sysrq-trigger: Read-only file system")
+                || console.contains("can't create /proc/sysrq-trigger: Permission denied"),
+            "{console}"
+        );
+    } else {
+        eprintln!("note: this kernel has no /proc/sysrq-trigger (CONFIG_MAGIC_SYSRQ off); the write fails for that");
+        assert!(console.contains("can't create /proc/sysrq-trigger"), "{console}");
+    }
+    assert!(console.contains("can't create /proc/sys/kernel/domainname: Read-only file system"), "{console}");
+    assert!(console.contains(&host_domain), "{console}");
+    // Every default read-only path the kernel has is a read-only mount.
+    for path in boxbench_container::rootfs::DEFAULT_READONLY_PATHS {
+        if std::path::Path::new(path).exists() {
+            let line = console
+                .lines()
+                .find(|l| l.starts_with(&format!("{path} ")))
+                .unwrap_or_else(|| panic!("{path} not mounted: {console}"));
+            assert!(line.ends_with(" ro") || line.contains(" ro,"), "{line}");
+        }
+    }
+}
+
+#[test]
+fn masked_paths_read_as_empty() {
+    let Some(env) = env() else { return };
+    let masked = host_masked_paths();
+    assert!(!masked.is_empty(), "the host has none of OCI's masked paths");
+    if !std::path::Path::new("/proc/kcore").exists() {
+        eprintln!("note: this kernel has no /proc/kcore (CONFIG_PROC_KCORE off); checking the masked paths it has");
+    }
+    let script: String = masked
+        .iter()
+        .map(|(path, is_dir)| {
+            if *is_dir {
+                format!("echo {path} $(ls -A {path} | wc -l); ")
+            } else {
+                format!("echo {path} $(cat {path} | wc -c); ")
+            }
+        })
+        .collect();
+    let expected: String = masked.iter().map(|(path, _)| format!("{path} 0\n")).collect();
+    for spec in [env.rootfs_spec(command(&["sh", "-c", &script])), env.bundle_spec(command(&["sh", "-c", &script]))] {
+        let record = env.run(&spec);
+        assert_eq!(record.console, expected);
+    }
+    // Without the masks (an empty list in the bundle), the same paths show what they hold.
+    let mut value = env.fixture.config();
+    value["linux"]["maskedPaths"] = serde_json::json!([]);
+    env.fixture.write_config(&value);
+    let record = env.run(&env.bundle_spec(command(&["sh", "-c", &script])));
+    assert_ne!(record.console, expected);
+}
+
+/// The `Cap*` and `NoNewPrivs` lines of the workload's /proc/self/status.
+fn status_lines(env: &Env, spec: &InstanceSpec) -> String {
+    let record = env.run(spec);
+    assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "{}", record.console);
+    record.console
+}
+
+fn cap_lines(inh: u64, prm: u64, eff: u64, bnd: u64, amb: u64, nnp: u8) -> String {
+    format!(
+        "CapInh:\t{inh:016x}\nCapPrm:\t{prm:016x}\nCapEff:\t{eff:016x}\nCapBnd:\t{bnd:016x}\nCapAmb:\t{amb:016x}\nNoNewPrivs:\t{nnp}\n"
+    )
+}
+
+const STATUS: &[&str] = &["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"];
+
+#[test]
+fn the_workload_has_ocis_default_capabilities_and_no_new_privs() {
+    let Some(env) = env() else { return };
+    let oci = boxbench_container::CapabilitySets::oci_default();
+    assert_eq!(oci.effective, 0x2000_0420);
+    let expected = cap_lines(0, oci.permitted, oci.effective, oci.bounding, 0, 1);
+    assert_eq!(status_lines(&env, &env.rootfs_spec(command(STATUS))), expected);
+    // The bundle has no capabilities nor noNewPrivileges: the same defaults, on a read-only root.
+    assert_eq!(status_lines(&env, &env.bundle_spec(command(STATUS))), expected);
+}
+
+#[test]
+fn a_bundles_capabilities_are_applied() {
+    let Some(env) = env() else { return };
+    let (chown, kill, bind) = (1u64 << 0, 1u64 << 5, 1u64 << 10);
+    let mut value = env.fixture.config();
+    value["process"]["noNewPrivileges"] = serde_json::json!(false);
+    value["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_CHOWN", "CAP_KILL", "CAP_NET_BIND_SERVICE"],
+        "effective": ["CAP_CHOWN"],
+        "permitted": ["CAP_CHOWN", "CAP_KILL"],
+        "inheritable": ["CAP_KILL"],
+    });
+    env.fixture.write_config(&value);
+    // Root's exec makes permitted and effective its bounding and inheritable sets.
+    let all = chown | kill | bind;
+    assert_eq!(status_lines(&env, &env.bundle_spec(command(STATUS))), cap_lines(kill, all, all, all, 0, 0));
+
+    // Another user keeps only the ambient set across exec; ambient needs permitted and inheritable.
+    value["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1000});
+    value["process"]["noNewPrivileges"] = serde_json::json!(true);
+    value["process"]["capabilities"] = serde_json::json!({
+        "bounding": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+        "effective": ["CAP_NET_BIND_SERVICE"],
+        "permitted": ["CAP_NET_BIND_SERVICE"],
+        "inheritable": ["CAP_NET_BIND_SERVICE"],
+        "ambient": ["CAP_NET_BIND_SERVICE", "CAP_KILL"],
+    });
+    env.fixture.write_config(&value);
+    let record =
+        env.run(&env.bundle_spec(command(&["sh", "-c", "id -u; grep -E '^(Cap|NoNewPrivs)' /proc/self/status"])));
+    assert_eq!(record.console, format!("1000\n{}", cap_lines(bind, bind, bind, bind | kill, bind, 1)));
+}
+
+#[test]
+fn a_bundles_readonly_paths_apply_to_its_own_files() {
+    let Some(env) = env() else { return };
+    let mut value = env.fixture.config();
+    value["root"]["readonly"] = serde_json::json!(false);
+    value["linux"]["readonlyPaths"] = serde_json::json!(["/boxbench/sentinel", "/no/such/path"]);
+    value["linux"]["maskedPaths"] = serde_json::json!(["/boxbench/workloads", "/tmp/none"]);
+    env.fixture.write_config(&value);
+    let script = "echo changed > /boxbench/sentinel; cat /boxbench/sentinel; echo; ls -A /boxbench/workloads | wc -l; \
+                  touch /boxbench/new && echo writable";
+    let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
+    assert_eq!(
+        record.console,
+        format!("sh: can't create /boxbench/sentinel: Read-only file system\n{SENTINEL}\n0\nwritable\n")
+    );
+    assert_eq!(std::fs::read_to_string(env.fixture.rootfs().join("boxbench/sentinel")).unwrap(), SENTINEL);
+    assert!(env.fixture.rootfs().join("boxbench/workloads/hello").exists());
+}
+
+#[test]
+fn a_bad_isolation_setting_is_named_before_launch() {
+    let Some(env) = env() else { return };
+    let config = env.fixture.bundle().join("config.json");
+    let mut value = env.fixture.config();
+    value["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_SYS_MAGIC"]});
+    env.fixture.write_config(&value);
+    let err = env.run_err(&env.bundle_spec(Workload::Hello));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "bundle {}: field \"process.capabilities.bounding\": unknown capability \"CAP_SYS_MAGIC\"",
+            config.display()
+        )
+    );
+    let mut value = env.fixture.config();
+    value["linux"]["readonlyPaths"] = serde_json::json!(["proc/sys"]);
+    env.fixture.write_config(&value);
+    let err = env.run_err(&env.bundle_spec(Workload::Hello));
+    assert!(err.to_string().contains("\"linux.readonlyPaths\""), "{err}");
+}

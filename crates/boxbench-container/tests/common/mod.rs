@@ -14,7 +14,7 @@ pub const HOST_BUSYBOX: &str = "/bin/busybox";
 /// The applets the tests and workloads use.
 const APPLETS: &[&str] = &[
     "sh", "echo", "cat", "dd", "ls", "hostname", "uname", "sleep", "true", "false", "id", "env", "pwd", "touch",
-    "test", "head", "wc", "readlink", "stat", "grep",
+    "test", "head", "wc", "readlink", "stat", "grep", "ps", "mount", "umount",
 ];
 
 /// The text of `/boxbench/sentinel` in every fixture rootfs.
