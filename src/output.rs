@@ -105,6 +105,7 @@ mod tests {
             console: "BOXBENCH_READY\n".into(),
             memory: MemoryUsage { peak_bytes: Some(peak), ..MemoryUsage::default() },
             notes: vec![],
+            details_ms: Default::default(),
         }
     }
 

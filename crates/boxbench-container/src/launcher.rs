@@ -402,6 +402,7 @@ impl ContainerInstance {
                  to boxbench's own cgroup"
                     .to_owned(),
             ],
+            details_ms: Default::default(),
         })
     }
 }

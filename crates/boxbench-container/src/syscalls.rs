@@ -377,7 +377,7 @@ fn mask_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
 fn readonly_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
     match sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
         Ok(()) => {}
-        Err(Errno::ENOENT) => return Ok(()),
+        Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
         Err(errno) => return Err(errno),
     }
     let kept = sys.mount_flags(path)?;

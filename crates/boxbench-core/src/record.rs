@@ -106,6 +106,10 @@ pub struct Record {
     pub memory: MemoryUsage,
     /// Facts a reader needs to weigh the figures (e.g. "guest kernel code emulated by kvm_pvm").
     pub notes: Vec<String>,
+    /// Backend-specific sub-phase timings in milliseconds, by stable key (e.g. `vm_build_ms`): figures
+    /// of this launch only, where `notes` hold what is true of the whole series.
+    #[serde(default)]
+    pub details_ms: std::collections::BTreeMap<String, f64>,
 }
 
 impl Record {
@@ -148,6 +152,7 @@ mod tests {
             console: "a\nb\nc\nd".into(),
             memory: MemoryUsage::default(),
             notes: vec![],
+            details_ms: Default::default(),
         };
         assert_eq!(record.console_tail(2), "c\nd");
         assert_eq!(record.console_tail(10), "a\nb\nc\nd");

@@ -1,6 +1,6 @@
 //! Boots a guest repeatedly through the `microvm` backend and prints the medians of its phases, of
-//! the timings the backend notes (VMM start to first KVM_RUN and its parts, the exit path) and of its
-//! memory figures.
+//! its sub-phase timings (`Record::details_ms`: VMM start to first KVM_RUN and its parts, the exit
+//! path) and of its memory figures.
 //!
 //! `cargo run --release -p boxbench-microvm --example microvm_bench -- KERNEL [INITRD|-] [RUNS] [VCPUS]`
 
@@ -12,18 +12,6 @@ use boxbench_core::measure::launch_once;
 use boxbench_core::stats::Summary;
 use boxbench_core::{ImagePaths, InstanceSpec, Phases, Workload};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
-
-/// The `label: N ms` figures of a note such as "of which joining the instance cgroup: 0.5 ms,
-/// building the VM: 2.1 ms".
-fn note_timings(note: &str) -> Vec<(String, f64)> {
-    note.split(", ")
-        .filter_map(|part| {
-            let (label, value) = part.rsplit_once(": ")?;
-            let label = label.strip_prefix("of which ").unwrap_or(label);
-            Some((label.to_owned(), value.strip_suffix(" ms")?.parse().ok()?))
-        })
-        .collect()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -50,8 +38,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 series.entry(format!("{i} phase {name}")).or_default().push(ms);
             }
         }
-        for (label, ms) in record.notes.iter().flat_map(|n| note_timings(n)) {
-            series.entry(format!("5 note {label} (ms)")).or_default().push(ms);
+        for (key, ms) in &record.details_ms {
+            series.entry(format!("5 detail {key}")).or_default().push(*ms);
         }
         let m = &record.memory;
         for (name, bytes) in [("peak", m.peak_bytes), ("pss", m.pss_bytes), ("overhead", m.overhead_bytes)] {

@@ -5,6 +5,7 @@
 //! boots; `wait` collects the child's event records until it exits or the deadline passes; `finish`
 //! reaps it, removes the cgroup and turns what was collected into the record.
 
+use std::collections::BTreeMap;
 use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
@@ -34,6 +35,19 @@ pub const BACKEND_NAME: &str = "microvm";
 /// Why a Linux guest is refused on kvm_pvm unless forced.
 pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's instruction emulator here: a stock Linux \
                                         kernel does not boot in useful time; use --force to try anyway";
+
+/// `Record::details_ms` key: VMM child forked → the boot vCPU's first KVM_RUN.
+pub const DETAIL_VMM_START_TO_FIRST_RUN: &str = "vmm_start_to_first_run_ms";
+/// `Record::details_ms` key: VMM child forked → it is in the instance cgroup.
+pub const DETAIL_VMM_CGROUP_JOIN: &str = "vmm_cgroup_join_ms";
+/// `Record::details_ms` key: in the instance cgroup → first KVM_RUN (KVM objects, memory, boot data).
+pub const DETAIL_VM_BUILD: &str = "vm_build_ms";
+/// `Record::details_ms` key: every vCPU stopped → KVM objects and guest memory released.
+pub const DETAIL_KVM_TEARDOWN: &str = "kvm_teardown_ms";
+/// `Record::details_ms` key: the child reported the VM's end → boxbench reaped it.
+pub const DETAIL_CHILD_REAP: &str = "child_reap_ms";
+/// `Record::details_ms` key: child reaped → instance cgroup removed.
+pub const DETAIL_CGROUP_REMOVE: &str = "cgroup_remove_ms";
 
 /// What `overhead_bytes` means for this backend (see [`crate::vmm_memory`]), as the record says it.
 pub const OVERHEAD_DEFINITION: &str = "overhead_bytes: the VMM child's private resident memory outside guest RAM \
@@ -353,27 +367,21 @@ impl Finished {
         if kvm == KvmFlavour::Pvm {
             notes.push("guest kernel code emulated by kvm_pvm".to_owned());
         }
-        if let Some(entry) = reported.first_entry {
-            notes.push(format!("VMM child start to first KVM_RUN: {:.3} ms", entry.millis_since(forked_at)));
-        }
-        if let (Some(joined), Some(entry)) = (reported.cgroup_joined, reported.first_entry) {
-            notes.push(format!(
-                "of which joining the instance cgroup: {:.3} ms, building the VM: {:.3} ms",
-                joined.millis_since(forked_at),
-                entry.millis_since(joined)
-            ));
-        }
+        let mut details_ms = BTreeMap::new();
+        let mut detail = |key: &str, span: Option<(MonotonicNs, MonotonicNs)>| {
+            if let Some((from, to)) = span {
+                details_ms.insert(key.to_owned(), to.millis_since(from));
+            }
+        };
+        let exited_at = reported.exit.as_ref().map(|(_, _, at)| *at);
+        detail(DETAIL_VMM_START_TO_FIRST_RUN, reported.first_entry.map(|entry| (forked_at, entry)));
+        detail(DETAIL_VMM_CGROUP_JOIN, reported.cgroup_joined.map(|joined| (forked_at, joined)));
+        detail(DETAIL_VM_BUILD, reported.cgroup_joined.zip(reported.first_entry));
+        detail(DETAIL_KVM_TEARDOWN, reported.vcpus_stopped.zip(exited_at));
+        detail(DETAIL_CHILD_REAP, exited_at.zip(reaped_at));
+        detail(DETAIL_CGROUP_REMOVE, reaped_at.map(|reaped| (reaped, removed_at)));
         if let Some((port_io, mmio)) = reported.ignored.filter(|&(p, m)| p + m > 0) {
             notes.push(format!("guest accesses to absent devices ignored: {port_io} port I/O, {mmio} MMIO"));
-        }
-        if let (Some(stopped), Some((_, _, ended)), Some(reaped)) = (reported.vcpus_stopped, &reported.exit, reaped_at)
-        {
-            notes.push(format!(
-                "releasing the VM (KVM teardown): {:.3} ms, VMM child exit until reaped: {:.3} ms, instance cgroup removal: {:.3} ms",
-                ended.millis_since(stopped),
-                reaped.millis_since(*ended),
-                removed_at.millis_since(reaped)
-            ));
         }
         let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
         let overhead_bytes = marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0);
@@ -394,6 +402,7 @@ impl Finished {
             console: console.text,
             memory: MemoryUsage { peak_bytes, pss_bytes: pss_bytes.filter(|&b| b > 0), overhead_bytes },
             notes,
+            details_ms,
         }
     }
 }

@@ -183,5 +183,7 @@ pub fn record(
             overhead_bytes,
         },
         notes,
+        // The peers show no sub-phases beyond the record's phases.
+        details_ms: Default::default(),
     }
 }

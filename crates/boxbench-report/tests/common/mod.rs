@@ -69,6 +69,7 @@ pub fn record(backend: &str, marker_ms: Option<f64>, peak_bytes: Option<u64>, co
             overhead_bytes: peak_bytes.map(|p| p / 8),
         },
         notes: vec![format!("{backend} synthetic")],
+        details_ms: Default::default(),
     }
 }
 
