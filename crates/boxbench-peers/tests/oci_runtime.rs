@@ -176,3 +176,38 @@ fn prepared_but_never_launched_instance_leaves_nothing() {
         .unwrap_or_default();
     assert!(bundles.is_empty(), "bundle directories left: {bundles:?}");
 }
+
+/// The spec's memory limit reaches the container: a 64 MiB buffer passes without a limit and is
+/// killed under a 16 MiB one. On a v2 memory controller the kill is reported as OutOfMemory; on v1
+/// (events are not hierarchical there, and the runtime removes the container's cgroup on exit) it
+/// shows as the runtime's "killed by signal 9".
+fn memory_limit_applies(runtime: OciRuntime) {
+    let _serial = common::serial();
+    let Some(launcher) = launcher(runtime) else { return };
+    let Some(images) = common::container_images() else { return };
+    let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; dd if=/dev/zero of=/dev/null bs=64M count=1"]
+        .map(String::from)
+        .to_vec();
+    let mut spec = InstanceSpec::new(Workload::Command(argv), images.paths.clone());
+    let unlimited = launch_once(&launcher, &spec).unwrap();
+    assert_eq!(unlimited.outcome, Outcome::Exited { code: 0 }, "console: {}", unlimited.console);
+    spec.memory_limit_bytes = Some(16 << 20);
+    let limited = launch_once(&launcher, &spec).unwrap();
+    assert!(
+        matches!(limited.outcome, Outcome::OutOfMemory | Outcome::Signaled { signal: 9 }),
+        "{:?}; console: {}",
+        limited.outcome,
+        limited.console
+    );
+    assert_nothing_left(&launcher);
+}
+
+#[test]
+fn crun_memory_limit_applies() {
+    memory_limit_applies(OciRuntime::Crun);
+}
+
+#[test]
+fn runc_memory_limit_applies() {
+    memory_limit_applies(OciRuntime::Runc);
+}
