@@ -2,5 +2,6 @@
 //! CLI (`src/main.rs`) and the Criterion benches (`benches/`) share.
 
 pub mod backends;
+pub mod compare;
 pub mod images;
 pub mod output;

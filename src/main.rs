@@ -3,6 +3,7 @@
 //! The binary stays thin: it parses the command line, picks the backends and hands their records to
 //! the printers. Launching lives in the backend crates, measuring in `boxbench-core`.
 
+mod compare_cmd;
 mod doctor;
 mod images_cmd;
 mod run;
@@ -27,7 +28,11 @@ enum Command {
     #[command(subcommand)]
     Images(images_cmd::ImagesCommand),
     /// Launches one backend N times and prints per-phase statistics (or every record as JSON).
-    Run(run::RunArgs),
+    Run(Box<run::RunArgs>),
+    /// The main job: every backend this host can run, interleaved, judged claim by claim in a report.
+    Compare(compare_cmd::CompareArgs),
+    /// Regenerates a report from saved results (several hosts side by side).
+    Report(compare_cmd::ReportArgs),
 }
 
 fn main() -> ExitCode {
@@ -36,6 +41,8 @@ fn main() -> ExitCode {
         Command::Doctor(args) => doctor::doctor(&args),
         Command::Images(cmd) => images_cmd::images(&cmd),
         Command::Run(args) => run::run(&args),
+        Command::Compare(args) => compare_cmd::compare_cmd(&args),
+        Command::Report(args) => compare_cmd::report_cmd(&args),
     };
     match result {
         Ok(code) => code,

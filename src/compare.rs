@@ -1,0 +1,354 @@
+//! `boxbench compare`: every series this host can run, launched interleaved (A B C A B C …, so drift
+//! and noise hit all alike) after discarded warm-up rounds, plus the `uname` evidence and the image
+//! sizes, gathered into the report crate's [`Results`].
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use boxbench_core::host::{HostFacts, KvmFlavour};
+use boxbench_core::measure::launch_once;
+use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
+use boxbench_images::ImageBuilder;
+use boxbench_report::{HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind};
+
+use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice};
+
+/// What `compare` runs and how often.
+#[derive(Debug, Clone)]
+pub struct CompareSettings {
+    /// Measured launches per series.
+    pub runs: usize,
+    /// Launches per series discarded before measuring (caches, page faults of the first run).
+    pub warmup: usize,
+    /// Launches of the `uname` workload per series (claim 4's evidence).
+    pub uname_runs: usize,
+    /// Only these backends (all when empty).
+    pub only: Vec<BackendChoice>,
+    /// Each launch's deadline.
+    pub timeout: Duration,
+    /// The options every backend is built with (images, dockerd, firecracker binary).
+    pub options: BackendOptions,
+    /// The command line, recorded in the results.
+    pub command_line: Vec<String>,
+}
+
+/// One series to measure: a backend with its guest and accelerator settings.
+#[derive(Debug, Clone)]
+pub struct SeriesPlan {
+    /// The backend.
+    pub choice: BackendChoice,
+    /// Its options (guest, accelerator).
+    pub options: BackendOptions,
+    /// What kind of VM it is (`None` for containers).
+    pub vm_kind: Option<VmKind>,
+}
+
+impl SeriesPlan {
+    /// The series' name in progress lines and errors.
+    pub fn label(&self) -> String {
+        match self.vm_kind {
+            Some(kind) => format!("{} ({})", self.choice.name(), kind.label()),
+            None => self.choice.name().to_owned(),
+        }
+    }
+
+    /// The `boxbench run` command that reproduces one launch of this series.
+    pub fn command(&self, workload: &str) -> String {
+        let mut cmd = format!("boxbench run --backend {} --workload {workload}", self.choice.name());
+        if self.choice.is_vm() {
+            let guest = match self.options.guest() {
+                GuestChoice::Boxbench => "boxbench",
+                GuestChoice::Linux => "linux",
+            };
+            cmd.push_str(&format!(" --guest {guest}"));
+            if matches!(self.choice, BackendChoice::QemuMicrovm | BackendChoice::QemuQ35) {
+                let accel = match self.options.accel {
+                    AccelChoice::Auto => "auto",
+                    AccelChoice::Kvm => "kvm",
+                    AccelChoice::Tcg => "tcg",
+                };
+                cmd.push_str(&format!(" --accel {accel}"));
+            }
+        }
+        cmd
+    }
+}
+
+/// The series a host runs by default: every container backend, boxbench's VMM and QEMU on boxbench's
+/// own guest (the VM floor, under this host's KVM), and Linux guests where they boot usefully — under
+/// hardware KVM on VMX/SVM hosts, under QEMU's TCG emulator elsewhere (kvm_pvm emulates guest kernel
+/// code far slower than TCG).
+pub fn default_plan(kvm: KvmFlavour, base: &BackendOptions) -> Vec<SeriesPlan> {
+    let with = |guest: GuestChoice, accel: AccelChoice| BackendOptions { guest: Some(guest), accel, ..base.clone() };
+    let mut plan: Vec<SeriesPlan> = [
+        BackendChoice::Container,
+        BackendChoice::Crun,
+        BackendChoice::Runc,
+        BackendChoice::Podman,
+        BackendChoice::Docker,
+    ]
+    .into_iter()
+    .map(|choice| SeriesPlan { choice, options: base.clone(), vm_kind: None })
+    .collect();
+    if kvm != KvmFlavour::Absent {
+        plan.push(SeriesPlan {
+            choice: BackendChoice::Microvm,
+            options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
+            vm_kind: Some(VmKind::OwnGuestFloor),
+        });
+        plan.push(SeriesPlan {
+            choice: BackendChoice::QemuMicrovm,
+            options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
+            vm_kind: Some(VmKind::OwnGuestOtherVmm),
+        });
+    }
+    let (linux_accel, linux_kind) = if kvm.is_hardware() {
+        (AccelChoice::Kvm, VmKind::LinuxHardware)
+    } else {
+        (AccelChoice::Tcg, VmKind::LinuxTcg)
+    };
+    let mut linux_vms = vec![BackendChoice::QemuMicrovm, BackendChoice::QemuQ35];
+    if kvm.is_hardware() {
+        linux_vms.insert(0, BackendChoice::Microvm);
+        linux_vms.push(BackendChoice::Firecracker);
+    }
+    for choice in linux_vms {
+        plan.push(SeriesPlan { choice, options: with(GuestChoice::Linux, linux_accel), vm_kind: Some(linux_kind) });
+    }
+    plan
+}
+
+/// A series ready to run: its launcher and the specs of its workloads.
+struct Ready {
+    plan: SeriesPlan,
+    launcher: Box<dyn Launcher>,
+    hello: InstanceSpec,
+    uname: InstanceSpec,
+    hello_records: Vec<Record>,
+    uname_records: Vec<Record>,
+}
+
+/// Receives `compare`'s progress: the CLI draws a bar, tests ignore it.
+pub trait CompareProgress {
+    /// A series was set aside before measuring, and why.
+    fn skipped(&self, series: &str, why: &str);
+    /// The number of launches the run will make.
+    fn planned(&self, launches: usize);
+    /// One launch finished.
+    fn launched(&self, series: &str, record: &Record);
+}
+
+/// Runs the comparison and returns its results (not yet written anywhere).
+pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Results {
+    let load_before = LoadAverage::now();
+    let facts = HostFacts::detect();
+    let mut notes = Vec::new();
+    let plan: Vec<SeriesPlan> = default_plan(facts.kvm, &settings.options)
+        .into_iter()
+        .filter(|p| settings.only.is_empty() || settings.only.contains(&p.choice))
+        .collect();
+
+    let mut ready = Vec::new();
+    for series in plan {
+        match prepare(&series, settings) {
+            Ok(r) => ready.push(r),
+            Err(why) => {
+                progress.skipped(&series.label(), &why);
+                notes.push(format!("{} not measured: {why}", series.label()));
+            }
+        }
+    }
+
+    let rounds = settings.warmup + settings.runs;
+    progress.planned(ready.len() * (rounds + settings.uname_runs));
+    for round in 0..rounds {
+        for series in &mut ready {
+            if let Some(record) = launch(series, &series.hello, progress) {
+                if round >= settings.warmup {
+                    series.hello_records.push(record);
+                }
+            }
+        }
+    }
+    for _ in 0..settings.uname_runs {
+        for series in &mut ready {
+            if let Some(record) = launch(series, &series.uname, progress) {
+                series.uname_records.push(record);
+            }
+        }
+    }
+
+    let host = HostSection::capture(facts.label(), facts, load_before);
+    let run_settings = RunSettings {
+        command_line: settings.command_line.clone(),
+        runs_per_series: settings.runs,
+        warmup_runs: settings.warmup,
+        interleaved: true,
+        density_instances: None,
+        extra: BTreeMap::from([("timeout_s".to_owned(), settings.timeout.as_secs_f64().to_string())]),
+    };
+    let mut results = Results::new(timestamp(), host, run_settings);
+    for series in ready {
+        let Ready { plan, hello_records, uname_records, .. } = series;
+        for (workload, records) in [("hello", hello_records), ("uname", uname_records)] {
+            if records.is_empty() {
+                continue;
+            }
+            results.series.push(
+                Series::new(plan.choice.name().to_owned(), workload.to_owned(), plan.vm_kind, records)
+                    .with_command(plan.command(workload)),
+            );
+        }
+    }
+    results.images = image_sizes(&mut notes);
+    results.notes = notes;
+    results
+}
+
+fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, String> {
+    let launcher = backends::launcher(series.choice, &series.options).map_err(|e| e.to_string())?;
+    let images = backends::image_paths(series.choice, &series.options).map_err(|e| e.to_string())?;
+    let spec = |workload: Workload| {
+        let mut spec = InstanceSpec::new(workload, images.clone());
+        spec.timeout = settings.timeout;
+        spec
+    };
+    // One probe launch proves the series runs here before it takes a slot in every round.
+    let hello = spec(Workload::Hello);
+    let probe = launch_once(launcher.as_ref(), &hello).map_err(|e| e.to_string())?;
+    if !probe.outcome.is_success() {
+        return Err(format!("its probe launch {}: {}", probe.outcome, probe.console_tail(3).replace('\n', " | ")));
+    }
+    Ok(Ready {
+        plan: series.clone(),
+        launcher,
+        hello,
+        uname: spec(Workload::Uname),
+        hello_records: Vec::new(),
+        uname_records: Vec::new(),
+    })
+}
+
+/// One launch of a series; a launch that cannot even start is reported and counted as absent.
+fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -> Option<Record> {
+    match launch_once(series.launcher.as_ref(), spec) {
+        Ok(record) => {
+            progress.launched(&series.plan.label(), &record);
+            Some(record)
+        }
+        Err(e) => {
+            progress.skipped(&series.plan.label(), &format!("a launch failed: {e}"));
+            None
+        }
+    }
+}
+
+/// Every built artefact's size, classified for claim 3.
+fn image_sizes(notes: &mut Vec<String>) -> Vec<ImageSize> {
+    let builder = ImageBuilder::default_dirs();
+    let sizes = match builder.sizes() {
+        Ok(sizes) => sizes,
+        Err(e) => {
+            notes.push(format!("image sizes not measured: {e}"));
+            return Vec::new();
+        }
+    };
+    let mut images: Vec<ImageSize> = sizes
+        .into_iter()
+        .map(|s| ImageSize {
+            kind: image_kind(&s.name),
+            bytes: s.uncompressed_bytes,
+            compressed_bytes: Some(s.compressed_bytes),
+            path: Some(s.path),
+            description: s.method,
+            name: s.name,
+        })
+        .collect();
+    // A micro-VM is its kernel plus its initramfs: count them together, as a VMM loads them.
+    let kernel = images.iter().find(|i| i.name == boxbench_images::artefact::DEBIAN_KERNEL);
+    let initramfs = images.iter().find(|i| i.name == boxbench_images::artefact::INITRAMFS);
+    if let (Some(kernel), Some(initramfs)) = (kernel, initramfs) {
+        images.push(ImageSize {
+            name: "debian-cloud-vmlinuz+initramfs".to_owned(),
+            kind: ImageKind::MicroVmKernelInitrd,
+            bytes: kernel.bytes + initramfs.compressed_bytes.unwrap_or(initramfs.bytes),
+            compressed_bytes: None,
+            path: None,
+            description: "Debian's cloud bzImage plus the gzip busybox initramfs, as a VMM loads them".to_owned(),
+        });
+    }
+    images
+}
+
+fn image_kind(name: &str) -> ImageKind {
+    use boxbench_images::artefact;
+    match name {
+        n if n == artefact::ROOTFS || n == artefact::OCI_IMAGE => ImageKind::ContainerImage,
+        n if n.starts_with("full-os") => ImageKind::FullOsVmDisk,
+        _ => ImageKind::Other,
+    }
+}
+
+/// UTC time now as `YYYY-MM-DDTHH-MM-SSZ`, usable as a directory name.
+pub fn timestamp() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02}T{:02}-{:02}-{:02}Z", rem / 3600, rem % 3600 / 60, rem % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamp_is_a_date_and_time() {
+        let t = timestamp();
+        assert_eq!(t.len(), 20, "{t}");
+        assert!(t.starts_with("20"), "{t}");
+        assert!(t.ends_with('Z'));
+    }
+
+    #[test]
+    fn plan_on_kvm_pvm_boots_linux_only_under_tcg() {
+        let plan = default_plan(KvmFlavour::Pvm, &BackendOptions::default());
+        let linux: Vec<&SeriesPlan> = plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Linux)).collect();
+        assert!(!linux.is_empty());
+        assert!(linux.iter().all(|p| p.options.accel == AccelChoice::Tcg && p.vm_kind == Some(VmKind::LinuxTcg)));
+        assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
+        assert_eq!(plan.iter().filter(|p| p.vm_kind.is_none()).count(), 5);
+    }
+
+    #[test]
+    fn plan_on_hardware_kvm_boots_linux_in_every_vmm() {
+        let plan = default_plan(KvmFlavour::Vmx, &BackendOptions::default());
+        let linux: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.vm_kind == Some(VmKind::LinuxHardware)).map(|p| p.choice).collect();
+        assert_eq!(
+            linux,
+            [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::QemuQ35, BackendChoice::Firecracker]
+        );
+    }
+
+    #[test]
+    fn without_kvm_no_vm_series_needs_it() {
+        let plan = default_plan(KvmFlavour::Absent, &BackendOptions::default());
+        assert!(plan.iter().filter(|p| p.choice.is_vm()).all(|p| p.options.accel == AccelChoice::Tcg));
+    }
+
+    #[test]
+    fn series_command_reproduces_the_launch() {
+        let plan = default_plan(KvmFlavour::Pvm, &BackendOptions::default());
+        let q35 = plan.iter().find(|p| p.choice == BackendChoice::QemuQ35).unwrap();
+        assert_eq!(q35.command("hello"), "boxbench run --backend qemu-q35 --workload hello --guest linux --accel tcg");
+    }
+}

@@ -1,0 +1,117 @@
+//! `boxbench compare` and `boxbench report`: the main job, and regenerating a report from saved results.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use boxbench::backends::{BackendChoice, BackendOptions};
+use boxbench::compare::{CompareProgress, CompareSettings, compare, timestamp};
+use boxbench_core::Record;
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Arguments of `boxbench compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// Measured launches per series.
+    #[arg(long, short = 'n', default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub runs: u32,
+    /// Launches per series discarded first.
+    #[arg(long, default_value_t = 2)]
+    pub warmup: u32,
+    /// Launches of the `uname` workload per series (which kernel each instance sees).
+    #[arg(long, default_value_t = 2)]
+    pub uname_runs: u32,
+    /// Only these backends (repeat the option; default: every backend this host can run).
+    #[arg(long = "backend", short = 'b', value_enum)]
+    pub backends: Vec<BackendChoice>,
+    /// Every launch's deadline in seconds.
+    #[arg(long, default_value_t = 60)]
+    pub timeout: u64,
+    /// Where to write the report (default: reports/<UTC timestamp>/).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// The Firecracker binary (default: `firecracker` on PATH).
+    #[arg(long, value_name = "PATH")]
+    pub firecracker: Option<PathBuf>,
+    /// Start a private dockerd when no Docker daemon runs (stopped afterwards).
+    #[arg(long)]
+    pub start_dockerd: bool,
+}
+
+/// Arguments of `boxbench report`.
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Saved `results.json` files (several hosts are compared side by side).
+    #[arg(required = true)]
+    pub results: Vec<PathBuf>,
+    /// The directory to write the report into.
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+/// A progress bar over every launch of the run.
+#[derive(Debug)]
+struct Bar(ProgressBar);
+
+impl CompareProgress for Bar {
+    fn skipped(&self, series: &str, why: &str) {
+        self.0.println(format!("skipping {series}: {why}"));
+    }
+
+    fn planned(&self, launches: usize) {
+        self.0.set_length(launches as u64);
+    }
+
+    fn launched(&self, series: &str, record: &Record) {
+        self.0.set_message(format!("{series}: {}", record.outcome));
+        self.0.inc(1);
+    }
+}
+
+/// Runs `boxbench compare`.
+pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
+    let out = args.out.clone().unwrap_or_else(|| reports_dir().join(timestamp()));
+    let settings = CompareSettings {
+        runs: args.runs as usize,
+        warmup: args.warmup as usize,
+        uname_runs: args.uname_runs as usize,
+        only: args.backends.clone(),
+        timeout: Duration::from_secs(args.timeout),
+        options: BackendOptions {
+            firecracker: args.firecracker.clone(),
+            start_dockerd: args.start_dockerd,
+            ..BackendOptions::default()
+        },
+        command_line: std::env::args().collect(),
+    };
+    boxbench::images::build_default(false).context("building the guest images")?;
+    let bar = ProgressBar::new(0).with_style(
+        ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} launches  {msg}")
+            .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
+            .progress_chars("=> "),
+    );
+    let results = compare(&settings, &Bar(bar.clone()));
+    bar.finish_and_clear();
+    let files = boxbench_report::write_report(&results, &out)?;
+    for verdict in boxbench_report::judge(&results) {
+        println!("{}: {}", verdict.statement, verdict.verdict);
+    }
+    println!("report: {}", files.report_md.display());
+    println!("        {}", files.report_html.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Runs `boxbench report`.
+pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
+    let hosts = boxbench_report::load_results(&args.results)?;
+    let files = boxbench_report::write_comparison(&hosts, &args.out)?;
+    println!("report: {}", files.report_md.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The workspace's `reports/` directory.
+fn reports_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports")
+}
