@@ -14,7 +14,6 @@ use std::os::unix::ffi::OsStrExt;
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
 use nix::sys::stat::{Mode, SFlag};
-use nix::sys::statvfs::FsFlags;
 
 /// The system calls of the container's setup.
 pub trait Syscalls {
@@ -57,8 +56,16 @@ pub trait Syscalls {
     fn reset_signals(&self) -> Result<(), Errno>;
     /// Whether `path` (symlinks followed) is a directory, from stat(2).
     fn is_directory(&self, path: &CStr) -> Result<bool, Errno>;
-    /// The per-mount flags (nosuid, nodev, noexec, atime) of the mount at `path`, from statvfs(2).
-    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno>;
+    /// open_tree(2) with `OPEN_TREE_CLONE | AT_RECURSIVE`: a detached copy of the mounts at and under
+    /// `path`, as a descriptor.
+    fn clone_tree(&self, path: &CStr) -> Result<RawFd, Errno>;
+    /// mount_setattr(2) with `AT_RECURSIVE`: every mount of the detached tree becomes read-only, their
+    /// other flags untouched.
+    fn make_tree_readonly(&self, tree: RawFd) -> Result<(), Errno>;
+    /// move_mount(2): attaches the detached tree at `target`.
+    fn attach_tree(&self, tree: RawFd, target: &CStr) -> Result<(), Errno>;
+    /// close(2).
+    fn close(&self, fd: RawFd);
     /// prctl(PR_CAPBSET_DROP): `cap` leaves the bounding set; `EINVAL` past the kernel's last one.
     fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno>;
     /// prctl(PR_SET_KEEPCAPS, 1): the permitted set survives the change to a non-zero uid (the flag
@@ -90,16 +97,21 @@ struct CapData {
 /// `_LINUX_CAPABILITY_VERSION_3`: 64-bit sets.
 const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
 
-/// The statvfs(2) flags that are per-mount flags a read-only remount must keep, with the mount(2)
-/// flag of each.
-const KEPT_MOUNT_FLAGS: [(FsFlags, MsFlags); 6] = [
-    (FsFlags::ST_NOSUID, MsFlags::MS_NOSUID),
-    (FsFlags::ST_NODEV, MsFlags::MS_NODEV),
-    (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
-    (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
-    (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
-    (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
-];
+/// The kernel's `struct mount_attr` (mount_setattr(2)).
+#[repr(C)]
+struct MountAttr {
+    attr_set: u64,
+    attr_clr: u64,
+    propagation: u64,
+    userns_fd: u64,
+}
+
+/// `MOUNT_ATTR_RDONLY`.
+const MOUNT_ATTR_RDONLY: u64 = 0x1;
+/// `OPEN_TREE_CLONE`.
+const OPEN_TREE_CLONE: libc::c_uint = 0x1;
+/// `MOVE_MOUNT_F_EMPTY_PATH`: the source is the descriptor itself.
+const MOVE_MOUNT_F_EMPTY_PATH: libc::c_uint = 0x4;
 
 fn prctl(option: libc::c_int, arg2: libc::c_ulong, arg3: libc::c_ulong) -> Result<(), Errno> {
     // SAFETY: the options used here (capability and keep-caps controls) take integers only and
@@ -241,9 +253,52 @@ impl Syscalls for LinuxSyscalls {
         Ok(SFlag::from_bits_truncate(mode & SFlag::S_IFMT.bits()) == SFlag::S_IFDIR)
     }
 
-    fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno> {
-        let flags = nix::sys::statvfs::statvfs(path)?.flags();
-        Ok(KEPT_MOUNT_FLAGS.iter().filter(|(st, _)| flags.contains(*st)).fold(MsFlags::empty(), |ms, (_, f)| ms | *f))
+    fn clone_tree(&self, path: &CStr) -> Result<RawFd, Errno> {
+        let flags = OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint | libc::AT_RECURSIVE as libc::c_uint;
+        // SAFETY: open_tree reads the NUL-terminated path of a live CStr and returns a new
+        // descriptor or -1.
+        let fd = unsafe { libc::syscall(libc::SYS_open_tree, libc::AT_FDCWD, path.as_ptr(), flags) };
+        Errno::result(fd).map(|fd| fd as RawFd)
+    }
+
+    fn make_tree_readonly(&self, tree: RawFd) -> Result<(), Errno> {
+        let attr = MountAttr { attr_set: MOUNT_ATTR_RDONLY, attr_clr: 0, propagation: 0, userns_fd: 0 };
+        let flags = libc::AT_EMPTY_PATH | libc::AT_RECURSIVE;
+        // SAFETY: mount_setattr reads the empty path (the descriptor itself is the target) and
+        // `size_of::<MountAttr>()` bytes of the live `attr`.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                tree,
+                c"".as_ptr(),
+                flags,
+                &attr as *const MountAttr,
+                std::mem::size_of::<MountAttr>(),
+            )
+        };
+        Errno::result(res).map(drop)
+    }
+
+    fn attach_tree(&self, tree: RawFd, target: &CStr) -> Result<(), Errno> {
+        // SAFETY: move_mount reads two NUL-terminated paths, an empty static one for the source
+        // descriptor and the live `target`.
+        let res = unsafe {
+            libc::syscall(
+                libc::SYS_move_mount,
+                tree,
+                c"".as_ptr(),
+                libc::AT_FDCWD,
+                target.as_ptr(),
+                MOVE_MOUNT_F_EMPTY_PATH,
+            )
+        };
+        Errno::result(res).map(drop)
+    }
+
+    fn close(&self, fd: RawFd) {
+        // SAFETY: `fd` came from clone_tree in this setup and nothing else owns it. A failed close
+        // leaves nothing to do: the descriptor is close-on-exec.
+        unsafe { libc::close(fd) };
     }
 
     fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
@@ -345,8 +400,8 @@ pub enum Step {
     /// tmpfs over a directory, nothing if the path does not exist. Made after pivot_root, so the
     /// path is the container's.
     MaskPath(CString),
-    /// Make a path read-only as OCI's `readonlyPaths` do: bound onto itself (with the mounts under
-    /// it), then remounted read-only keeping its other flags; nothing if the path does not exist.
+    /// Make a path read-only as OCI's `readonlyPaths` do: covered by a read-only copy of itself and
+    /// the mounts under it, their other flags kept; nothing if the path does not exist.
     ReadonlyPath(CString),
     /// Drop every capability not in the mask from the bounding set.
     LimitBoundingCaps(u64),
@@ -373,15 +428,18 @@ fn mask_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
     }
 }
 
-/// Binds `path` onto itself and remounts the bind read-only with the flags it had.
+/// Covers `path` with a read-only copy of itself and the mounts under it. Through the mount API
+/// (open_tree, mount_setattr, move_mount): the classic bind and remount needs twice the path
+/// lookups, a statfs to keep the other flags, and leaves the mounts under the path writable.
 fn readonly_path(sys: &dyn Syscalls, path: &CStr) -> Result<(), Errno> {
-    match sys.mount(Some(path), path, None, MsFlags::MS_BIND | MsFlags::MS_REC, None) {
-        Ok(()) => {}
+    let tree = match sys.clone_tree(path) {
+        Ok(tree) => tree,
         Err(Errno::ENOENT | Errno::ENOTDIR) => return Ok(()),
         Err(errno) => return Err(errno),
-    }
-    let kept = sys.mount_flags(path)?;
-    sys.mount(None, path, None, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | kept, None)
+    };
+    let attached = sys.make_tree_readonly(tree).and_then(|()| sys.attach_tree(tree, path));
+    sys.close(tree);
+    attached
 }
 
 /// Drops from the bounding set every capability the kernel knows that `keep` lacks.
@@ -580,9 +638,18 @@ pub(crate) mod recording {
             self.record(format!("is_directory {}", s(Some(path))))?;
             Ok(self.directories.iter().any(|dir| dir.as_bytes() == path.to_bytes()))
         }
-        fn mount_flags(&self, path: &CStr) -> Result<MsFlags, Errno> {
-            self.record(format!("mount_flags {}", s(Some(path))))?;
-            Ok(MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC)
+        fn clone_tree(&self, path: &CStr) -> Result<RawFd, Errno> {
+            self.record(format!("clone_tree {}", s(Some(path))))?;
+            Ok(42)
+        }
+        fn make_tree_readonly(&self, tree: RawFd) -> Result<(), Errno> {
+            self.record(format!("make_tree_readonly {tree}"))
+        }
+        fn attach_tree(&self, tree: RawFd, target: &CStr) -> Result<(), Errno> {
+            self.record(format!("attach_tree {tree} {}", s(Some(target))))
+        }
+        fn close(&self, fd: RawFd) {
+            self.calls.borrow_mut().push(format!("close {fd}"));
         }
         fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
             // The recorded kernel knows capabilities 0 to 40, as this host's 6.x does.
@@ -659,29 +726,22 @@ mod tests {
     }
 
     #[test]
-    fn a_readonly_path_is_bound_then_remounted_read_only_keeping_its_flags() {
+    fn a_readonly_path_is_covered_by_a_read_only_copy_of_its_tree() {
         let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
         let sys = RecordingSyscalls::default();
         run_steps(&sys, &[Step::ReadonlyPath(c("/proc/sys"))], &fds).unwrap();
-        let rbind = (MsFlags::MS_BIND | MsFlags::MS_REC).bits();
-        let remount = (MsFlags::MS_BIND
-            | MsFlags::MS_REMOUNT
-            | MsFlags::MS_RDONLY
-            | MsFlags::MS_NOSUID
-            | MsFlags::MS_NODEV
-            | MsFlags::MS_NOEXEC)
-            .bits();
         assert_eq!(
             *sys.calls.borrow(),
-            [
-                format!("mount /proc/sys /proc/sys - {rbind:#x} -"),
-                "mount_flags /proc/sys".to_owned(),
-                format!("mount - /proc/sys - {remount:#x} -"),
-            ]
+            ["clone_tree /proc/sys", "make_tree_readonly 42", "attach_tree 42 /proc/sys", "close 42"]
         );
-        let sys = RecordingSyscalls { fail_on: Some("mount"), fail_with: Some(Errno::ENOENT), ..Default::default() };
+        let sys =
+            RecordingSyscalls { fail_on: Some("clone_tree"), fail_with: Some(Errno::ENOENT), ..Default::default() };
         run_steps(&sys, &[Step::ReadonlyPath(c("/proc/nothing"))], &fds).unwrap();
         assert_eq!(sys.calls.borrow().len(), 1);
+        // The copy is closed whatever happens to it.
+        let sys = RecordingSyscalls { fail_on: Some("make_tree_readonly"), ..Default::default() };
+        assert_eq!(run_steps(&sys, &[Step::ReadonlyPath(c("/proc/sys"))], &fds), Err((0, Errno::EPERM)));
+        assert_eq!(*sys.calls.borrow(), ["clone_tree /proc/sys", "make_tree_readonly 42", "close 42"]);
     }
 
     #[test]
