@@ -1,6 +1,10 @@
 //! The VMM child process: forked per VM, placed in the instance cgroup, it builds and runs the VM and
 //! exits, so a crash or a kill cannot leave KVM objects, guest memory or vCPU threads in boxbench.
 //!
+//! Once the VM is built and its vCPU threads have started, the child confines every thread with the
+//! run loop's seccomp filter ([`crate::seccomp`]) before the first KVM_RUN. If KVM returns an error,
+//! the child reports it as how the VM ended and exits normally.
+//!
 //! The child reports over two pipes: fixed-size [`ChildEvent`] records (milestones, memory, how the VM
 //! ended) and the raw serial output (boxbench's console capture reads it).
 
@@ -16,8 +20,9 @@ use boxbench_core::MonotonicNs;
 use crate::cpuid::CpuidQuirks;
 use crate::events::ChildEvent;
 use crate::observer::VmObserver;
+use crate::seccomp;
 use crate::vm::{BootPlan, Vm};
-use crate::vmm_memory;
+use crate::vmm_memory::{ResidentSplit, Smaps};
 
 /// Exit status of a child that reported how its VM ended.
 const EXIT_REPORTED: i32 = 0;
@@ -45,6 +50,7 @@ pub struct ChildSetup {
 #[derive(Debug)]
 struct Reporter {
     events: File,
+    smaps: Option<Smaps>,
     guest_ranges: OnceLock<Vec<(usize, usize)>>,
     measured_at_marker: AtomicBool,
 }
@@ -56,9 +62,8 @@ impl Reporter {
         let _ = (&self.events).write(&event.encode());
     }
 
-    fn overhead_bytes(&self) -> Option<u64> {
-        let ranges = self.guest_ranges.get()?;
-        vmm_memory::resident_split(ranges).map(|split| split.overhead())
+    fn resident_split(&self) -> Option<ResidentSplit> {
+        self.smaps.as_ref()?.resident_split(self.guest_ranges.get()?)
     }
 }
 
@@ -74,8 +79,9 @@ impl VmObserver for Reporter {
     fn console_marker(&self, at: MonotonicNs) {
         // Measured right here, on the vCPU thread that wrote the marker's last byte, while the guest is
         // stopped on it: the figures are those of the moment the marker appeared.
-        let pss_bytes = vmm_memory::own_pss_bytes().unwrap_or(0);
-        let overhead_bytes = self.overhead_bytes().unwrap_or(0);
+        let split = self.resident_split();
+        let pss_bytes = split.map_or(0, |split| split.pss);
+        let overhead_bytes = split.map_or(0, |split| split.overhead());
         self.send(&ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes });
         self.measured_at_marker.store(true, Ordering::Release);
     }
@@ -86,8 +92,8 @@ impl VmObserver for Reporter {
         if self.measured_at_marker.load(Ordering::Acquire) {
             return;
         }
-        if let Some(overhead_bytes) = self.overhead_bytes() {
-            self.send(&ChildEvent::ExitMemory { at, overhead_bytes });
+        if let Some(split) = self.resident_split() {
+            self.send(&ChildEvent::ExitMemory { at, overhead_bytes: split.overhead() });
         }
     }
 }
@@ -127,8 +133,13 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
     // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
     // through _exit).
     let (events, console) = unsafe { (File::from_raw_fd(events_fd), File::from_raw_fd(console_fd)) };
-    let reporter =
-        Arc::new(Reporter { events, guest_ranges: OnceLock::new(), measured_at_marker: AtomicBool::new(false) });
+    let reporter = Arc::new(Reporter {
+        events,
+        // Opened now: the seccomp filter allows no `open` once the VM runs.
+        smaps: Smaps::open().ok(),
+        guest_ranges: OnceLock::new(),
+        measured_at_marker: AtomicBool::new(false),
+    });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_vm(setup, console, &reporter)));
     let status = match result {
         Ok(Ok(())) => EXIT_REPORTED,
@@ -150,7 +161,8 @@ fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result
     let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
     // The guest ranges are known once memory is allocated; the marker measurement needs them.
     let _ = reporter.guest_ranges.set(vm.guest_memory_host_ranges());
-    let summary = vm.run().map_err(|e| e.to_string())?;
+    let filter = seccomp::run_loop_filter().map_err(|e| e.to_string())?;
+    let summary = vm.run_confined(Some(&filter)).map_err(|e| e.to_string())?;
     // Stamped after `run` released the VM: "VM end" includes KVM's teardown.
     let at = MonotonicNs::now();
     reporter.send(&ChildEvent::Ignored { port_io: summary.ignored.port_io, mmio: summary.ignored.mmio });

@@ -49,6 +49,10 @@ pub const DETAIL_CHILD_REAP: &str = "child_reap_ms";
 /// `Record::details_ms` key: child reaped → instance cgroup removed.
 pub const DETAIL_CGROUP_REMOVE: &str = "cgroup_remove_ms";
 
+/// The failure reason of a VMM child its seccomp filter killed.
+pub const SECCOMP_KILL_REASON: &str = "VMM child killed by its seccomp filter (SIGSYS): it made a system call \
+                                       outside the run loop's allow-list";
+
 /// What `overhead_bytes` means for this backend (see [`crate::vmm_memory`]), as the record says it.
 pub const OVERHEAD_DEFINITION: &str = "overhead_bytes: the VMM child's private resident memory outside guest RAM \
                                        (smaps Private_Clean + Private_Dirty); pages it shares copy-on-write with \
@@ -442,6 +446,7 @@ impl Running {
             (None, Some(reason)) => Outcome::Failed { reason: reason.clone() },
             (None, None) if self.cgroup.oom_killed() => Outcome::OutOfMemory,
             (None, None) => match self.status {
+                Some(ChildStatus::Signaled(libc::SIGSYS)) => Outcome::Failed { reason: SECCOMP_KILL_REASON.into() },
                 Some(ChildStatus::Signaled(signal)) => Outcome::Signaled { signal },
                 Some(ChildStatus::Exited(code)) => Outcome::Failed {
                     reason: format!("VMM child exited with status {code} without saying how the VM ended"),

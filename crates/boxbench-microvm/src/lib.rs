@@ -25,6 +25,7 @@ pub mod observer;
 pub mod paging;
 pub mod pvh;
 pub mod regs;
+pub mod seccomp;
 pub mod vcpu;
 pub mod vm;
 pub mod vmm_memory;

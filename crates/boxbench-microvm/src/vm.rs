@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use boxbench_core::MonotonicNs;
 use boxbench_core::host::KvmFlavour;
+use seccompiler::BpfProgram;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
 use crate::boot_params::{self, InitrdRegion};
@@ -30,6 +31,7 @@ use crate::msr::{self, MsrError};
 use crate::observer::{IgnoreMilestones, VmObserver};
 use crate::paging::{self, PagingError};
 use crate::pvh::{self, PvhError};
+use crate::seccomp::{self, SeccompError};
 use crate::vcpu::{self, BootState, VmExit};
 
 /// Guest memory when none is asked for.
@@ -191,6 +193,9 @@ pub enum VmError {
     /// A vCPU thread could not be started.
     #[error("starting the thread of vCPU {vcpu}: {source}")]
     Thread { vcpu: u8, source: std::io::Error },
+    /// The seccomp filter could not be installed.
+    #[error(transparent)]
+    Seccomp(#[from] SeccompError),
     /// The kick signal handler could not be installed.
     #[error("installing the vCPU kick signal handler: {0}")]
     KickHandler(std::io::Error),
@@ -336,40 +341,76 @@ impl Vm {
     /// Stopping uses a signal ([`hypervisor::kick_signal`]) whose do-nothing handler this installs for
     /// the whole process.
     pub fn run(self) -> Result<RunSummary, VmError> {
+        self.run_confined(None)
+    }
+
+    /// [`Vm::run`], with every thread of the process confined by the seccomp `filter` (see
+    /// [`crate::seccomp`]) once the vCPU threads have started and before any of them enters the guest.
+    pub fn run_confined(self, filter: Option<&BpfProgram>) -> Result<RunSummary, VmError> {
         hypervisor::install_kick_handler().map_err(VmError::KickHandler)?;
         let Vm { vcpus, vm, devices, observer, memory, entry: _ } = self;
         let stop = Arc::new(AtomicBool::new(false));
         let (ended, first_exit) = mpsc::channel::<VmExit>();
+        // Each thread says it has started (its start-up system calls are behind it) and waits for the
+        // go, which comes once the filter is in place; a dropped go means "do not run".
+        let (started, all_started) = mpsc::channel::<()>();
+        let mut go = Vec::with_capacity(vcpus.len());
         let mut threads: Vec<JoinHandle<()>> = Vec::with_capacity(vcpus.len());
         let mut spawn_error = None;
         for (id, mut vcpu) in vcpus.into_iter().enumerate() {
             let id = id as u8;
             let (devices, observer, stop, ended) = (devices.clone(), observer.clone(), stop.clone(), ended.clone());
+            let started = started.clone();
+            let (go_sender, go_receiver) = mpsc::channel::<()>();
             let spawned =
                 std::thread::Builder::new().name(format!("vcpu{id}")).stack_size(VCPU_THREAD_STACK).spawn(move || {
+                    let _ = started.send(());
+                    if go_receiver.recv().is_err() {
+                        return;
+                    }
                     if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop) {
                         // The receiver only goes away once the VM is over; nothing to tell then.
                         let _ = ended.send(exit);
                     }
                 });
             match spawned {
-                Ok(handle) => threads.push(handle),
+                Ok(handle) => {
+                    threads.push(handle);
+                    go.push(go_sender);
+                }
                 Err(source) => {
                     spawn_error = Some(VmError::Thread { vcpu: id, source });
                     break;
                 }
             }
         }
-        drop(ended);
-        let exit = match spawn_error {
-            Some(_) => None,
-            None => first_exit.recv().ok(),
+        drop((ended, started));
+        for _ in &threads {
+            // A thread that died before saying so has nothing to wait for.
+            let _ = all_started.recv();
+        }
+        let error = match (spawn_error, filter) {
+            (Some(error), _) => Some(error),
+            (None, Some(filter)) => seccomp::confine_all_threads(filter).err().map(VmError::from),
+            (None, None) => None,
+        };
+        let exit = match error {
+            Some(_) => {
+                drop(go);
+                None
+            }
+            None => {
+                for sender in &go {
+                    let _ = sender.send(());
+                }
+                first_exit.recv().ok()
+            }
         };
         stop_vcpus(&stop, threads);
         observer.vm_ended(MonotonicNs::now());
         drop(vm);
         drop(memory);
-        if let Some(error) = spawn_error {
+        if let Some(error) = error {
             return Err(error);
         }
         let exit = exit.unwrap_or(VmExit::RunFailed { vcpu: 0, error: "every vCPU thread ended".into() });

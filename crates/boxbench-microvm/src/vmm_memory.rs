@@ -10,6 +10,9 @@
 //! stacks, KVM run structures, the copies it made of pages it shares with boxbench) and the pages it
 //! alone has mapped.
 
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+
 /// Resident memory of this process split between guest RAM and the rest.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ResidentSplit {
@@ -19,6 +22,8 @@ pub struct ResidentSplit {
     pub guest_rss: u64,
     /// Private resident bytes (`Private_Clean + Private_Dirty`) outside guest RAM.
     pub private_outside_guest: u64,
+    /// Proportional set size of the whole process (guest RAM included).
+    pub pss: u64,
 }
 
 impl ResidentSplit {
@@ -28,19 +33,40 @@ impl ResidentSplit {
     }
 }
 
-/// Splits this process's RSS around the host ranges `(start, len)` of guest RAM.
-pub fn resident_split(guest_ranges: &[(usize, usize)]) -> Option<ResidentSplit> {
-    let smaps = std::fs::read_to_string("/proc/self/smaps").ok()?;
-    Some(split_smaps(&smaps, guest_ranges))
-}
+/// This process's `/proc/self/smaps`, opened once so that measuring later needs no `open` (the VMM
+/// child's seccomp filter allows none once the VM runs).
+#[derive(Debug)]
+pub struct Smaps(File);
 
-/// The proportional set size of this process.
-pub fn own_pss_bytes() -> Option<u64> {
-    boxbench_core::pss::pss_bytes(std::process::id() as i32)
+impl Smaps {
+    /// Opens `/proc/self/smaps` of the calling process.
+    pub fn open() -> std::io::Result<Self> {
+        File::open("/proc/self/smaps").map(Self)
+    }
+
+    /// Splits this process's resident memory around the host ranges `(start, len)` of guest RAM.
+    pub fn resident_split(&self, guest_ranges: &[(usize, usize)]) -> Option<ResidentSplit> {
+        Some(split_smaps(&self.read()?, guest_ranges))
+    }
+
+    /// The file's current text, read from its start with positional reads.
+    fn read(&self) -> Option<String> {
+        let mut text = Vec::with_capacity(64 * 1024);
+        let mut chunk = [0u8; 16 * 1024];
+        loop {
+            match self.0.read_at(&mut chunk, text.len() as u64) {
+                Ok(0) => break,
+                Ok(n) => text.extend_from_slice(&chunk[..n]),
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => return None,
+            }
+        }
+        String::from_utf8(text).ok()
+    }
 }
 
 fn split_smaps(smaps: &str, guest_ranges: &[(usize, usize)]) -> ResidentSplit {
-    let mut split = ResidentSplit { total_rss: 0, guest_rss: 0, private_outside_guest: 0 };
+    let mut split = ResidentSplit { total_rss: 0, guest_rss: 0, private_outside_guest: 0, pss: 0 };
     let mut in_guest = false;
     for line in smaps.lines() {
         if let Some(bytes) = field_bytes(line, "Rss:") {
@@ -48,6 +74,8 @@ fn split_smaps(smaps: &str, guest_ranges: &[(usize, usize)]) -> ResidentSplit {
             if in_guest {
                 split.guest_rss += bytes;
             }
+        } else if let Some(bytes) = field_bytes(line, "Pss:") {
+            split.pss += bytes;
         } else if let Some(bytes) = field_bytes(line, "Private_Clean:").or_else(|| field_bytes(line, "Private_Dirty:"))
         {
             if !in_guest {
@@ -83,6 +111,7 @@ mod tests {
 55d000000000-55d000001000 r-xp 00000000 08:01 42 /usr/bin/vmm
 Size:                  4 kB
 Rss:                   4 kB
+Pss:                   2 kB
 Shared_Clean:          4 kB
 Private_Clean:         0 kB
 Private_Dirty:         0 kB
@@ -106,13 +135,20 @@ Private_Dirty:        12 kB
         assert_eq!(split.guest_rss, 2048 * 1024);
         // Shared pages (the binary's text, the heap still shared with a parent) are not the VMM's cost.
         assert_eq!(split.overhead(), (192 + 16) * 1024);
+        assert_eq!(split.pss, 2 * 1024);
     }
 
     #[test]
-    fn own_process_has_resident_memory() {
-        let split = resident_split(&[]).unwrap();
-        assert!(split.total_rss > 0);
-        assert_eq!(split.guest_rss, 0);
-        assert!(own_pss_bytes().unwrap() > 0);
+    fn own_process_is_measured_from_one_open_file_again_and_again() {
+        let smaps = Smaps::open().unwrap();
+        let first = smaps.resident_split(&[]).unwrap();
+        assert!(first.total_rss > 0 && first.pss > 0 && first.overhead() > 0);
+        assert_eq!(first.guest_rss, 0);
+        let ballast = std::hint::black_box(vec![1u8; 8 << 20]);
+        let second = smaps.resident_split(&[]).unwrap();
+        assert!(second.overhead() >= first.overhead() + (4 << 20), "{first:?} then {second:?}");
+        let range = (ballast.as_ptr() as usize, ballast.len());
+        let split = smaps.resident_split(&[range]).unwrap();
+        assert!(split.guest_rss >= 8 << 20, "{split:?}");
     }
 }

@@ -5,7 +5,7 @@ mod common;
 
 use std::path::PathBuf;
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
@@ -139,6 +139,38 @@ fn spinning_guest_is_killed_at_its_deadline() {
     assert!(matches!(record.outcome, Outcome::DeadlineExceeded { .. }), "{:?}", record.outcome);
     assert_eq!(record.console, "tiny guest\n");
     assert_eq!(record.phases.workload_ms, None);
+    assert_nothing_left_behind();
+}
+
+#[test]
+fn the_running_vmm_child_is_confined_by_seccomp() {
+    if let Some(why) = common::launcher_unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = common::write(dir.path(), "spin", &common::bzimage(Behaviour::Spin));
+    let mut instance = launcher().prepare(&spec(kernel, Duration::from_secs(20))).unwrap();
+    instance.launch().unwrap();
+    let children = children_of_this_process();
+    assert_eq!(children.len(), 1, "{children:?}");
+    // The filter goes on once the VM is built, before the guest runs: poll the child's status.
+    let status_file = format!("/proc/{}/status", children[0]);
+    let give_up = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        let status = std::fs::read_to_string(&status_file).unwrap();
+        if status.lines().any(|l| l == "Seccomp:\t2") || Instant::now() > give_up {
+            break status;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    instance.kill().unwrap();
+    let outcome = instance.wait(Instant::now() + Duration::from_secs(10)).unwrap().unwrap();
+    let record = instance.finish(outcome).unwrap();
+    assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
+    assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
+    assert_eq!(record.console, "tiny guest\n");
     assert_nothing_left_behind();
 }
 
