@@ -6,10 +6,13 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use boxbench_core::host::{HostFacts, KvmFlavour};
-use boxbench_core::measure::launch_once;
+use boxbench_core::measure::{density, launch_once};
+use boxbench_core::stats::Summary;
 use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use boxbench_images::ImageBuilder;
-use boxbench_report::{HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind};
+use boxbench_report::{
+    DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind,
+};
 
 use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice};
 
@@ -22,6 +25,8 @@ pub struct CompareSettings {
     pub warmup: usize,
     /// Launches of the `uname` workload per series (claim 4's evidence).
     pub uname_runs: usize,
+    /// Instances of the `idle` workload started at once per series in the density step (0: none).
+    pub density: usize,
     /// Only these backends (all when empty).
     pub only: Vec<BackendChoice>,
     /// Each launch's deadline.
@@ -124,6 +129,7 @@ struct Ready {
     launcher: Box<dyn Launcher>,
     hello: InstanceSpec,
     uname: InstanceSpec,
+    idle: InstanceSpec,
     hello_records: Vec<Record>,
     uname_records: Vec<Record>,
 }
@@ -160,7 +166,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     }
 
     let rounds = settings.warmup + settings.runs;
-    progress.planned(ready.len() * (rounds + settings.uname_runs));
+    progress.planned(ready.len() * (rounds + settings.uname_runs) + density_launches(&ready, settings.density));
     for round in 0..rounds {
         for series in &mut ready {
             if let Some(record) = launch(series, &series.hello, progress) {
@@ -178,13 +184,19 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         }
     }
 
+    let density_results: Vec<DensityResult> = if settings.density == 0 {
+        Vec::new()
+    } else {
+        ready.iter().filter_map(|series| density_step(series, settings.density, progress)).collect()
+    };
+
     let host = HostSection::capture(facts.label(), facts, load_before);
     let run_settings = RunSettings {
         command_line: settings.command_line.clone(),
         runs_per_series: settings.runs,
         warmup_runs: settings.warmup,
         interleaved: true,
-        density_instances: None,
+        density_instances: (settings.density > 0).then_some(settings.density),
         extra: BTreeMap::from([("timeout_s".to_owned(), settings.timeout.as_secs_f64().to_string())]),
     };
     let mut results = Results::new(timestamp(), host, run_settings);
@@ -200,6 +212,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
             );
         }
     }
+    results.density = density_results;
     results.images = image_sizes(&mut notes);
     results.notes = notes;
     results
@@ -224,6 +237,7 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
         launcher,
         hello,
         uname: spec(Workload::Uname),
+        idle: spec(Workload::Idle),
         hello_records: Vec::new(),
         uname_records: Vec::new(),
     })
@@ -241,6 +255,67 @@ fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -
             None
         }
     }
+}
+
+/// A series whose launches take seconds (a Linux guest under emulation) gets few density instances:
+/// each is a whole emulated machine.
+const SLOW_SERIES_MS: f64 = 1000.0;
+const SLOW_SERIES_DENSITY: usize = 3;
+
+fn density_count(series: &Ready, wanted: usize) -> usize {
+    let median = Summary::of(&series.hello_records.iter().filter_map(|r| r.phases.workload_ms).collect::<Vec<_>>());
+    if median.is_some_and(|m| m.median > SLOW_SERIES_MS) { wanted.min(SLOW_SERIES_DENSITY) } else { wanted }
+}
+
+fn density_launches(ready: &[Ready], wanted: usize) -> usize {
+    if wanted == 0 { 0 } else { ready.iter().map(|s| density_count(s, wanted).max(SLOW_SERIES_DENSITY)).sum() }
+}
+
+/// K `idle` instances of one series running at once: the host memory each costs and the launch rate.
+fn density_step(series: &Ready, wanted: usize, progress: &dyn CompareProgress) -> Option<DensityResult> {
+    let count = density_count(series, wanted);
+    let label = series.plan.label();
+    let run = match density(series.launcher.as_ref(), &series.idle, count) {
+        Ok(run) => run,
+        Err(e) => {
+            progress.skipped(&format!("{label} density"), &e.to_string());
+            return None;
+        }
+    };
+    for record in &run.records {
+        progress.launched(&format!("{label} density"), record);
+    }
+    let launch_wall_s = run.launch_wall.map(|d| d.as_secs_f64());
+    let drop = run.curve.last().map(|&(_, bytes)| bytes);
+    let peaks: Vec<f64> = run.records.iter().filter_map(|r| r.memory.peak_bytes).map(|b| b as f64).collect();
+    let mut notes = vec![
+        "instances started one after another, each waited for until its marker, all kept running; \
+         host memory is the drop of MemAvailable since before the first (other activity on the host counts too)"
+            .to_owned(),
+    ];
+    notes.extend(run.stopped_because.iter().map(|why| format!("stopped early: {why}")));
+    Some(DensityResult {
+        backend: series.plan.choice.name().to_owned(),
+        vm_kind: series.plan.vm_kind,
+        workload: "idle".to_owned(),
+        instances: run.requested,
+        launched: run.launched,
+        launch_wall_s,
+        launch_rate_per_s: launch_wall_s.filter(|s| *s > 0.0).map(|s| run.launched as f64 / s),
+        mem_available_drop_bytes: drop,
+        mem_available_drop_per_instance_bytes: drop
+            .filter(|_| run.launched > 0)
+            .map(|b| b as f64 / run.launched as f64),
+        cgroup_peak_per_instance: Summary::of(&peaks),
+        curve: run
+            .curve
+            .iter()
+            .map(|&(instances, host_memory_used_bytes)| DensityPoint { instances, host_memory_used_bytes })
+            .collect(),
+        command: Some(format!("{} (density: {count} at once)", series.plan.command("idle"))),
+        settings: BTreeMap::from([("instances".to_owned(), count.to_string())]),
+        notes,
+    })
 }
 
 /// Every built artefact's size, classified for claim 3.

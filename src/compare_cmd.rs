@@ -23,6 +23,10 @@ pub struct CompareArgs {
     /// Launches of the `uname` workload per series (which kernel each instance sees).
     #[arg(long, default_value_t = 2)]
     pub uname_runs: u32,
+    /// Instances of the `idle` workload run at once per series in the density step (0 skips it;
+    /// series whose launches take seconds run at most 3).
+    #[arg(long, default_value_t = 10)]
+    pub density: usize,
     /// Only these backends (repeat the option; default: every backend this host can run).
     #[arg(long = "backend", short = 'b', value_enum)]
     pub backends: Vec<BackendChoice>,
@@ -77,6 +81,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         runs: args.runs as usize,
         warmup: args.warmup as usize,
         uname_runs: args.uname_runs as usize,
+        density: args.density,
         only: args.backends.clone(),
         timeout: Duration::from_secs(args.timeout),
         options: BackendOptions {

@@ -427,6 +427,10 @@ impl Instance for ContainerInstance {
         Ok(self.wait_until(deadline)?)
     }
 
+    fn marker_seen(&self) -> bool {
+        self.running.as_ref().and_then(|r| r.console.as_ref()).is_some_and(ConsoleCapture::marker_seen)
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         if let Some(running) = &self.running {
             running.child.kill();

@@ -6,6 +6,8 @@
 //! printing forever cannot exhaust boxbench's memory.
 
 use std::io::Read;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 
 use crate::clock::MonotonicNs;
@@ -32,6 +34,7 @@ pub struct Console {
 #[derive(Debug)]
 pub struct ConsoleCapture {
     reader: JoinHandle<Console>,
+    marker_seen: Arc<AtomicBool>,
 }
 
 impl ConsoleCapture {
@@ -42,6 +45,8 @@ impl ConsoleCapture {
         R: Read + Send + 'static,
         F: FnOnce() -> Option<u64> + Send + 'static,
     {
+        let marker_seen = Arc::new(AtomicBool::new(false));
+        let seen = Arc::clone(&marker_seen);
         let reader = std::thread::Builder::new().name("console".into()).spawn(move || {
             let mut scanner = MarkerScanner::new(marker);
             let mut on_marker = Some(on_marker);
@@ -61,6 +66,7 @@ impl ConsoleCapture {
                 if console.marker_at.is_none() && scanner.feed(&buf[..n]) {
                     console.marker_at = Some(now);
                     console.marker_sample = on_marker.take().and_then(|f| f());
+                    seen.store(true, Ordering::Release);
                 }
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > 2 * CONSOLE_KEEP_BYTES {
@@ -71,7 +77,13 @@ impl ConsoleCapture {
             console.text = String::from_utf8_lossy(&kept[start..]).into_owned();
             console
         })?;
-        Ok(Self { reader })
+        Ok(Self { reader, marker_seen })
+    }
+
+    /// True once the marker has appeared (and the marker callback has run), while the console is
+    /// still being drained.
+    pub fn marker_seen(&self) -> bool {
+        self.marker_seen.load(Ordering::Acquire)
     }
 
     /// Waits for end of file on the console (every writer closed it) and returns what it showed.
@@ -119,6 +131,9 @@ mod tests {
     fn capture_stamps_marker_and_calls_back_once() {
         let input = b"hello\nBOXBENCH_READY\nBOXBENCH_READY\n".to_vec();
         let capture = ConsoleCapture::spawn(std::io::Cursor::new(input), "BOXBENCH_READY", || Some(42)).unwrap();
+        while !capture.marker_seen() {
+            std::thread::yield_now();
+        }
         let console = capture.join();
         assert_eq!(console.text, "hello\nBOXBENCH_READY\nBOXBENCH_READY\n");
         assert!(console.first_byte_at.is_some());

@@ -68,6 +68,17 @@ impl KvmFlavour {
     }
 }
 
+/// The kernel's estimate of memory available for new work without swapping (`MemAvailable` in
+/// /proc/meminfo), in bytes.
+pub fn mem_available_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_kib(&meminfo, "MemAvailable:").map(|kib| kib * 1024)
+}
+
+fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
+    meminfo.lines().find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse::<u64>().ok())
+}
+
 /// The facts a run is labelled with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -98,10 +109,7 @@ impl HostFacts {
             .find_map(|l| l.strip_prefix("model name")?.split_once(':').map(|(_, v)| v.trim().to_owned()))
             .unwrap_or_else(|| "unknown CPU".to_owned());
         let meminfo = fs::read_to_string("/proc/meminfo").unwrap_or_default();
-        let memory_bytes = meminfo
-            .lines()
-            .find_map(|l| l.strip_prefix("MemTotal:")?.split_whitespace().next()?.parse::<u64>().ok())
-            .map_or(0, |kib| kib * 1024);
+        let memory_bytes = meminfo_kib(&meminfo, "MemTotal:").map_or(0, |kib| kib * 1024);
         let load_average = fs::read_to_string("/proc/loadavg")
             .ok()
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
@@ -148,6 +156,14 @@ mod tests {
         assert_eq!(KvmFlavour::classify(true, false, "flags\t\t: fpu lm\n"), KvmFlavour::Unknown);
         assert_eq!(KvmFlavour::classify(false, true, ""), KvmFlavour::Absent);
         assert!(KvmFlavour::Vmx.is_hardware() && !KvmFlavour::Pvm.is_hardware());
+    }
+
+    #[test]
+    fn meminfo_fields_are_read_in_kib() {
+        let meminfo = "MemTotal:       24576000 kB\nMemFree:  100 kB\nMemAvailable:   20000000 kB\n";
+        assert_eq!(meminfo_kib(meminfo, "MemAvailable:"), Some(20_000_000));
+        assert_eq!(meminfo_kib(meminfo, "Cached:"), None);
+        assert!(mem_available_bytes().is_some_and(|b| b > 0));
     }
 
     #[test]

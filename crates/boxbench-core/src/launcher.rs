@@ -56,6 +56,10 @@ pub trait Instance: fmt::Debug + Send {
     /// the instance is still running.
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError>;
 
+    /// True once the workload's marker has appeared on the console; density runs poll it to know an
+    /// instance is up before they measure the host with many running.
+    fn marker_seen(&self) -> bool;
+
     /// Kills the instance (everything it started); `wait` then returns promptly.
     fn kill(&mut self) -> Result<(), LaunchError>;
 

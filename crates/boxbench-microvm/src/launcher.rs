@@ -321,6 +321,10 @@ impl Instance for MicroVmInstance {
         Ok(Some(running.outcome()))
     }
 
+    fn marker_seen(&self) -> bool {
+        self.running.as_ref().and_then(|r| r.console.as_ref()).is_some_and(ConsoleCapture::marker_seen)
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         if let Some(running) = &self.running {
             if running.status.is_none() {

@@ -307,6 +307,10 @@ impl Instance for EngineInstance {
     /// removes it (`--rm`) and exits; killing the cgroup instead would also kill conmon or leave the
     /// daemon waiting for an exit nobody reports. If the engine cannot (the container does not exist
     /// yet), everything in the instance cgroup is killed and `finish` removes the container.
+    fn marker_seen(&self) -> bool {
+        self.run.marker_seen()
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         if self.client.helper(["kill", self.name.as_str()]).is_err() {
             self.run.kill();

@@ -213,6 +213,10 @@ impl Instance for FirecrackerInstance {
         Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", "", self.guest)))
     }
 
+    fn marker_seen(&self) -> bool {
+        self.run.marker_seen()
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         self.run.kill();
         Ok(())

@@ -386,6 +386,10 @@ impl Instance for OciRuntimeInstance {
         Ok(self.run.wait(deadline)?.map(|status| self.outcome_of(status)))
     }
 
+    fn marker_seen(&self) -> bool {
+        self.run.marker_seen()
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         self.run.kill();
         Ok(())

@@ -186,6 +186,11 @@ impl ToolProcess {
         }
     }
 
+    /// True once the marker has appeared on the tool's console.
+    pub fn marker_seen(&self) -> bool {
+        self.console.as_ref().is_some_and(ConsoleCapture::marker_seen)
+    }
+
     /// Sends SIGKILL to the tool (only the tool: its cgroup is killed by the caller).
     pub fn kill(&mut self) {
         if self.status.is_none() {

@@ -324,6 +324,10 @@ impl Instance for QemuInstance {
         Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", "", self.guest)))
     }
 
+    fn marker_seen(&self) -> bool {
+        self.run.marker_seen()
+    }
+
     fn kill(&mut self) -> Result<(), LaunchError> {
         self.run.kill();
         Ok(())

@@ -106,6 +106,11 @@ impl ToolRun {
         process.wait(deadline).map_err(LaunchError::backend)
     }
 
+    /// True once the workload's marker has appeared on the tool's console.
+    pub fn marker_seen(&self) -> bool {
+        self.process.as_ref().is_some_and(ToolProcess::marker_seen)
+    }
+
     /// Kills the tool and everything in the instance cgroup.
     pub fn kill(&mut self) {
         if let Some(process) = self.process.as_mut() {
