@@ -3,7 +3,12 @@
 # installed is left alone, and apt's lists are refreshed only when something is missing.
 set -euo pipefail
 
-packages=(busybox-static cpio crun runc podman docker.io gcc binutils make)
+# busybox-static: the guest rootfs (the image builder downloads its .deb too); cpio: initramfs checks;
+# crun, runc, podman, docker.io: the real container peers; gcc/binutils/make: boxbench's own guest;
+# linux-source-6.1, bison, flex, bc: the micro-VM kernel; mmdebstrap, e2fsprogs: the full-OS VM disk;
+# fonts-dejavu-core: report plots; chromium: the report's rendering test.
+packages=(busybox-static cpio crun runc podman docker.io gcc binutils make linux-source-6.1 bison flex bc
+          mmdebstrap e2fsprogs fonts-dejavu-core chromium)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
