@@ -9,6 +9,7 @@
 //! | layer tar | `rootfs.tar` | `docker import`, `podman import` |
 //! | OCI image layout | `oci/` | `skopeo`, `podman load` |
 //! | Debian cloud kernel (on request) | `debian-cloud/boot/vmlinuz-*` | VMs |
+//! | full-OS VM disk (on request) | `full-os/disk.raw`, `disk.qcow2`, `disk-compressed.qcow2` | image-size claim |
 //!
 //! The rootfs is Debian's static busybox with a symlink per applet, a minimal `/etc`, empty mount
 //! points, `/init` (PID 1 of a VM guest) and the workloads `/boxbench/workloads/{hello,idle,uname}`.
@@ -30,6 +31,7 @@ pub mod bundle;
 pub mod command;
 pub mod cpio;
 pub mod debian;
+pub mod full_os;
 pub mod kernel;
 pub mod lock;
 pub mod microvm_kernel;
@@ -55,6 +57,7 @@ pub use bundle::{BundleError, runtime_config};
 pub use command::CommandError;
 pub use cpio::CpioError;
 pub use debian::DebianError;
+pub use full_os::{FullOsDisk, FullOsError, FullOsRecipe};
 pub use kernel::{DebianKernel, KernelError};
 pub use lock::LockError;
 pub use oci::OciError;
@@ -99,6 +102,14 @@ pub mod artefact {
     pub const DEBIAN_KERNEL: &str = "debian-cloud-vmlinuz";
     /// Debian's cloud kernel's modules tree.
     pub const DEBIAN_KERNEL_MODULES: &str = "debian-cloud-modules";
+    /// The full-OS VM disk as a whole (its build step).
+    pub const FULL_OS_DISK: &str = "full-os-disk";
+    /// The full-OS disk's mmdebstrap tree (measured when built).
+    pub const FULL_OS_TREE: &str = "full-os-tree";
+    /// The full-OS disk as a raw ext4 image.
+    pub const FULL_OS_RAW: &str = "full-os-raw-ext4";
+    /// The full-OS disk as qcow2 (plain and compressed).
+    pub const FULL_OS_QCOW2: &str = "full-os-qcow2";
 }
 
 /// The gzip level of `initramfs.cpio.gz`.
@@ -143,6 +154,9 @@ pub enum ImageError {
     /// An artefact could not be measured.
     #[error(transparent)]
     Size(#[from] SizeError),
+    /// The full-OS VM disk could not be built or measured.
+    #[error(transparent)]
+    FullOs(#[from] FullOsError),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
@@ -359,8 +373,30 @@ impl ImageBuilder {
         kernel::fetched(&self.out_dir)
     }
 
-    /// The size of every built artefact, and of Debian's cloud kernel when it was fetched. Fails,
-    /// naming the file, if an artefact was not built.
+    /// Builds the full-OS VM disk (Debian bookworm minbase with the cloud kernel and systemd, as raw
+    /// ext4 and qcow2) into `out/full-os/`, unless it was built from the same inputs; see
+    /// [`full_os`]. Opt-in: [`build`](Self::build) never makes it. Needs root, mmdebstrap, e2fsprogs
+    /// and qemu-utils, and downloads about 120 packages.
+    pub fn build_full_os_disk(&self, progress: &dyn Progress) -> Result<FullOsDisk, ImageError> {
+        self.build_full_os_disk_from(&FullOsRecipe::default(), progress)
+    }
+
+    /// [`build_full_os_disk`](Self::build_full_os_disk) from another suite or package list.
+    pub fn build_full_os_disk_from(
+        &self,
+        recipe: &FullOsRecipe,
+        progress: &dyn Progress,
+    ) -> Result<FullOsDisk, ImageError> {
+        Ok(full_os::build(recipe, &self.out_dir, progress)?)
+    }
+
+    /// The full-OS VM disk if it was built into this output directory before (no tools run, no lock).
+    pub fn full_os_disk(&self) -> Option<FullOsDisk> {
+        full_os::built(&self.out_dir)
+    }
+
+    /// The size of every built artefact, of Debian's cloud kernel when it was fetched and of the
+    /// full-OS disk when it was built. Fails, naming the file, if an artefact was not built.
     pub fn sizes(&self) -> Result<Vec<ArtefactSize>, ImageError> {
         let paths = self.paths();
         let mut list = vec![
@@ -384,6 +420,7 @@ impl ImageBuilder {
             };
             list.push(size);
         }
+        list.extend(full_os::sizes(&self.out_dir)?);
         Ok(list)
     }
 

@@ -1,0 +1,157 @@
+//! The full-OS VM disk built for real. Building it downloads ~120 Debian packages and takes minutes,
+//! so the real build runs when `BOXBENCH_FULL_OS=1` or when the workspace's disk was built already
+//! (then it is checked as it is, a cache hit); it builds into the workspace's `guest-images/out/`,
+//! where `boxbench` finds it. A failing build (a suite Debian does not have) runs whenever root and
+//! mmdebstrap are there: it fails within seconds.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+
+use boxbench_images::full_os::{self, FullOsRecipe};
+use boxbench_images::{ImageBuilder, ImageError, NoProgress, StepState, artefact};
+
+fn which(program: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
+}
+
+/// Why this host cannot build the disk, if it cannot.
+fn cannot_build() -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("mmdebstrap --mode=root needs root".to_owned());
+    }
+    ["mmdebstrap", "mkfs.ext4", "qemu-img", "tar"]
+        .into_iter()
+        .find(|tool| which(tool).is_none())
+        .map(|tool| format!("{tool} is not installed"))
+}
+
+/// Nothing mounted under `dir`, and no staging directory.
+fn assert_nothing_left_behind(out_dir: &Path) {
+    assert!(full_os::mounts_under(out_dir).is_empty(), "{:?}", full_os::mounts_under(out_dir));
+    assert!(!out_dir.join(full_os::DIR).join(".work").exists(), "staging directory left behind");
+}
+
+fn run(program: &str, args: &[&str]) -> String {
+    let output = Command::new(program).args(args).output().unwrap();
+    assert!(output.status.success(), "{program} {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+fn json_u64(text: &str, key: &str) -> u64 {
+    let value: serde_json::Value = serde_json::from_str(text).unwrap();
+    value[key].as_u64().unwrap_or_else(|| panic!("no {key} in {text}"))
+}
+
+#[test]
+fn full_os_disk_is_built_measured_and_cached() {
+    let builder = ImageBuilder::default_dirs();
+    let asked = std::env::var("BOXBENCH_FULL_OS").is_ok_and(|v| v == "1");
+    if !asked && builder.full_os_disk().is_none() {
+        eprintln!("skipping: the full-OS disk is not built (BOXBENCH_FULL_OS=1 builds it, minutes of downloads)");
+        return;
+    }
+    if let Some(why) = cannot_build() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let steps = Mutex::new(Vec::new());
+    let record = |name: &str, state: StepState| steps.lock().unwrap().push((name.to_owned(), state));
+    let disk = builder.build_full_os_disk(&record).unwrap();
+    assert_nothing_left_behind(builder.out_dir());
+    let recorded = steps.lock().unwrap().clone();
+    assert!(recorded.iter().all(|(name, _)| name == artefact::FULL_OS_DISK), "{recorded:?}");
+    assert!(matches!(recorded.last(), Some((_, StepState::Built | StepState::UpToDate))), "{recorded:?}");
+
+    // An OS: a hundred-odd packages, the cloud kernel with its initramfs, an init.
+    assert!(disk.packages > 50, "{disk:?}");
+    let list = fs::read_to_string(&disk.package_list).unwrap();
+    assert_eq!(list.lines().count(), disk.packages);
+    for package in ["systemd-sysv ", "initramfs-tools ", "apt ", "linux-image-cloud-amd64 "] {
+        assert!(list.lines().any(|l| l.starts_with(package)), "{package} not installed");
+    }
+    let release = disk.kernel_release.clone().unwrap();
+    assert!(release.ends_with("-cloud-amd64"), "{release}");
+    let vmlinuz = fs::read(disk.kernel.as_ref().unwrap()).unwrap();
+    assert_eq!(&vmlinuz[0x202..0x206], b"HdrS", "not a bzImage");
+    assert!(fs::metadata(disk.initrd.as_ref().unwrap()).unwrap().len() > 1_000_000);
+
+    // The raw disk is an ext4 filesystem holding that tree: read it back with debugfs.
+    let raw = disk.raw.to_str().unwrap();
+    let superblock = run("dumpe2fs", &["-h", raw]);
+    assert!(superblock.contains(&format!("Filesystem volume name:   {}", full_os::FILESYSTEM_LABEL)), "{superblock}");
+    let boot = run("debugfs", &["-R", "ls -l /boot", raw]);
+    assert!(boot.contains(&format!("vmlinuz-{release}")), "{boot}");
+    assert!(boot.contains(&format!("initrd.img-{release}")), "{boot}");
+    let fstab = run("debugfs", &["-R", "cat /etc/fstab", raw]);
+    assert!(fstab.starts_with(&format!("LABEL={} / ext4", full_os::FILESYSTEM_LABEL)), "{fstab}");
+    let modules = run("debugfs", &["-R", &format!("ls /lib/modules/{release}/kernel"), raw]);
+    assert!(modules.contains("drivers"), "{modules}");
+
+    // The qcow2 files are qcow2 of the raw disk's size; clusters compress.
+    let raw_len = fs::metadata(&disk.raw).unwrap().len();
+    assert_eq!(raw_len, disk.disk_size_bytes);
+    for qcow2 in [&disk.qcow2, &disk.qcow2_compressed] {
+        let info = run("qemu-img", &["info", "--output=json", qcow2.to_str().unwrap()]);
+        assert!(info.contains("\"format\": \"qcow2\""), "{info}");
+        assert_eq!(json_u64(&info, "virtual-size"), raw_len, "{info}");
+    }
+
+    // Its sizes are listed with the other artefacts', each figure what its method says.
+    let sizes = builder.sizes().unwrap();
+    let size = |name: &str| sizes.iter().find(|s| s.name == name).unwrap_or_else(|| panic!("no {name}"));
+    let tree = size(artefact::FULL_OS_TREE);
+    assert_eq!((tree.uncompressed_bytes, tree.compressed_bytes), (disk.tree.file_bytes, disk.tree.tar_gz_bytes));
+    assert!(tree.compressed_bytes < tree.uncompressed_bytes, "{tree:?}");
+    assert!(disk.tree.block_bytes >= disk.tree.file_bytes, "{disk:?}");
+    let raw_size = size(artefact::FULL_OS_RAW);
+    assert_eq!(raw_size.uncompressed_bytes, raw_len);
+    assert!(raw_size.compressed_bytes < raw_size.uncompressed_bytes, "sparse: {raw_size:?}");
+    assert!(raw_size.compressed_bytes >= tree.uncompressed_bytes, "the disk holds the files: {raw_size:?}");
+    assert!(raw_size.method.contains("allocated"), "{raw_size:?}");
+    let qcow2 = size(artefact::FULL_OS_QCOW2);
+    assert_eq!(qcow2.uncompressed_bytes, fs::metadata(&disk.qcow2).unwrap().len());
+    assert_eq!(qcow2.compressed_bytes, fs::metadata(&disk.qcow2_compressed).unwrap().len());
+    assert!(qcow2.compressed_bytes < qcow2.uncompressed_bytes, "{qcow2:?}");
+
+    // The second build finds it up to date and says so.
+    steps.lock().unwrap().clear();
+    assert_eq!(builder.build_full_os_disk(&record).unwrap(), disk);
+    assert_eq!(*steps.lock().unwrap(), vec![(artefact::FULL_OS_DISK.to_owned(), StepState::UpToDate)]);
+    assert_eq!(builder.full_os_disk(), Some(disk));
+}
+
+#[test]
+fn a_suite_debian_does_not_have_fails_naming_mmdebstrap_and_leaves_nothing() {
+    if let Some(why) = cannot_build() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let builder = ImageBuilder::new(out.path().to_owned(), ImageBuilder::default_dirs().recipes_dir().to_owned());
+    let recipe = FullOsRecipe { suite: "boxbench-no-such-suite".to_owned(), ..FullOsRecipe::default() };
+    let err = builder.build_full_os_disk_from(&recipe, &NoProgress).unwrap_err();
+    let text = err.to_string();
+    assert!(matches!(err, ImageError::FullOs(full_os::FullOsError::Step { .. })), "{text}");
+    assert!(text.starts_with("full-OS disk step `mmdebstrap` failed"), "{text}");
+    assert!(text.contains("boxbench-no-such-suite"), "{text}");
+    assert_nothing_left_behind(out.path());
+    let left: Vec<_> = fs::read_dir(out.path().join(full_os::DIR)).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(left, [".lock"], "only the lock file stays");
+    assert_eq!(builder.full_os_disk(), None);
+    assert!(builder.sizes().is_err(), "the busybox images were not built either");
+}
+
+#[test]
+fn a_bad_suite_name_is_refused_before_anything_is_created() {
+    let out = tempfile::tempdir().unwrap();
+    let builder = ImageBuilder::new(out.path().join("out"), ImageBuilder::default_dirs().recipes_dir().to_owned());
+    let recipe = FullOsRecipe { suite: "--bogus".to_owned(), ..FullOsRecipe::default() };
+    let err = builder.build_full_os_disk_from(&recipe, &NoProgress).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "full-OS suite \"--bogus\" is not a Debian suite name (lower-case letters, digits, '.', '-', '_')"
+    );
+    assert!(!out.path().join("out").exists());
+}
