@@ -113,22 +113,122 @@ pub fn run<V: HypervisorVcpu>(
             Ok(exit) => exit,
             Err(e) => return Some(VmExit::RunFailed { vcpu: id, error: e.to_string() }),
         };
-        match exit {
-            VcpuExit::PortIn { port, data } => devices.port_read(port, data),
-            VcpuExit::PortOut { port, data } => {
-                if let Some(source) = devices.port_write(port, data) {
-                    return Some(VmExit::Reset(source));
-                }
-            }
-            VcpuExit::MmioRead { address, data } => devices.mmio_read(address, data),
-            VcpuExit::MmioWrite { address, data } => devices.mmio_write(address, data),
-            VcpuExit::Interrupted => {}
-            VcpuExit::Shutdown => return Some(VmExit::TripleFault { vcpu: id }),
-            VcpuExit::InternalError { suberror } => return Some(VmExit::InternalError { vcpu: id, suberror }),
-            VcpuExit::FailEntry { reason, .. } => return Some(VmExit::FailEntry { vcpu: id, reason }),
-            VcpuExit::Halted => return Some(VmExit::UnhandledExit { vcpu: id, exit: "KVM_EXIT_HLT" }),
-            VcpuExit::Unsupported(exit) => return Some(VmExit::UnhandledExit { vcpu: id, exit }),
+        if let Some(end) = handle_exit(exit, id, devices) {
+            return Some(end);
         }
     }
     None
+}
+
+/// The exit dispatcher: serves one exit of vCPU `id` (port I/O and MMIO go to `devices`, whatever the
+/// port, address, size or data) and returns how the VM ends if this exit ends it.
+pub fn handle_exit(exit: VcpuExit<'_>, id: u8, devices: &Devices) -> Option<VmExit> {
+    match exit {
+        VcpuExit::PortIn { port, data } => devices.port_read(port, data),
+        VcpuExit::PortOut { port, data } => return devices.port_write(port, data).map(VmExit::Reset),
+        VcpuExit::MmioRead { address, data } => devices.mmio_read(address, data),
+        VcpuExit::MmioWrite { address, data } => devices.mmio_write(address, data),
+        VcpuExit::Interrupted => {}
+        VcpuExit::Shutdown => return Some(VmExit::TripleFault { vcpu: id }),
+        VcpuExit::InternalError { suberror } => return Some(VmExit::InternalError { vcpu: id, suberror }),
+        VcpuExit::FailEntry { reason, .. } => return Some(VmExit::FailEntry { vcpu: id, reason }),
+        VcpuExit::Halted => return Some(VmExit::UnhandledExit { vcpu: id, exit: "KVM_EXIT_HLT" }),
+        VcpuExit::Unsupported(exit) => return Some(VmExit::UnhandledExit { vcpu: id, exit }),
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::devices::IgnoredAccesses;
+    use crate::devices::serial::SerialPort;
+    use crate::layout::{
+        BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, SERIAL_PORT_BASE,
+        SERIAL_PORT_LEN,
+    };
+    use crate::observer::IgnoreMilestones;
+
+    fn devices() -> Devices {
+        let serial = SerialPort::new(None, Arc::new(IgnoreMilestones)).unwrap();
+        Devices::new(serial, Arc::new(IgnoreMilestones))
+    }
+
+    fn is_device_port(port: u16) -> bool {
+        (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_LEN).contains(&port)
+            || [I8042_DATA_PORT, I8042_COMMAND_PORT, RESET_CONTROL_PORT].contains(&port)
+    }
+
+    #[test]
+    fn every_port_of_every_size_is_served_without_panic() {
+        let devices = devices();
+        let mut unknown_accesses = 0;
+        for size in [1usize, 2, 4] {
+            for port in 0..=u16::MAX {
+                let mut data = [0x5au8; 4];
+                assert_eq!(handle_exit(VcpuExit::PortIn { port, data: &mut data[..size] }, 0, &devices), None);
+                if is_device_port(port) {
+                    assert!(data[1..size].iter().all(|&b| b == 0), "port {port:#x} size {size}: {data:?}");
+                } else {
+                    assert!(data[..size].iter().all(|&b| b == 0xff), "port {port:#x} size {size}: {data:?}");
+                    unknown_accesses += 1;
+                }
+                assert_eq!(data[size..].iter().filter(|&&b| b != 0x5a).count(), 0, "wrote past the access");
+                // Data that is no reset request on any device (bit 2 clear for 0xcf9, not 0xfe for
+                // the i8042, reset line high for its output port), derived from the port.
+                let written = [0x01 | (port as u8 & 0x3a), (port >> 8) as u8, 0xa5, 0x5a];
+                let end = handle_exit(VcpuExit::PortOut { port, data: &written[..size] }, 0, &devices);
+                assert_eq!(end, None, "port {port:#x} size {size}");
+                if !is_device_port(port) {
+                    unknown_accesses += 1;
+                }
+            }
+        }
+        assert_eq!(devices.ignored(), IgnoredAccesses { port_io: unknown_accesses, mmio: 0 });
+        assert_eq!(unknown_accesses, 3 * 2 * (0x1_0000 - 11));
+    }
+
+    #[test]
+    fn odd_sizes_and_any_address_are_served_without_panic() {
+        let devices = devices();
+        let addresses = [0, 0xfff, BOOT_TIMER_ADDR - 1, BOOT_TIMER_ADDR, BOOT_TIMER_ADDR + BOOT_TIMER_LEN - 1];
+        let addresses = addresses.into_iter().chain([BOOT_TIMER_ADDR + BOOT_TIMER_LEN, u64::MAX - 3, u64::MAX]);
+        let mut unknown_mmio = 0;
+        for address in addresses {
+            for size in 0..=16 {
+                let mut data = vec![0x11u8; size];
+                handle_exit(VcpuExit::MmioRead { address, data: &mut data }, 1, &devices);
+                handle_exit(VcpuExit::MmioWrite { address, data: &vec![0xee; size] }, 1, &devices);
+                if !(BOOT_TIMER_ADDR..BOOT_TIMER_ADDR + BOOT_TIMER_LEN).contains(&address) {
+                    assert!(data.iter().all(|&b| b == 0xff));
+                    unknown_mmio += 2;
+                }
+            }
+        }
+        for port in [0u16, SERIAL_PORT_BASE, I8042_COMMAND_PORT, RESET_CONTROL_PORT, u16::MAX] {
+            for size in [0usize, 3, 5, 8, 16] {
+                let mut data = vec![0u8; size];
+                handle_exit(VcpuExit::PortIn { port, data: &mut data }, 1, &devices);
+                assert_eq!(handle_exit(VcpuExit::PortOut { port, data: &vec![0x01; size] }, 1, &devices), None);
+            }
+        }
+        assert_eq!(devices.ignored().mmio, unknown_mmio);
+    }
+
+    #[test]
+    fn exits_that_end_the_vm_say_how() {
+        let devices = devices();
+        let reset = [0xfe];
+        let end = handle_exit(VcpuExit::PortOut { port: I8042_COMMAND_PORT, data: &reset }, 0, &devices);
+        assert_eq!(end, Some(VmExit::Reset(ResetSource::I8042)));
+        assert_eq!(handle_exit(VcpuExit::Shutdown, 2, &devices), Some(VmExit::TripleFault { vcpu: 2 }));
+        let end = handle_exit(VcpuExit::InternalError { suberror: 1 }, 0, &devices);
+        assert_eq!(
+            end.map(|e| e.to_string()).as_deref(),
+            Some("KVM internal error on vCPU 0, suberror 1 (emulation failure)")
+        );
+        assert_eq!(handle_exit(VcpuExit::Interrupted, 0, &devices), None);
+    }
 }

@@ -1,5 +1,7 @@
 //! The emulated devices and the dispatch of the guest's port I/O and MMIO to them.
 //!
+//! Every access is handled whatever its port or address, size (KVM gives 1, 2 or 4 bytes for port I/O
+//! and up to 8 for MMIO; any length, empty included, is accepted) and data, without a panic.
 //! Everything not listed here is absent: reads of unknown ports and MMIO addresses see a floating bus
 //! (all ones), writes are dropped, and both are counted so a report can say the guest probed for
 //! hardware that is not there. KVM's in-kernel irqchip (PIC, IOAPIC, LAPICs) and PIT handle their own
@@ -61,38 +63,39 @@ impl Devices {
         }
     }
 
-    /// A guest `in` from `port`: fills `data`.
+    /// A guest `in` from `port`: fills `data`, whatever its length (KVM passes 1, 2 or 4 bytes; the
+    /// devices are 8 bits wide, so a wider read sees the register in its low byte and zeros above).
     pub fn port_read(&self, port: u16, data: &mut [u8]) {
-        match port {
-            p if is_serial(p) => {
-                let mut serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
-                data.fill(0);
-                data[0] = serial.read((p - SERIAL_PORT_BASE) as u8);
-            }
+        let value = match port {
+            p if is_serial(p) => self.serial.lock().unwrap_or_else(PoisonError::into_inner).read(serial_offset(p)),
             I8042_DATA_PORT | I8042_COMMAND_PORT => {
-                let mut i8042 = self.i8042.lock().unwrap_or_else(PoisonError::into_inner);
-                data.fill(0);
-                data[0] = i8042.read(port);
+                self.i8042.lock().unwrap_or_else(PoisonError::into_inner).read(port)
             }
-            RESET_CONTROL_PORT => {
-                data.fill(0);
-                data[0] = self.reset_control.lock().unwrap_or_else(PoisonError::into_inner).read();
-            }
+            RESET_CONTROL_PORT => self.reset_control.lock().unwrap_or_else(PoisonError::into_inner).read(),
             _ => {
                 self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
                 data.fill(0xff);
+                return;
             }
+        };
+        data.fill(0);
+        if let Some(low) = data.first_mut() {
+            *low = value;
         }
     }
 
-    /// A guest `out` to `port`; returns a reset request if the write was one.
+    /// A guest `out` to `port` of `data`, whatever its length (the devices take its low byte; an
+    /// empty write reaches no device); returns a reset request if the write was one.
     pub fn port_write(&self, port: u16, data: &[u8]) -> Option<ResetSource> {
-        let &value = data.first()?;
-        match port {
-            p if is_serial(p) => {
-                self.serial.lock().unwrap_or_else(PoisonError::into_inner).write((p - SERIAL_PORT_BASE) as u8, value);
-                None
+        let known = is_serial(port) || matches!(port, I8042_DATA_PORT | I8042_COMMAND_PORT | RESET_CONTROL_PORT);
+        let value = match data.first() {
+            Some(&value) if known => value,
+            _ => {
+                self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
+                return None;
             }
+        };
+        match port {
             I8042_DATA_PORT | I8042_COMMAND_PORT => {
                 let mut i8042 = self.i8042.lock().unwrap_or_else(PoisonError::into_inner);
                 i8042.write(port, value).then_some(ResetSource::I8042)
@@ -101,8 +104,8 @@ impl Devices {
                 let mut reset = self.reset_control.lock().unwrap_or_else(PoisonError::into_inner);
                 reset.write(value).then_some(ResetSource::ResetControl)
             }
-            _ => {
-                self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
+            serial => {
+                self.serial.lock().unwrap_or_else(PoisonError::into_inner).write(serial_offset(serial), value);
                 None
             }
         }
@@ -138,6 +141,11 @@ impl Devices {
 
 fn is_serial(port: u16) -> bool {
     (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_LEN).contains(&port)
+}
+
+/// The UART register a serial port addresses (only called for serial ports).
+fn serial_offset(port: u16) -> u8 {
+    port.wrapping_sub(SERIAL_PORT_BASE) as u8
 }
 
 fn is_boot_timer(address: u64) -> bool {
