@@ -170,7 +170,8 @@ fn the_running_vmm_child_is_confined_by_seccomp() {
     let record = instance.finish(outcome).unwrap();
     assert!(status.lines().any(|l| l == "Seccomp:\t2"), "{status}");
     assert!(status.lines().any(|l| l == "NoNewPrivs:\t1"), "{status}");
-    assert_eq!(record.console, "tiny guest\n");
+    // Killed at any point of its run: the guest printed all, part or none of its line by then.
+    assert!("tiny guest\n".starts_with(&record.console), "{:?}", record.console);
     assert_nothing_left_behind();
 }
 
