@@ -190,6 +190,29 @@ fn triple_fault_is_a_failure_saying_so() {
     assert_nothing_left_behind();
 }
 
+#[test]
+fn a_kvm_error_ends_the_confined_child_cleanly_with_its_reason() {
+    if let Some(why) = common::launcher_unavailable() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    if boxbench_core::host::KvmFlavour::detect() != boxbench_core::host::KvmFlavour::Pvm {
+        eprintln!("skipping: fwait makes KVM fail only under kvm_pvm's instruction emulator");
+        return;
+    }
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let dir = tempfile::tempdir().unwrap();
+    let kernel = common::write(dir.path(), "fwait", &common::elf(Behaviour::Fwait, false));
+    let record = launch_once(&launcher(), &spec(kernel, Duration::from_secs(20))).unwrap();
+    // The child, under its seccomp filter, reported how KVM failed and exited on its own: no SIGSYS,
+    // no deadline.
+    let Outcome::Failed { reason } = &record.outcome else { panic!("{:?}", record.outcome) };
+    assert!(reason.contains("KVM internal error on vCPU 0, suberror 1 (emulation failure)"), "{reason}");
+    assert_eq!(record.console, "tiny guest\n");
+    assert!(record.details_ms.contains_key("kvm_teardown_ms"), "{:?}", record.details_ms);
+    assert_nothing_left_behind();
+}
+
 fn prepare_error(launcher: &MicroVmLauncher, spec: &InstanceSpec) -> LaunchError {
     match launcher.prepare(spec) {
         Ok(instance) => panic!("prepared {instance:?}"),

@@ -25,6 +25,9 @@ pub enum Behaviour {
     Spin,
     /// Prints "tiny guest", then executes ud2 with an IDT that cannot deliver it: triple fault.
     TripleFault,
+    /// Prints "tiny guest", then executes `fwait`, which kvm_pvm's instruction emulator lacks (KVM
+    /// reports an emulation failure there), then spins.
+    Fwait,
 }
 
 fn code(behaviour: Behaviour) -> Vec<u8> {
@@ -46,6 +49,7 @@ fn code(behaviour: Behaviour) -> Vec<u8> {
         }
         Behaviour::Spin => c.extend_from_slice(&[0xfa, 0xeb, 0xfe]), // cli; jmp $
         Behaviour::TripleFault => c.extend_from_slice(&[0x0f, 0x0b]), // ud2
+        Behaviour::Fwait => c.extend_from_slice(&[0x9b, 0xfa, 0xeb, 0xfe]), // fwait; cli; jmp $
     }
     c
 }
