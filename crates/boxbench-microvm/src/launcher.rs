@@ -40,7 +40,8 @@ pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's inst
 pub const DETAIL_VMM_START_TO_FIRST_RUN: &str = "vmm_start_to_first_run_ms";
 /// `Record::details_ms` key: VMM child forked → it is in the instance cgroup.
 pub const DETAIL_VMM_CGROUP_JOIN: &str = "vmm_cgroup_join_ms";
-/// `Record::details_ms` key: in the instance cgroup → first KVM_RUN (KVM objects, memory, boot data).
+/// `Record::details_ms` key: in the instance cgroup → first KVM_RUN (KVM objects, memory, boot data,
+/// vCPU threads, the seccomp filter).
 pub const DETAIL_VM_BUILD: &str = "vm_build_ms";
 /// `Record::details_ms` key: every vCPU stopped → KVM objects and guest memory released.
 pub const DETAIL_KVM_TEARDOWN: &str = "kvm_teardown_ms";

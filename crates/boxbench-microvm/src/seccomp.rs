@@ -4,8 +4,8 @@
 //!
 //! The run loop needs: `ioctl(KVM_RUN)` and nothing else of KVM; `write` (serial output, event
 //! records, the serial interrupt's eventfd); `pread64` of the already-open `/proc/self/smaps`
-//! ([`crate::vmm_memory::Smaps`]); memory management for the heap and thread stacks (`brk`, `mmap`,
-//! `mremap`, `munmap`, `madvise`); locks and channels (`futex`, `sched_yield`); stopping vCPU threads
+//! ([`crate::vmm_memory::Smaps`]); memory management for the heap and thread stacks (`brk`, `mmap`
+//! without `PROT_EXEC`, `mremap`, `munmap`, `madvise`); locks and channels (`futex`, `sched_yield`); stopping vCPU threads
 //! with the kick signal (`tgkill`, `getpid`, `gettid`, `rt_sigreturn`, `clock_nanosleep`,
 //! `nanosleep`); releasing the VM (`close`, and `fcntl(F_GETFD)`, which Rust's standard library
 //! issues before a close) and leaving (`sigaltstack`, `exit`, `exit_group`). No
@@ -25,7 +25,6 @@ const RUN_LOOP_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_write,
     libc::SYS_pread64,
     libc::SYS_brk,
-    libc::SYS_mmap,
     libc::SYS_mremap,
     libc::SYS_munmap,
     libc::SYS_madvise,
@@ -57,12 +56,16 @@ pub enum SeccompError {
 }
 
 /// The run loop's filter, compiled for this machine: the allowed calls above, `ioctl` only with
-/// `KVM_RUN`, everything else kills the process.
+/// `KVM_RUN`, `mmap` only without `PROT_EXEC`, everything else kills the process.
 pub fn run_loop_filter() -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
         RUN_LOOP_SYSCALLS.iter().map(|&syscall| (syscall, Vec::new())).collect();
     let kvm_run = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, KVM_RUN)?;
     rules.insert(libc::SYS_ioctl, vec![SeccompRule::new(vec![kvm_run])?]);
+    // Memory, but never executable memory: nothing the guest makes the VMM do can bring new code.
+    let not_executable =
+        SeccompCondition::new(2, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)?;
+    rules.insert(libc::SYS_mmap, vec![SeccompRule::new(vec![not_executable])?]);
     // Rust's standard library checks that a descriptor is still open before closing it (F_GETFD).
     let get_fd_flags = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, libc::F_GETFD as u64)?;
     rules.insert(libc::SYS_fcntl, vec![SeccompRule::new(vec![get_fd_flags])?]);
@@ -139,9 +142,48 @@ mod tests {
         unsafe { libc::ioctl(0, 0xae01) };
     }
 
+    fn map_executable_memory() {
+        // SAFETY: an anonymous mapping at an address of the kernel's choosing; never used.
+        unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_EXEC,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+    }
+
+    fn map_data_memory() {
+        // SAFETY: as above, without PROT_EXEC.
+        let map = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                4096,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                -1,
+                0,
+            )
+        };
+        if map == libc::MAP_FAILED {
+            // SAFETY: _exit has no preconditions; status 4 tells the parent the mapping failed.
+            unsafe { libc::_exit(4) };
+        }
+    }
+
+    #[test]
+    fn data_memory_may_be_mapped() {
+        let (received, status) = confined_child(map_data_memory);
+        assert_eq!(received, b"x");
+        assert!(libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0, "status {status:#x}");
+    }
+
     #[test]
     fn a_forbidden_call_kills_the_confined_process() {
-        for forbidden in [open_a_socket as fn(), open_a_file, create_a_vm] {
+        for forbidden in [open_a_socket as fn(), open_a_file, create_a_vm, map_executable_memory] {
             let (received, status) = confined_child(forbidden);
             assert_eq!(received, b"x", "the child confined itself and wrote before the forbidden call");
             assert!(libc::WIFSIGNALED(status) && libc::WTERMSIG(status) == libc::SIGSYS, "status {status:#x}");
