@@ -30,7 +30,7 @@
 //! removed on success and failure alike, after checking that nothing is still mounted inside it
 //! (mmdebstrap bind-mounts the host's `/proc`, `/sys` and `/dev` nodes while it installs). The
 //! mmdebstrap tree is measured (sum of files, tar.gz) and then deleted: it is the raw disk's content
-//! byte for byte, and keeping it would cost another ~350 MB.
+//! byte for byte, and keeping it would cost its size again.
 
 use std::collections::HashSet;
 use std::fs;
@@ -349,11 +349,6 @@ pub(crate) fn sizes(out_dir: &Path) -> Result<Vec<ArtefactSize>, FullOsError> {
 pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progress) -> Result<FullOsDisk, FullOsError> {
     recipe.validate()?;
     let mmdebstrap_version = tool_output("mmdebstrap", "mmdebstrap", &["--version"])?;
-    // Found missing now rather than after minutes of mmdebstrap.
-    tool_output("mkfs.ext4", "e2fsprogs", &["-V"])?;
-    tool_output("qemu-img", "qemu-utils", &["--version"])?;
-    tool_output("tar", "tar", &["--version"])?;
-    tool_output("gzip", "gzip", &["--version"])?;
     let inputs = recipe.input_digest(&mmdebstrap_version);
 
     let dir = out_dir.join(DIR);
@@ -364,6 +359,11 @@ pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progre
         progress.step(artefact::FULL_OS_DISK, StepState::UpToDate);
         return Ok(disk);
     }
+    // Found missing now rather than after minutes of mmdebstrap.
+    tool_output("mkfs.ext4", "e2fsprogs", &["-V"])?;
+    tool_output("qemu-img", "qemu-utils", &["--version"])?;
+    tool_output("tar", "tar", &["--version"])?;
+    tool_output("gzip", "gzip", &["--version"])?;
     progress.step(artefact::FULL_OS_DISK, StepState::Building);
     let record_path = dir.join(RECORD_FILE);
     match fs::remove_file(&record_path) {

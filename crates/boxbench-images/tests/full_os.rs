@@ -155,3 +155,26 @@ fn a_bad_suite_name_is_refused_before_anything_is_created() {
     );
     assert!(!out.path().join("out").exists());
 }
+
+#[test]
+fn a_package_debian_does_not_have_is_named() {
+    // mmdebstrap downloads and unpacks the essential packages before apt looks for the others: a
+    // minute or more, so this runs only when the full-OS build was asked for.
+    if !std::env::var("BOXBENCH_FULL_OS").is_ok_and(|v| v == "1") {
+        eprintln!("skipping: set BOXBENCH_FULL_OS=1 to run a failing mmdebstrap (a minute of downloads)");
+        return;
+    }
+    if let Some(why) = cannot_build() {
+        eprintln!("skipping: {why}");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let builder = ImageBuilder::new(out.path().to_owned(), ImageBuilder::default_dirs().recipes_dir().to_owned());
+    let recipe = FullOsRecipe { packages: vec!["boxbench-no-such-package".to_owned()], ..FullOsRecipe::default() };
+    let err = builder.build_full_os_disk_from(&recipe, &NoProgress).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with("full-OS disk step `mmdebstrap` failed"), "{text}");
+    assert!(text.contains("apt has no package boxbench-no-such-package in the suite"), "{text}");
+    assert_nothing_left_behind(out.path());
+    assert_eq!(builder.full_os_disk(), None);
+}
