@@ -3,8 +3,9 @@
 use std::process::ExitCode;
 
 use boxbench_core::cgroup::CgroupHost;
-use boxbench_core::host::HostFacts;
+use boxbench_core::host::{HostFacts, KvmFlavour};
 use boxbench_images::ImageBuilder;
+use boxbench_peers::{PeerStatus, probe_all};
 use clap::Args;
 use serde::Serialize;
 
@@ -24,6 +25,20 @@ struct Findings {
     cgroup: Result<CgroupHost, String>,
     images_built: bool,
     images_dir: String,
+    linux_guests: String,
+    peers: Vec<PeerStatus>,
+}
+
+/// How Linux guests run on a host with this KVM.
+fn linux_guests(kvm: KvmFlavour) -> String {
+    match kvm {
+        KvmFlavour::Vmx | KvmFlavour::Svm => "boot under KVM in every VMM".to_owned(),
+        KvmFlavour::Pvm => format!(
+            "refused by boxbench's VMM (--force tries anyway): {}; QEMU boots them under TCG emulation",
+            boxbench_microvm::launcher::LINUX_ON_PVM_REFUSAL
+        ),
+        KvmFlavour::Absent | KvmFlavour::Unknown => "only under QEMU's TCG emulation (no usable KVM)".to_owned(),
+    }
 }
 
 /// Runs `boxbench doctor`.
@@ -33,10 +48,12 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let paths = builder.paths();
     let findings = Findings {
         host_label: host.label(),
+        linux_guests: linux_guests(host.kvm),
         host,
         cgroup: CgroupHost::detect().map_err(|e| e.to_string()),
         images_built: paths.bundle.join("config.json").is_file() && paths.rootfs.is_dir(),
         images_dir: builder.out_dir().display().to_string(),
+        peers: probe_all(),
     };
     if args.json {
         println!("{}", serde_json::to_string_pretty(&findings)?);
