@@ -372,7 +372,7 @@ pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progre
     }
     let started = Instant::now();
     let staging = Staging::create(dir.join(WORK_DIR))?;
-    let mut record = build_in(recipe, &staging, &inputs, mmdebstrap_version.trim())?;
+    let record = build_in(recipe, &staging, &inputs, mmdebstrap_version.trim(), started)?;
 
     for name in [RAW_FILE, QCOW2_FILE, QCOW2_COMPRESSED_FILE, PACKAGE_LIST_FILE, KERNEL_FILE, INITRD_FILE] {
         let (from, to) = (staging.path().join(name), dir.join(name));
@@ -382,7 +382,6 @@ pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progre
             fs::remove_file(&to).map_err(io_err(&to))?;
         }
     }
-    record.build_seconds = started.elapsed().as_secs_f64();
     let json = serde_json::to_vec_pretty(&record).map_err(|e| io_err(&record_path)(e.into()))?;
     crate::write_atomically(&record_path, &json).map_err(io_err(&record_path))?;
     drop(staging);
@@ -398,12 +397,14 @@ fn current(dir: &Path, inputs: &str) -> Option<FullOsDisk> {
     built(out_dir)
 }
 
-/// Every step from mmdebstrap to the compressed qcow2, writing the outputs into `staging`.
+/// Every step from mmdebstrap to the compressed qcow2, writing the outputs into `staging`; the build
+/// began at `started`.
 fn build_in(
     recipe: &FullOsRecipe,
     staging: &Staging,
     inputs: &str,
     mmdebstrap_version: &str,
+    started: Instant,
 ) -> Result<BuildRecord, FullOsError> {
     let work = staging.path();
     let tree = work.join("tree");
@@ -450,7 +451,7 @@ fn build_in(
         tree: measured,
         disk_size_bytes: disk_size,
         mmdebstrap_seconds,
-        build_seconds: 0.0,
+        build_seconds: started.elapsed().as_secs_f64(),
     })
 }
 
