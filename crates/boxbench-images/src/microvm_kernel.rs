@@ -101,6 +101,9 @@ pub const BUILD_TOOLS: &[(&str, &str)] = &[
     ("perl", "perl"),
 ];
 
+/// Header files the build compiles against (objtool needs libelf), and their Debian packages.
+pub const BUILD_HEADERS: &[(&str, &str)] = &[("/usr/include/gelf.h", "libelf-dev")];
+
 /// Text in a failing step's output that means a Debian package is missing, and that package.
 const MISSING_PACKAGE_HINTS: &[(&str, &str)] = &[
     ("gelf.h", "libelf-dev"),
@@ -131,6 +134,9 @@ pub enum MicroVmKernelError {
     /// A host program the build needs is not installed.
     #[error("`{tool}` is needed to build the micro-VM kernel: apt-get install -y {package}")]
     MissingTool { tool: &'static str, package: &'static str },
+    /// A header file the build needs is not installed.
+    #[error("{header} is needed to build the micro-VM kernel: apt-get install -y {package}")]
+    MissingHeader { header: &'static str, package: &'static str },
     /// The kernel source package is not installed.
     #[error("{tarball} is missing: apt-get install -y {package}")]
     NoSource { package: &'static str, tarball: PathBuf },
@@ -345,13 +351,18 @@ fn source_version() -> Result<String, MicroVmKernelError> {
     Ok(version)
 }
 
-/// The first of [`BUILD_TOOLS`] not found on `PATH`.
-fn check_build_tools() -> Result<(), MicroVmKernelError> {
+/// Fails naming the first of [`BUILD_TOOLS`] not found on `PATH` or [`BUILD_HEADERS`] missing.
+fn check_build_dependencies() -> Result<(), MicroVmKernelError> {
     let path = std::env::var_os("PATH").unwrap_or_default();
     let dirs: Vec<PathBuf> = std::env::split_paths(&path).collect();
     for &(tool, package) in BUILD_TOOLS {
         if !dirs.iter().any(|dir| dir.join(tool).is_file()) {
             return Err(MicroVmKernelError::MissingTool { tool, package });
+        }
+    }
+    for &(header, package) in BUILD_HEADERS {
+        if !Path::new(header).is_file() {
+            return Err(MicroVmKernelError::MissingHeader { header, package });
         }
     }
     Ok(())
@@ -397,7 +408,7 @@ pub fn build_microvm_kernel(
         progress.step(step::KERNEL, StepState::UpToDate);
         return Ok(kernel);
     }
-    check_build_tools()?;
+    check_build_dependencies()?;
 
     fs::create_dir_all(out_dir).map_err(io_err(out_dir))?;
     let _lock =
@@ -624,6 +635,25 @@ mod tests {
         let text = (1..=30).map(|i| format!("line {i}\n\n")).collect::<String>();
         let tail = last_lines(&text, 3);
         assert_eq!(tail, "line 28\nline 29\nline 30");
+    }
+
+    #[test]
+    fn a_failing_step_is_named_with_the_end_of_its_output_and_logged_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = BuildLog::create(dir.path().join(BUILD_LOG)).unwrap();
+        log.run(step::UNPACK, Command::new("sh").args(["-c", "echo unpacked"])).unwrap();
+        let script = "for i in $(seq 1 30); do echo out $i; done; echo 'gelf.h: No such file' >&2; exit 2";
+        let err = log.run(step::COMPILE, Command::new("sh").args(["-c", script])).unwrap_err();
+        let MicroVmKernelError::StepFailed { step, ref tail, .. } = err else { panic!("{err:?}") };
+        assert_eq!(step, step::COMPILE);
+        assert_eq!(tail.lines().count(), FAILURE_TAIL_LINES);
+        assert!(tail.starts_with("out 12\n") && tail.ends_with("gelf.h: No such file"), "{tail}");
+        assert!(!tail.contains("unpacked"), "an earlier step's output leaked into the tail: {tail}");
+        let text = err.to_string();
+        assert!(text.contains("`microvm-kernel: compile` failed") && text.contains("apt-get install -y libelf-dev"));
+        let whole = fs::read_to_string(dir.path().join(BUILD_LOG)).unwrap();
+        assert!(whole.contains("unpacked") && whole.contains("out 1\n") && whole.contains("out 30\n"));
+        assert_eq!(log.query(step::COMPILE, Command::new("echo").arg("6.1.0-x")).unwrap(), "6.1.0-x\n");
     }
 
     #[test]
