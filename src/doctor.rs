@@ -74,5 +74,17 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         if findings.images_built { "built" } else { "not built yet: `boxbench images build`" },
         findings.images_dir
     );
+    println!("linux VMs: {}", findings.linux_guests);
+    println!("peers:");
+    for peer in &findings.peers {
+        let state = if peer.usable { "usable" } else { "not usable" };
+        let version = peer.version.as_deref().unwrap_or("-");
+        let detail = match (&peer.detail, peer.binary.is_none(), peer.debian_package) {
+            (_, true, Some(package)) => format!("not installed (Debian package: {package})"),
+            (Some(detail), _, _) => detail.clone(),
+            (None, _, _) => String::new(),
+        };
+        println!("  {:<14} {:<10} {:<24} {}", peer.name, state, version, detail);
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -8,7 +8,7 @@
 //! `overhead_bytes` and a note, and the daemons' PSS (shared by all containers) a note.
 //!
 //! A running daemon is used when one answers (at `DockerOptions::host`, else the default socket).
-//! Starting a private daemon when none runs is opt-in (`DockerOptions::start_dockerd`): it gets
+//! Starting a private daemon when none runs is opt-in (`--start-dockerd`): it gets
 //! its own data root, exec root and socket in a temporary directory, no networking set-up, and is
 //! stopped (with its containerd) when the launcher is dropped. The client is `/usr/bin/docker`, the
 //! Debian one that matches the Debian daemon (another `docker` first on PATH may be newer).
@@ -50,7 +50,7 @@ pub enum DockerError {
     Tool(#[from] ToolError),
     /// No daemon answers and starting one was not asked for.
     #[error(
-        "no Docker daemon answers at {host}; start one, or set DockerOptions::start_dockerd to start a private one"
+        "no Docker daemon answers at {host}; start one, or set --start-dockerd to start a private one"
     )]
     NoDaemon { host: String },
     /// The private daemon's directory could not be made.

@@ -53,7 +53,7 @@ pub fn probe_all() -> Vec<PeerStatus> {
             match find_on_path("dockerd") {
                 Some(_) => {
                     docker.detail = Some(format!(
-                        "no daemon answers at {}; a private dockerd will be started if asked (DockerOptions::start_dockerd)",
+                        "no daemon answers at {}; a private dockerd will be started if asked (--start-dockerd)",
                         crate::docker::DEFAULT_HOST
                     ))
                 }
