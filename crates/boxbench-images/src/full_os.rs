@@ -303,20 +303,52 @@ pub(crate) fn built(out_dir: &Path) -> Option<FullOsDisk> {
     [&disk.raw, &disk.qcow2, &disk.qcow2_compressed].iter().all(|p| p.is_file()).then_some(disk)
 }
 
+/// The disk's figures, each named for what it is (the [`ArtefactSize`] listing has only an
+/// "uncompressed" and a "compressed" slot, which the raw disk's allocated bytes do not fit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct FullOsSizes {
+    /// The mmdebstrap tree's summed file sizes.
+    pub tree_file_bytes: u64,
+    /// The tree as a tar compressed by `gzip -6`.
+    pub tree_tar_gz_bytes: u64,
+    /// The raw ext4 disk's length (what a copy without sparse-file support writes).
+    pub raw_apparent_bytes: u64,
+    /// The raw ext4 disk's bytes allocated on the host (it is sparse): what it takes as stored.
+    pub raw_allocated_bytes: u64,
+    /// The qcow2 file's length.
+    pub qcow2_bytes: u64,
+    /// The qcow2 with compressed clusters, its file length.
+    pub qcow2_compressed_bytes: u64,
+}
+
+impl FullOsDisk {
+    /// Measures the disk's files now (the tree's figures are those recorded when it was built).
+    pub fn sizes(&self) -> Result<FullOsSizes, FullOsError> {
+        let meta = |path: &Path| fs::metadata(path).map_err(io_err(path));
+        let raw = meta(&self.raw)?;
+        Ok(FullOsSizes {
+            tree_file_bytes: self.tree.file_bytes,
+            tree_tar_gz_bytes: self.tree.tar_gz_bytes,
+            raw_apparent_bytes: raw.len(),
+            raw_allocated_bytes: raw.blocks() * 512,
+            qcow2_bytes: meta(&self.qcow2)?.len(),
+            qcow2_compressed_bytes: meta(&self.qcow2_compressed)?.len(),
+        })
+    }
+}
+
 /// The sizes of the disk in `out_dir`, if it was built: the tree, the raw image and the qcow2 pair.
 pub(crate) fn sizes(out_dir: &Path) -> Result<Vec<ArtefactSize>, FullOsError> {
     let Some(disk) = built(out_dir) else { return Ok(Vec::new()) };
-    let raw = fs::metadata(&disk.raw).map_err(io_err(&disk.raw))?;
-    let qcow2 = fs::metadata(&disk.qcow2).map_err(io_err(&disk.qcow2))?;
-    let compressed = fs::metadata(&disk.qcow2_compressed).map_err(io_err(&disk.qcow2_compressed))?;
+    let sizes = disk.sizes()?;
     let os =
         format!("Debian {} {VARIANT} + {} ({} packages)", disk.suite, disk.requested_packages.join(","), disk.packages);
     Ok(vec![
         ArtefactSize {
             name: artefact::FULL_OS_TREE.to_owned(),
             path: disk.dir.clone(),
-            uncompressed_bytes: disk.tree.file_bytes,
-            compressed_bytes: disk.tree.tar_gz_bytes,
+            uncompressed_bytes: sizes.tree_file_bytes,
+            compressed_bytes: sizes.tree_tar_gz_bytes,
             method: format!(
                 "{os} mmdebstrap tree, measured before it was deleted: sum of file sizes; \
                  tar.gz (gzip -{MEASURE_GZIP_LEVEL}) of the tree"
@@ -325,8 +357,8 @@ pub(crate) fn sizes(out_dir: &Path) -> Result<Vec<ArtefactSize>, FullOsError> {
         ArtefactSize {
             name: artefact::FULL_OS_RAW.to_owned(),
             path: disk.raw.clone(),
-            uncompressed_bytes: raw.len(),
-            compressed_bytes: raw.blocks() * 512,
+            uncompressed_bytes: sizes.raw_apparent_bytes,
+            compressed_bytes: sizes.raw_allocated_bytes,
             method: format!(
                 "{os} as a raw ext4 disk (mkfs.ext4 -d): apparent size (file length); \
                  second figure is NOT compressed: bytes allocated on the host (sparse file)"
@@ -335,8 +367,8 @@ pub(crate) fn sizes(out_dir: &Path) -> Result<Vec<ArtefactSize>, FullOsError> {
         ArtefactSize {
             name: artefact::FULL_OS_QCOW2.to_owned(),
             path: disk.qcow2.clone(),
-            uncompressed_bytes: qcow2.len(),
-            compressed_bytes: compressed.len(),
+            uncompressed_bytes: sizes.qcow2_bytes,
+            compressed_bytes: sizes.qcow2_compressed_bytes,
             method: format!(
                 "{os} as qcow2: file size of qemu-img convert -O qcow2; \
                  file size of qemu-img convert -c -O qcow2 (zlib-compressed clusters)"

@@ -57,7 +57,7 @@ pub use bundle::{BundleError, runtime_config};
 pub use command::CommandError;
 pub use cpio::CpioError;
 pub use debian::DebianError;
-pub use full_os::{FullOsDisk, FullOsError, FullOsRecipe};
+pub use full_os::{FullOsDisk, FullOsError, FullOsRecipe, FullOsSizes};
 pub use kernel::{DebianKernel, KernelError};
 pub use lock::LockError;
 pub use oci::OciError;

@@ -114,6 +114,11 @@ fn full_os_disk_is_built_measured_and_cached() {
     assert_eq!(qcow2.uncompressed_bytes, fs::metadata(&disk.qcow2).unwrap().len());
     assert_eq!(qcow2.compressed_bytes, fs::metadata(&disk.qcow2_compressed).unwrap().len());
     assert!(qcow2.compressed_bytes < qcow2.uncompressed_bytes, "{qcow2:?}");
+    // The same figures, each under its own name.
+    let typed = disk.sizes().unwrap();
+    assert_eq!((typed.raw_apparent_bytes, typed.raw_allocated_bytes), (raw_len, raw_size.compressed_bytes));
+    assert_eq!((typed.qcow2_bytes, typed.qcow2_compressed_bytes), (qcow2.uncompressed_bytes, qcow2.compressed_bytes));
+    assert_eq!((typed.tree_file_bytes, typed.tree_tar_gz_bytes), (tree.uncompressed_bytes, tree.compressed_bytes));
 
     // The second build finds it up to date and says so.
     steps.lock().unwrap().clear();
