@@ -6,7 +6,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use boxbench_core::host::{HostFacts, KvmFlavour};
-use boxbench_core::measure::{density, launch_once};
+use boxbench_core::interrupt;
+use boxbench_core::measure::{INTERRUPTED, density, launch_once};
 use boxbench_core::stats::Summary;
 use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use boxbench_images::ImageBuilder;
@@ -219,6 +220,9 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
 }
 
 fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, String> {
+    if interrupt::requested() {
+        return Err(INTERRUPTED.to_owned());
+    }
     let launcher = backends::launcher(series.choice, &series.options).map_err(|e| e.to_string())?;
     let images = backends::image_paths(series.choice, &series.options).map_err(|e| e.to_string())?;
     let spec = |workload: Workload| {
@@ -245,6 +249,10 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
 
 /// One launch of a series; a launch that cannot even start is reported and counted as absent.
 fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -> Option<Record> {
+    // Ctrl-C: launch_once killed the instance in flight; the remaining launches are skipped.
+    if interrupt::requested() {
+        return None;
+    }
     match launch_once(series.launcher.as_ref(), spec) {
         Ok(record) => {
             progress.launched(&series.plan.label(), &record);
@@ -273,6 +281,9 @@ fn density_launches(ready: &[Ready], wanted: usize) -> usize {
 
 /// K `idle` instances of one series running at once: the host memory each costs and the launch rate.
 fn density_step(series: &Ready, wanted: usize, progress: &dyn CompareProgress) -> Option<DensityResult> {
+    if interrupt::requested() {
+        return None;
+    }
     let count = density_count(series, wanted);
     let label = series.plan.label();
     let run = match density(series.launcher.as_ref(), &series.idle, count) {

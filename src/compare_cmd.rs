@@ -91,6 +91,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         },
         command_line: std::env::args().collect(),
     };
+    boxbench_core::interrupt::install()?;
     boxbench::images::build_default(false).context("building the guest images")?;
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} launches  {msg}")
@@ -99,6 +100,9 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     );
     let results = compare(&settings, &Bar(bar.clone()));
     bar.finish_and_clear();
+    if boxbench_core::interrupt::requested() {
+        anyhow::bail!("interrupted by SIGINT; instances torn down, no report written");
+    }
     let files = boxbench_report::write_report(&results, &out)?;
     for verdict in boxbench_report::judge(&results) {
         println!("{}: {}", verdict.statement, verdict.verdict);

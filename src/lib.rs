@@ -5,3 +5,4 @@ pub mod backends;
 pub mod compare;
 pub mod images;
 pub mod output;
+pub mod soak;

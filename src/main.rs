@@ -7,6 +7,7 @@ mod compare_cmd;
 mod doctor;
 mod images_cmd;
 mod run;
+mod soak_cmd;
 
 use std::process::ExitCode;
 
@@ -33,6 +34,8 @@ enum Command {
     Compare(compare_cmd::CompareArgs),
     /// Regenerates a report from saved results (several hosts side by side).
     Report(compare_cmd::ReportArgs),
+    /// N launches of one backend, P at once, then a check that nothing was left on the host.
+    Soak(soak_cmd::SoakArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(&args),
         Command::Compare(args) => compare_cmd::compare_cmd(&args),
         Command::Report(args) => compare_cmd::report_cmd(&args),
+        Command::Soak(args) => soak_cmd::soak_cmd(&args),
     };
     match result {
         Ok(code) => code,

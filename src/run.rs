@@ -67,6 +67,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(mib) => Some(mib.checked_mul(1 << 20).context("--memory is too large")?),
         None => None,
     };
+    boxbench_core::interrupt::install()?;
     let launcher = backends::launcher(args.backend, &args.backend_options)?;
     let images = backends::image_paths(args.backend, &args.backend_options)?;
     let mut spec = InstanceSpec::new(workload.clone(), images);
@@ -76,6 +77,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
 
     let mut records = Vec::with_capacity(args.runs as usize);
     for _ in 0..args.runs {
+        // Ctrl-C: the launch in flight was killed by launch_once; no further launch starts.
+        if boxbench_core::interrupt::requested() {
+            bail!("interrupted by SIGINT; instances torn down");
+        }
         let record = launch_once(launcher.as_ref(), &spec).with_context(|| format!("{} launch", launcher.name()))?;
         if !record.outcome.is_success() && !args.json {
             eprintln!(

@@ -13,6 +13,7 @@ pub mod cgroup;
 pub mod clock;
 pub mod console;
 pub mod host;
+pub mod interrupt;
 pub mod launcher;
 pub mod measure;
 pub mod pss;

@@ -3,6 +3,7 @@
 
 use std::time::{Duration, Instant};
 
+use crate::interrupt;
 use crate::launcher::{LaunchError, Launcher};
 use crate::record::{Outcome, Record};
 use crate::spec::InstanceSpec;
@@ -10,18 +11,29 @@ use crate::spec::InstanceSpec;
 /// How long a killed instance has to go away before boxbench gives up on it.
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
+/// The failure reason of an instance killed because of a Ctrl-C.
+pub const INTERRUPTED: &str = "interrupted by SIGINT";
+
 /// Prepares, launches and waits for one instance of `launcher`; kills it if the spec's deadline
 /// passes (the record then says so) and returns its record after everything is released.
 pub fn launch_once(launcher: &dyn Launcher, spec: &InstanceSpec) -> Result<Record, LaunchError> {
     let mut instance = launcher.prepare(spec)?;
     let deadline = Instant::now() + spec.timeout;
     instance.launch()?;
-    let outcome = match instance.wait(deadline)? {
-        Some(outcome) => outcome,
-        None => {
+    // The wait is sliced so that a Ctrl-C (see `crate::interrupt`) kills the instance within a slice.
+    let outcome = loop {
+        if let Some(outcome) = instance.wait(deadline.min(Instant::now() + interrupt::POLL))? {
+            break outcome;
+        }
+        let interrupted = interrupt::requested();
+        if interrupted || Instant::now() >= deadline {
             instance.kill()?;
             instance.wait(Instant::now() + KILL_GRACE)?;
-            Outcome::DeadlineExceeded { seconds: spec.timeout.as_secs_f64() }
+            break if interrupted {
+                Outcome::Failed { reason: INTERRUPTED.to_owned() }
+            } else {
+                Outcome::DeadlineExceeded { seconds: spec.timeout.as_secs_f64() }
+            };
         }
     };
     instance.finish(outcome)
@@ -68,6 +80,7 @@ pub fn density(launcher: &dyn Launcher, spec: &InstanceSpec, count: usize) -> Re
             }
             match instance.wait(Instant::now() + MARKER_POLL)? {
                 Some(outcome) => break Err(format!("instance {n} {outcome} before its marker")),
+                None if interrupt::requested() => break Err(format!("instance {n}: {INTERRUPTED}")),
                 None if Instant::now() >= deadline => {
                     break Err(format!("instance {n} showed no marker within {:?}", spec.timeout));
                 }
