@@ -147,17 +147,23 @@ impl InstanceCgroup {
     /// Creates a fresh cgroup for an instance of `backend`.
     pub fn create(host: &CgroupHost, backend: &str) -> Result<Self, CgroupError> {
         let root = host.boxbench_root();
-        if host.memory_version == MemoryVersion::V2 {
-            enable_memory_controller(&host.memory_root)?;
-            ensure_dir(&root)?;
-            enable_memory_controller(&root)?;
-        } else {
-            ensure_dir(&root)?;
-        }
         let seq = NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed);
         let path = root.join(format!("{backend}-{}-{seq}", std::process::id()));
-        fs::create_dir(&path).map_err(io_err(&path))?;
-        Ok(Self { host: host.clone(), path, removed: false })
+        // The last instance to go removes the shared root (see `remove_now`); a concurrent instance
+        // can remove it between this one making it and making its own cgroup in it: make it again.
+        let mut attempts = 0;
+        loop {
+            let made = prepare_root(host, &root).and_then(|()| fs::create_dir(&path).map_err(io_err(&path)));
+            match made {
+                Ok(()) => return Ok(Self { host: host.clone(), path, removed: false }),
+                Err(CgroupError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < ROOT_RACE_ATTEMPTS =>
+                {
+                    attempts += 1;
+                }
+                Err(e) => return Err(e),
+            }
+        }
     }
 
     /// The cgroup's directory.
@@ -289,6 +295,20 @@ impl Drop for InstanceCgroup {
     fn drop(&mut self) {
         // Drop runs on error paths; the error there is already being reported.
         let _ = self.remove_now();
+    }
+}
+
+/// How often `InstanceCgroup::create` makes the shared root again after a concurrent removal.
+const ROOT_RACE_ATTEMPTS: u32 = 100;
+
+/// Makes boxbench's shared cgroup directory, with the memory controller enabled for its children.
+fn prepare_root(host: &CgroupHost, root: &Path) -> Result<(), CgroupError> {
+    if host.memory_version == MemoryVersion::V2 {
+        enable_memory_controller(&host.memory_root)?;
+        ensure_dir(root)?;
+        enable_memory_controller(root)
+    } else {
+        ensure_dir(root)
     }
 }
 
