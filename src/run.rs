@@ -51,7 +51,7 @@ fn parse_workload(name: &str) -> Result<Workload, String> {
 fn parse_timeout(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => Ok(secs),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+        _ => Err(format!("`{text}` is not a number of seconds above 0 and at most 86400")),
     }
 }
 
@@ -64,7 +64,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     }
     let memory_limit_bytes = match args.memory_mib {
         Some(0) => bail!("--memory must be at least 1 MiB"),
-        Some(mib) => Some(mib.checked_mul(1 << 20).context("--memory is too large")?),
+        Some(mib) => {
+            let bytes = mib.checked_mul(1 << 20).context("--memory is too large")?;
+            if let Some(total) = boxbench_core::host::mem_total_bytes().filter(|&total| bytes > total) {
+                bail!("--memory {mib} MiB is more than this host's {} MiB", total >> 20);
+            }
+            Some(bytes)
+        }
         None => None,
     };
     boxbench_core::interrupt::install()?;

@@ -44,7 +44,7 @@ fn parse_workload(name: &str) -> Result<Workload, String> {
 fn parse_timeout(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => Ok(secs),
-        _ => Err(format!("`{text}` is not a number of seconds between 0 and 86400")),
+        _ => Err(format!("`{text}` is not a number of seconds above 0 and at most 86400")),
     }
 }
 

@@ -75,6 +75,12 @@ pub fn mem_available_bytes() -> Option<u64> {
     meminfo_kib(&meminfo, "MemAvailable:").map(|kib| kib * 1024)
 }
 
+/// The host's RAM (`MemTotal` in /proc/meminfo), in bytes.
+pub fn mem_total_bytes() -> Option<u64> {
+    let meminfo = fs::read_to_string("/proc/meminfo").ok()?;
+    meminfo_kib(&meminfo, "MemTotal:").map(|kib| kib * 1024)
+}
+
 fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse::<u64>().ok())
 }
