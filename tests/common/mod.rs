@@ -28,7 +28,6 @@ pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {
 
 /// Processes whose cgroup is one of `pid`'s instance cgroups (what a leaked instance would be).
 pub fn processes_in_cgroups_of(pid: u32) -> Vec<String> {
-    let tag = format!("boxbench/");
     let name = format!("-{pid}-");
     let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
     entries
@@ -38,7 +37,7 @@ pub fn processes_in_cgroups_of(pid: u32) -> Vec<String> {
             let cgroup = fs::read_to_string(e.path().join("cgroup")).ok()?;
             cgroup
                 .lines()
-                .any(|l| l.contains(&tag) && l.contains(&name))
+                .any(|l| l.contains("boxbench/") && l.contains(&name))
                 .then(|| e.file_name().to_string_lossy().into())
         })
         .collect()
