@@ -1,4 +1,5 @@
-//! `boxbench soak` through the real binary: a small clean soak per backend, and Ctrl-C tearing down.
+//! `boxbench soak` through the real binary: a small clean soak per backend, and Ctrl-C tearing down
+//! `soak`, `run` and `compare`.
 
 mod common;
 
@@ -75,7 +76,7 @@ fn interrupt_tears_down(args: &[&str]) {
     while common::cgroups_of(pid).is_empty() {
         assert!(Instant::now() < give_up, "no instance cgroup appeared for {args:?}");
         assert!(child.try_wait().unwrap().is_none(), "boxbench {args:?} ended before it was interrupted");
-        sleep(Duration::from_millis(10));
+        sleep(Duration::from_millis(1));
     }
     let kill = Command::new("kill").args(["-INT", &pid.to_string()]).status().unwrap();
     assert!(kill.success());
@@ -113,4 +114,18 @@ fn sigint_during_a_run_kills_the_instance_and_exits_non_zero() {
         return;
     }
     interrupt_tears_down(&["run", "--backend", "container", "--runs", "1000", "--workload", "idle"]);
+}
+
+#[test]
+fn sigint_during_a_compare_stops_it_without_a_report_and_exits_non_zero() {
+    if !common::is_root() {
+        eprintln!("skipping: the container backend needs root");
+        return;
+    }
+    let out = tempfile::tempdir().unwrap();
+    let report_dir = out.path().join("report");
+    let report = report_dir.display().to_string();
+    let args = ["compare", "-b", "container", "--runs", "100000", "--warmup", "0", "--uname-runs", "0"];
+    interrupt_tears_down(&[&args[..], &["--density", "0", "--out", &report]].concat());
+    assert!(!report_dir.exists(), "an interrupted compare wrote {report}");
 }
