@@ -42,6 +42,10 @@ pub struct CompareArgs {
     /// Start a private dockerd when no Docker daemon runs (stopped afterwards).
     #[arg(long)]
     pub start_dockerd: bool,
+    /// Skip building the full-OS VM disk (Debian minbase by mmdebstrap, built once, a few minutes),
+    /// whose size claim 3 is judged on.
+    #[arg(long)]
+    pub no_full_os: bool,
 }
 
 /// Arguments of `boxbench report`.
@@ -93,6 +97,11 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     };
     boxbench_core::interrupt::install()?;
     boxbench::images::build_default(false).context("building the guest images")?;
+    if !args.no_full_os {
+        boxbench_images::ImageBuilder::default_dirs()
+            .build_full_os_disk(&boxbench::images::ProgressLines::new(false))
+            .context("building the full-OS VM disk (--no-full-os skips it)")?;
+    }
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} launches  {msg}")
             .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?

@@ -11,9 +11,17 @@ use clap::{Args, Subcommand};
 pub enum ImagesCommand {
     /// Builds every guest image that is missing or out of date (cached by a hash of its recipe), and
     /// fetches Debian's cloud kernel for the Linux VM guests.
-    Build,
+    Build(BuildArgs),
     /// Prints each artefact's size, uncompressed and compressed.
     Sizes(SizesArgs),
+}
+
+/// Arguments of `boxbench images build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// Also build the full-OS VM disk (Debian minbase with a kernel, by mmdebstrap; a few minutes).
+    #[arg(long)]
+    pub full_os: bool,
 }
 
 /// Arguments of `boxbench images sizes`.
@@ -27,9 +35,14 @@ pub struct SizesArgs {
 /// Runs `boxbench images …`.
 pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        ImagesCommand::Build => {
+        ImagesCommand::Build(args) => {
             let images = build_default(true)?;
-            let kernel = ImageBuilder::default_dirs().fetch_debian_cloud_kernel(&ProgressLines::new(true))?;
+            let builder = ImageBuilder::default_dirs();
+            let kernel = builder.fetch_debian_cloud_kernel(&ProgressLines::new(true))?;
+            if args.full_os {
+                let disk = builder.build_full_os_disk(&ProgressLines::new(true))?;
+                println!("full-OS disk: {} ({} packages)", disk.qcow2.display(), disk.packages);
+            }
             println!("rootfs:    {}", images.rootfs.display());
             println!("bundle:    {}", images.bundle.display());
             println!("initramfs: {}", images.initramfs_gz.display());
