@@ -1,5 +1,6 @@
 //! `boxbench soak`: many launches of one backend, then a check that the host is as it was.
 
+use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -61,11 +62,9 @@ pub fn soak_cmd(args: &SoakArgs) -> anyhow::Result<ExitCode> {
         rss_tolerance_bytes: args.rss_tolerance_mib.saturating_mul(1 << 20),
     };
     let report = soak(launcher.as_ref(), &spec, &settings).context("checking the host")?;
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render_text());
-    }
+    let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.render_text() };
+    // A closed stdout (`| head`) is an error to report in one line, not a panic as print! makes it.
+    std::io::stdout().lock().write_all(text.as_bytes()).context("writing the report to stdout")?;
     if report.interrupted {
         anyhow::bail!("interrupted by SIGINT after {} launches; instances torn down", report.launches);
     }
