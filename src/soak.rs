@@ -544,4 +544,29 @@ mod tests {
         let after = scope.snapshot().unwrap();
         assert!(Leftovers::between(&before, &after).processes.is_empty());
     }
+
+    #[test]
+    fn an_open_file_and_an_instance_cgroup_are_leftovers_until_released() {
+        let Ok(host) = CgroupHost::detect() else {
+            eprintln!("skipping: no cgroup memory controller");
+            return;
+        };
+        let scope = SnapshotScope { backend: "soak-test".into(), image_paths: Vec::new() };
+        let before = scope.snapshot().unwrap();
+        let file = fs::File::open("/proc/self/status").unwrap();
+        let cgroup = match boxbench_core::cgroup::InstanceCgroup::create(&host, "soak-test") {
+            Ok(cgroup) => cgroup,
+            Err(e) => {
+                eprintln!("skipping: cannot make a cgroup here: {e}");
+                return;
+            }
+        };
+        let leftovers = Leftovers::between(&before, &scope.snapshot().unwrap());
+        assert!(leftovers.fds >= 1, "{leftovers:?}");
+        assert!(leftovers.cgroups.contains(&cgroup.path().to_owned()), "{leftovers:?}");
+        drop(file);
+        cgroup.remove().unwrap();
+        let leftovers = Leftovers::between(&before, &scope.snapshot().unwrap());
+        assert!(leftovers.cgroups.is_empty(), "{leftovers:?}");
+    }
 }
