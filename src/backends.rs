@@ -16,6 +16,9 @@ use clap::{Args, ValueEnum};
 /// A backend that could not be set up.
 #[derive(Debug, thiserror::Error)]
 pub enum BackendError {
+    /// The micro-VM kernel could not be built.
+    #[error("building the micro-VM kernel: {0}")]
+    Kernel(#[from] boxbench_images::microvm_kernel::MicroVmKernelError),
     /// The backend refused its options or the host cannot run it.
     #[error("{backend}: {source}")]
     Launcher { backend: &'static str, source: LaunchError },
@@ -94,6 +97,25 @@ pub enum GuestChoice {
     Linux,
 }
 
+/// The `--kernel` values.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum KernelChoice {
+    /// boxbench's micro-VM kernel (tinyconfig plus a fragment, with the opt-in kvm_pvm patch).
+    MicroVm,
+    /// Debian's cloud kernel (`linux-image-cloud-amd64`).
+    DebianCloud,
+    /// A kernel file of the user's.
+    Path(PathBuf),
+}
+
+fn parse_kernel(text: &str) -> Result<KernelChoice, String> {
+    Ok(match text {
+        "microvm" => KernelChoice::MicroVm,
+        "debian-cloud" => KernelChoice::DebianCloud,
+        path => KernelChoice::Path(PathBuf::from(path)),
+    })
+}
+
 /// The `--accel` values of the QEMU backends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum AccelChoice {
@@ -118,10 +140,11 @@ pub struct BackendOptions {
     /// as kvm_pvm), Linux on VMX/SVM hosts.
     #[arg(long, value_enum)]
     pub guest: Option<GuestChoice>,
-    /// The VM kernel (bzImage or ELF vmlinux); default: the guest's own (`--guest boxbench`) or Debian's
-    /// cloud kernel (`--guest linux`).
-    #[arg(long)]
-    pub kernel: Option<PathBuf>,
+    /// The VM kernel: `microvm` (boxbench's micro-VM kernel, built from Debian's linux-source; the
+    /// default Linux guest), `debian-cloud` (Debian's cloud kernel, the distribution comparison), or the
+    /// path of a bzImage or ELF vmlinux; default for `--guest boxbench`: the guest's own ELF.
+    #[arg(long, value_parser = parse_kernel)]
+    pub kernel: Option<KernelChoice>,
     /// The VM initramfs; default: none for boxbench's guest, the busybox initramfs for Linux.
     #[arg(long)]
     pub initrd: Option<PathBuf>,
@@ -167,6 +190,14 @@ impl BackendOptions {
         } else {
             GuestChoice::Boxbench
         })
+    }
+
+    /// True when boxbench's VMM boots its micro-VM kernel on a kvm_pvm host, with the compatibility
+    /// parameters of the kernel's opt-in patch.
+    pub fn pvm_compat(&self) -> bool {
+        self.guest() == GuestChoice::Linux
+            && matches!(self.kernel, None | Some(KernelChoice::MicroVm))
+            && KvmFlavour::detect() == KvmFlavour::Pvm
     }
 
     fn peer_guest(&self) -> boxbench_peers::GuestKind {
@@ -238,18 +269,32 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
     let builder = ImageBuilder::default_dirs();
     if choice.is_vm() {
         let (kernel, initrd) = match options.guest() {
-            GuestChoice::Boxbench => (
-                options.kernel.clone().unwrap_or_else(|| boxbench_guest::elf_path().to_owned()),
-                options.initrd.clone(),
-            ),
-            GuestChoice::Linux => {
+            GuestChoice::Boxbench => {
                 let kernel = match &options.kernel {
-                    Some(kernel) => kernel.clone(),
-                    None => builder.fetch_debian_cloud_kernel(&crate::images::ProgressLines::new(false))?.vmlinuz,
+                    Some(KernelChoice::Path(path)) => path.clone(),
+                    _ => boxbench_guest::elf_path().to_owned(),
+                };
+                (kernel, options.initrd.clone())
+            }
+            GuestChoice::Linux => {
+                let progress = crate::images::ProgressLines::new(false);
+                let kernel = match options.kernel.clone().unwrap_or(KernelChoice::MicroVm) {
+                    KernelChoice::Path(path) => path,
+                    KernelChoice::DebianCloud => builder.fetch_debian_cloud_kernel(&progress)?.vmlinuz,
+                    KernelChoice::MicroVm => crate::images::build_microvm_kernel(&progress)?.vmlinux,
                 };
                 let initrd = match &options.initrd {
                     Some(initrd) => initrd.clone(),
-                    None => crate::images::build_default(false)?.initramfs_gz,
+                    None => {
+                        let built = crate::images::build_default(false)?;
+                        // Inflating a gzip initramfs costs about a minute of emulated kernel code
+                        // under kvm_pvm: boxbench's VMM hands the patched kernel the cpio as it is.
+                        if choice == BackendChoice::Microvm && options.pvm_compat() {
+                            built.initramfs_cpio
+                        } else {
+                            built.initramfs_gz
+                        }
+                    }
                 };
                 (kernel, Some(initrd))
             }

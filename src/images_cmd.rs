@@ -39,6 +39,7 @@ pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
             let images = build_default(true)?;
             let builder = ImageBuilder::default_dirs();
             let kernel = builder.fetch_debian_cloud_kernel(&ProgressLines::new(true))?;
+            let microvm_kernel = boxbench::images::build_microvm_kernel(&ProgressLines::new(true))?;
             if args.full_os {
                 let disk = builder.build_full_os_disk(&ProgressLines::new(true))?;
                 println!("full-OS disk: {} ({} packages)", disk.qcow2.display(), disk.packages);
@@ -48,6 +49,7 @@ pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
             println!("initramfs: {}", images.initramfs_gz.display());
             println!("oci image: {}", images.oci_layout.display());
             println!("debian cloud kernel {}: {}", kernel.release, kernel.vmlinuz.display());
+            println!("micro-VM kernel {}: {}", microvm_kernel.release, microvm_kernel.vmlinux.display());
         }
         ImagesCommand::Sizes(args) => {
             let sizes = ImageBuilder::default_dirs().sizes()?;
