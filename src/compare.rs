@@ -191,7 +191,10 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         ready.iter().filter_map(|series| density_step(series, settings.density, progress)).collect()
     };
 
-    let host = HostSection::capture(facts.label(), facts, load_before);
+    // The label names the machine; the facts' own line (kernel, CPUs, KVM, cgroups) follows it.
+    let hostname =
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
+    let host = HostSection::capture(hostname, facts, load_before);
     let run_settings = RunSettings {
         command_line: settings.command_line.clone(),
         runs_per_series: settings.runs,
