@@ -1,4 +1,3 @@
-// NOTE (lead): this file is the Debian cloud kernel fetch; the micro-VM kernel builder goes in microvm_kernel.rs — see /work/notes/NOTE-for-kernel-helper.md
 //! Debian's cloud kernel (`linux-image-cloud-amd64`), fetched on request for the VM backends: the
 //! metapackage is resolved to the real package (`linux-image-6.1.0-NN-cloud-amd64`), its `.deb` is
 //! downloaded once into the package cache and unpacked into `out/debian-cloud/`, which keeps it

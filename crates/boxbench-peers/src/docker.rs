@@ -49,9 +49,7 @@ pub enum DockerError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     /// No daemon answers and starting one was not asked for.
-    #[error(
-        "no Docker daemon answers at {host}; start one, or set --start-dockerd to start a private one"
-    )]
+    #[error("no Docker daemon answers at {host}; start one, or set --start-dockerd to start a private one")]
     NoDaemon { host: String },
     /// The private daemon's directory could not be made.
     #[error("dockerd directory in {dir}: {source}")]
