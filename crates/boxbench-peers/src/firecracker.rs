@@ -83,21 +83,20 @@ impl FirecrackerLauncher {
 }
 
 /// The boot arguments of a guest: a Linux guest resets through the i8042 (`reboot=k`, which ends
-/// Firecracker) and is told its workload.
-pub fn boot_args(spec: &InstanceSpec, guest: GuestKind) -> String {
+/// Firecracker); both guests are told their workload (boxbench's own stays up after its marker for
+/// `idle`).
+pub fn boot_args(spec: &InstanceSpec) -> String {
     let mut words =
         vec!["console=ttyS0", "reboot=k", "panic=-1", "pci=off"].into_iter().map(str::to_owned).collect::<Vec<_>>();
-    if guest == GuestKind::Linux {
-        words.push(format!("boxbench.workload={}", spec.workload.name()));
-    }
+    words.push(format!("boxbench.workload={}", spec.workload.name()));
     words.join(" ")
 }
 
 /// Firecracker's `--config-file` JSON for `spec`: boot source and machine, no drives.
-pub fn config_json(spec: &InstanceSpec, kernel: &Path, guest: GuestKind) -> Value {
+pub fn config_json(spec: &InstanceSpec, kernel: &Path) -> Value {
     let mut boot_source = json!({
         "kernel_image_path": kernel,
-        "boot_args": boot_args(spec, guest),
+        "boot_args": boot_args(spec),
     });
     if let Some(initrd) = &spec.images.initrd {
         boot_source["initrd_path"] = json!(initrd);
@@ -147,7 +146,7 @@ impl Launcher for FirecrackerLauncher {
             .tempdir()
             .map_err(|source| LaunchError::backend(FirecrackerError::Io { path: std::env::temp_dir(), source }))?;
         let config_path = dir.path().join("config.json");
-        let config = config_json(spec, kernel, self.options.guest);
+        let config = config_json(spec, kernel);
         fs::write(&config_path, config.to_string())
             .map_err(|source| LaunchError::backend(FirecrackerError::Io { path: config_path.clone(), source }))?;
         // Firecracker appends to its log file, which must exist.
@@ -252,7 +251,7 @@ mod tests {
         let mut spec = InstanceSpec::new(Workload::Idle, images);
         spec.vcpus = 2;
         spec.memory_limit_bytes = Some(100 << 20);
-        let config = config_json(&spec, Path::new("/img/vmlinux"), GuestKind::Linux);
+        let config = config_json(&spec, Path::new("/img/vmlinux"));
         assert_eq!(
             config,
             json!({
@@ -268,10 +267,13 @@ mod tests {
     }
 
     #[test]
-    fn own_guest_gets_no_workload_and_the_default_memory() {
+    fn own_guest_is_told_its_workload_and_gets_the_default_memory() {
         let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
-        let config = config_json(&spec, Path::new("/g.elf"), GuestKind::Boxbench);
-        assert_eq!(config["boot-source"]["boot_args"], "console=ttyS0 reboot=k panic=-1 pci=off");
+        let config = config_json(&spec, Path::new("/g.elf"));
+        assert_eq!(
+            config["boot-source"]["boot_args"],
+            "console=ttyS0 reboot=k panic=-1 pci=off boxbench.workload=hello"
+        );
         assert!(config["boot-source"].get("initrd_path").is_none());
         assert_eq!(config["machine-config"]["mem_size_mib"], 256);
     }

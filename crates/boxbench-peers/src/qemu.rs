@@ -187,9 +187,9 @@ impl QemuLauncher {
 
     fn kernel_command_line(&self, spec: &InstanceSpec) -> String {
         let mut words = vec!["console=ttyS0".to_owned(), "reboot=t".to_owned(), "panic=-1".to_owned()];
-        if self.options.guest == GuestKind::Linux {
-            words.push(format!("boxbench.workload={}", spec.workload.name()));
-        }
+        // Both guests read their workload here: Linux's /init runs it, boxbench's own guest stays up
+        // after its marker for `idle`.
+        words.push(format!("boxbench.workload={}", spec.workload.name()));
         words.extend(self.options.extra_kernel_args.iter().cloned());
         words.join(" ")
     }
@@ -402,14 +402,14 @@ mod tests {
     }
 
     #[test]
-    fn own_guest_on_microvm_gets_an_i8042_and_no_workload() {
+    fn own_guest_on_microvm_gets_an_i8042_and_its_workload() {
         let options =
             QemuOptions { guest: GuestKind::Boxbench, extra_kernel_args: vec!["x=1".into()], ..Default::default() };
         let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
         let args = launcher(options, true).arguments(&spec, Path::new("/g.elf"));
         let line = args.join(" ");
         assert!(line.contains("-accel kvm") && line.contains("-device i8042") && line.contains("-m 256M"), "{line}");
-        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 x=1");
+        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 boxbench.workload=hello x=1");
     }
 
     #[test]
