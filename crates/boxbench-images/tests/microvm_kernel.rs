@@ -128,7 +128,8 @@ fn a_bad_fragment_fails_before_touching_the_output() {
     assert_eq!(std::fs::read_dir(out.path()).unwrap().count(), 0, "left behind in the output directory");
 }
 
-/// Reads the serial console of `child` until `marker` or `deadline`; returns what it printed.
+/// Reads the serial console of `child` until the line holding `marker` is complete or `deadline`
+/// passes; returns what it printed.
 fn console_until(child: &mut std::process::Child, marker: &str, deadline: Duration) -> String {
     let mut stdout = child.stdout.take().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -142,7 +143,7 @@ fn console_until(child: &mut std::process::Child, marker: &str, deadline: Durati
     });
     let start = Instant::now();
     let mut text = String::new();
-    while !text.contains(marker) {
+    while !text.find(marker).is_some_and(|at| text[at..].contains('\n')) {
         let left = deadline.saturating_sub(start.elapsed());
         match rx.recv_timeout(left) {
             Ok(bytes) => text.push_str(&String::from_utf8_lossy(&bytes)),
