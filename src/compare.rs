@@ -377,17 +377,30 @@ fn image_sizes(notes: &mut Vec<String>) -> Vec<ImageSize> {
         }
     }
     // A micro-VM is its kernel plus its initramfs: count them together, as a VMM loads them.
-    let kernel = images.iter().find(|i| i.name == boxbench_images::artefact::DEBIAN_KERNEL);
     let initramfs = images.iter().find(|i| i.name == boxbench_images::artefact::INITRAMFS);
-    if let (Some(kernel), Some(initramfs)) = (kernel, initramfs) {
-        images.push(ImageSize {
-            name: "debian-cloud-vmlinuz+initramfs".to_owned(),
-            kind: ImageKind::MicroVmKernelInitrd,
-            bytes: kernel.bytes + initramfs.compressed_bytes.unwrap_or(initramfs.bytes),
-            compressed_bytes: None,
-            path: None,
-            description: "Debian's cloud bzImage plus the gzip busybox initramfs, as a VMM loads them".to_owned(),
-        });
+    let initramfs_bytes = initramfs.map(|i| i.compressed_bytes.unwrap_or(i.bytes));
+    let debian = images.iter().find(|i| i.name == boxbench_images::artefact::DEBIAN_KERNEL).map(|k| k.bytes);
+    let recipes = builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux");
+    let microvm = boxbench_images::microvm_kernel::built_microvm_kernel(builder.out_dir(), &recipes)
+        .ok()
+        .flatten()
+        .and_then(|k| std::fs::metadata(&k.bz_image).ok())
+        .map(|m| m.len());
+    let kernels = [
+        ("debian-cloud-vmlinuz+initramfs", debian, "Debian's cloud bzImage"),
+        ("microvm-kernel+initramfs", microvm, "boxbench's micro-VM kernel (bzImage)"),
+    ];
+    for (name, kernel_bytes, what) in kernels {
+        if let (Some(kernel_bytes), Some(initramfs_bytes)) = (kernel_bytes, initramfs_bytes) {
+            images.push(ImageSize {
+                name: name.to_owned(),
+                kind: ImageKind::MicroVmKernelInitrd,
+                bytes: kernel_bytes + initramfs_bytes,
+                compressed_bytes: None,
+                path: None,
+                description: format!("{what} plus the gzip busybox initramfs, as a VMM loads them"),
+            });
+        }
     }
     images
 }
