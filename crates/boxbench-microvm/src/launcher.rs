@@ -11,7 +11,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
@@ -21,6 +21,9 @@ use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
     Timeline, Workload,
 };
+
+use boxbench_images::EXIT_STATUS_PREFIX;
+use boxbench_images::microvm_kernel::{KVM_PVM_MEMORY_BYTES, kvm_pvm_cmdline};
 
 use crate::child::{self, ChildSetup};
 use crate::cpuid::CpuidQuirks;
@@ -32,9 +35,13 @@ use crate::vm::{BootPlan, DEFAULT_MEMORY_MIB, VmConfig};
 /// The backend's name.
 pub const BACKEND_NAME: &str = "microvm";
 
-/// Why a Linux guest is refused on kvm_pvm unless forced.
+/// Why a stock Linux guest is refused on kvm_pvm unless forced.
 pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's instruction emulator here: a stock Linux \
-                                        kernel does not boot in useful time; use --force to try anyway";
+                                        kernel does not boot in useful time; boot boxbench's micro-VM kernel, or use \
+                                        --force to try anyway";
+
+/// The record note of a VM of boxbench's micro-VM kernel on kvm_pvm starts with this.
+pub const PVM_COMPAT_NOTE_PREFIX: &str = "kvm_pvm compatibility: ";
 
 /// `Record::details_ms` key: VMM child forked → the boot vCPU's first KVM_RUN.
 pub const DETAIL_VMM_START_TO_FIRST_RUN: &str = "vmm_start_to_first_run_ms";
@@ -49,6 +56,9 @@ pub const DETAIL_KVM_TEARDOWN: &str = "kvm_teardown_ms";
 pub const DETAIL_CHILD_REAP: &str = "child_reap_ms";
 /// `Record::details_ms` key: child reaped → instance cgroup removed.
 pub const DETAIL_CGROUP_REMOVE: &str = "cgroup_remove_ms";
+
+/// The record note of every VM on a kvm_pvm host: its figures are those of an emulated guest kernel.
+pub const PVM_EMULATED_NOTE: &str = "guest kernel code emulated by kvm_pvm";
 
 /// The failure reason of a VMM child its seccomp filter killed.
 pub const SECCOMP_KILL_REASON: &str = "VMM child killed by its seccomp filter (SIGSYS): it made a system call \
@@ -65,8 +75,23 @@ pub enum GuestKind {
     /// boxbench's own guest (crate boxbench-guest): boots in milliseconds, even under kvm_pvm.
     #[default]
     Boxbench,
-    /// A Linux kernel with an initramfs that runs the workload.
+    /// A Linux kernel with an initramfs that runs the workload; on kvm_pvm a stock kernel is refused
+    /// unless forced ([`LINUX_ON_PVM_REFUSAL`]).
     Linux,
+    /// boxbench's micro-VM kernel (`boxbench_images::microvm_kernel`), built with the kvm_pvm
+    /// compatibility patch, with an initramfs that runs the workload. The caller says so when it passes
+    /// that kernel (nothing is guessed from the file). On kvm_pvm the VM gets
+    /// [`boxbench_images::microvm_kernel::kvm_pvm_cmdline`] (with `reboot=p` instead of `reboot=k`) and,
+    /// unless the spec sets `memory_limit_bytes`, [`boxbench_images::microvm_kernel::KVM_PVM_MEMORY_BYTES`]
+    /// of memory, and its record says so; elsewhere it boots like any Linux kernel.
+    MicroVmLinux,
+}
+
+impl GuestKind {
+    /// A Linux kernel of either kind.
+    pub fn is_linux(self) -> bool {
+        matches!(self, GuestKind::Linux | GuestKind::MicroVmLinux)
+    }
 }
 
 /// How the `microvm` backend is configured.
@@ -74,7 +99,7 @@ pub enum GuestKind {
 pub struct MicroVmOptions {
     /// The guest kind.
     pub guest: GuestKind,
-    /// Boot a Linux guest even where it cannot boot in useful time (kvm_pvm).
+    /// Boot a stock Linux guest even where it cannot boot in useful time (kvm_pvm).
     pub force: bool,
     /// The kernel, overriding the spec's `images.kernel`.
     pub kernel: Option<PathBuf>,
@@ -97,11 +122,19 @@ impl MicroVmLauncher {
         Self { options, kvm: KvmFlavour::detect() }
     }
 
-    /// The command line for `workload`: a serial console, reboot through the keyboard controller (what
-    /// the VMM treats as a clean exit), reboot at once on panic, the workload's name, then the user's
-    /// additions.
+    /// True when this host's KVM is kvm_pvm and the guest is boxbench's micro-VM kernel: the VM then
+    /// gets the kvm_pvm compatibility settings.
+    fn pvm_compat(&self) -> bool {
+        self.kvm == KvmFlavour::Pvm && self.options.guest == GuestKind::MicroVmLinux
+    }
+
+    /// The command line for `workload`: a serial console, reboot at once on panic, the workload's name,
+    /// how to reboot (through the keyboard controller, or on kvm_pvm with boxbench's micro-VM kernel its
+    /// whole compatibility set with `reboot=p`, the reset-control port; the VMM treats both as a clean
+    /// exit), then the user's additions.
     pub fn cmdline(&self, workload: &Workload) -> String {
-        let mut cmdline = format!("console=ttyS0 reboot=k panic=-1 boxbench.workload={}", workload.name());
+        let reboot = if self.pvm_compat() { kvm_pvm_cmdline() } else { "reboot=k" };
+        let mut cmdline = format!("console=ttyS0 panic=-1 boxbench.workload={} {reboot}", workload.name());
         let extra = self.options.cmdline_extra.trim();
         if !extra.is_empty() {
             cmdline.push(' ');
@@ -125,17 +158,26 @@ impl Launcher for MicroVmLauncher {
         if self.options.guest == GuestKind::Linux && self.kvm == KvmFlavour::Pvm && !self.options.force {
             return Err(LaunchError::Unsupported(LINUX_ON_PVM_REFUSAL.into()));
         }
+        let pvm_compat = self.pvm_compat();
         let kernel = self.options.kernel.clone().or_else(|| spec.images.kernel.clone()).ok_or_else(|| {
             LaunchError::InvalidSpec("microvm: no kernel given (images.kernel or the launcher's kernel)".into())
         })?;
+        // On kvm_pvm, every MiB of boxbench's micro-VM kernel costs emulated memmap set-up: it gets
+        // 64 MiB unless the spec asks for a size.
         let memory_mib = match spec.memory_limit_bytes {
             Some(bytes) => u32::try_from(bytes.div_ceil(1 << 20)).map_err(|_| {
                 LaunchError::InvalidSpec(format!("memory_limit_bytes: {bytes} is beyond what a VM can have"))
             })?,
+            None if pvm_compat => PVM_COMPAT_MEMORY_MIB,
             None => DEFAULT_MEMORY_MIB,
         };
+        let initrd = self.options.initrd.clone().or_else(|| spec.images.initrd.clone());
+        let mut notes = Vec::new();
+        if pvm_compat {
+            notes.push(pvm_compat_note(memory_mib, initrd.as_deref()));
+        }
         let config = VmConfig {
-            initrd: self.options.initrd.clone().or_else(|| spec.images.initrd.clone()),
+            initrd,
             cmdline: self.cmdline(&spec.workload),
             memory_mib,
             vcpus: spec.vcpus,
@@ -144,8 +186,40 @@ impl Launcher for MicroVmLauncher {
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
         check_host(plan.vcpus)?;
         let cgroups = CgroupHost::detect()?;
-        Ok(Box::new(MicroVmInstance { plan, quirks: config.cpuid_quirks, cgroups, kvm: self.kvm, running: None }))
+        Ok(Box::new(MicroVmInstance {
+            plan,
+            quirks: config.cpuid_quirks,
+            cgroups,
+            kvm: self.kvm,
+            guest: self.options.guest,
+            notes,
+            running: None,
+        }))
     }
+}
+
+/// The memory boxbench's micro-VM kernel gets on kvm_pvm when the spec asks for none.
+const PVM_COMPAT_MEMORY_MIB: u32 = (KVM_PVM_MEMORY_BYTES >> 20) as u32;
+
+/// The record note saying what the kvm_pvm compatibility settings were.
+fn pvm_compat_note(memory_mib: u32, initrd: Option<&Path>) -> String {
+    let initrd = match initrd {
+        Some(path) if is_gzip(path) => format!("initramfs {} (gzip: unpacking it is emulated too)", path.display()),
+        Some(path) => format!("uncompressed initramfs {}", path.display()),
+        None => "no initramfs".to_owned(),
+    };
+    format!("{PVM_COMPAT_NOTE_PREFIX}`{}` appended, {memory_mib} MiB guest memory, {initrd} applied", kvm_pvm_cmdline())
+}
+
+/// True when the file starts with the gzip magic (only for the note: the kernel takes either).
+fn is_gzip(path: &Path) -> bool {
+    let mut magic = [0u8; 2];
+    File::open(path).and_then(|mut file| file.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b]
+}
+
+/// The exit status a Linux guest printed on its console (`BOXBENCH_EXIT_STATUS=N`) before it reset.
+fn console_exit_status(console: &str) -> Option<i32> {
+    console.lines().find_map(|line| line.trim().strip_prefix(EXIT_STATUS_PREFIX)?.parse().ok())
 }
 
 /// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
@@ -233,6 +307,8 @@ struct MicroVmInstance {
     quirks: CpuidQuirks,
     cgroups: CgroupHost,
     kvm: KvmFlavour,
+    guest: GuestKind,
+    notes: Vec<String>,
     running: Option<Running>,
 }
 
@@ -351,9 +427,18 @@ impl Instance for MicroVmInstance {
         let peak_bytes = running.cgroup.peak_bytes();
         let Running { timeline, forked_at, cgroup, reported, reaped_at, .. } = running;
         cgroup.remove()?;
+        // A Linux guest's /init prints the workload's status before it resets the VM: a clean reset
+        // exits with that status, and one without it did not finish its workload.
+        let outcome = match outcome {
+            Outcome::Exited { code: 0 } if self.guest.is_linux() => match console_exit_status(&console.text) {
+                Some(code) => Outcome::Exited { code },
+                None => Outcome::Failed { reason: format!("guest reset without printing {EXIT_STATUS_PREFIX}N") },
+            },
+            other => other,
+        };
         let finished =
             Finished { timeline, forked_at, reported, console, peak_bytes, reaped_at, removed_at: MonotonicNs::now() };
-        Ok(finished.record(outcome, self.kvm))
+        Ok(finished.record(outcome, self.kvm, std::mem::take(&mut self.notes)))
     }
 }
 
@@ -370,12 +455,13 @@ struct Finished {
 }
 
 impl Finished {
-    fn record(self, outcome: Outcome, kvm: KvmFlavour) -> Record {
+    fn record(self, outcome: Outcome, kvm: KvmFlavour, launch_notes: Vec<String>) -> Record {
         let Finished { timeline, forked_at, reported, console, peak_bytes, reaped_at, removed_at } = self;
         let mut notes = Vec::new();
         if kvm == KvmFlavour::Pvm {
-            notes.push("guest kernel code emulated by kvm_pvm".to_owned());
+            notes.push(PVM_EMULATED_NOTE.to_owned());
         }
+        notes.extend(launch_notes);
         let mut details_ms = BTreeMap::new();
         let mut detail = |key: &str, span: Option<(MonotonicNs, MonotonicNs)>| {
             if let Some((from, to)) = span {
@@ -471,5 +557,32 @@ impl Drop for MicroVmInstance {
             // Drop cannot report; the cgroup's own Drop removes it after this.
             let _ = running.reap();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exit_status_comes_from_the_console_line() {
+        let console = "6.1.192-boxbench\nBOXBENCH_READY\nBOXBENCH_EXIT_STATUS=3\r\n[ 1.0] reboot: Restarting system\n";
+        assert_eq!(console_exit_status(console), Some(3));
+        assert_eq!(console_exit_status("BOXBENCH_READY\n"), None);
+        assert_eq!(console_exit_status("BOXBENCH_EXIT_STATUS=x\n"), None);
+    }
+
+    #[test]
+    fn the_compat_note_names_cmdline_memory_and_initramfs() {
+        let dir = tempfile::tempdir().unwrap();
+        let (plain, gzip) = (dir.path().join("initramfs.cpio"), dir.path().join("initramfs.cpio.gz"));
+        std::fs::write(&plain, b"070701").unwrap();
+        std::fs::write(&gzip, [0x1f, 0x8b, 8, 0]).unwrap();
+        let note = pvm_compat_note(64, Some(&plain));
+        assert!(note.starts_with(PVM_COMPAT_NOTE_PREFIX) && note.ends_with(" applied"), "{note}");
+        assert!(note.contains(kvm_pvm_cmdline()) && note.contains("64 MiB guest memory"), "{note}");
+        assert!(note.contains(&format!("uncompressed initramfs {}", plain.display())), "{note}");
+        assert!(pvm_compat_note(64, Some(&gzip)).contains("(gzip: "));
+        assert!(pvm_compat_note(96, None).contains("96 MiB guest memory, no initramfs"));
     }
 }
