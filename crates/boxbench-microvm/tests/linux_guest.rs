@@ -16,8 +16,9 @@ use boxbench_images::microvm_kernel::{MicroVmKernel, built_microvm_kernel, kvm_p
 use boxbench_microvm::launcher::{LINUX_ON_PVM_REFUSAL, PVM_COMPAT_NOTE_PREFIX, PVM_EMULATED_NOTE};
 use boxbench_microvm::{GuestKind, MicroVmLauncher, MicroVmOptions};
 
-/// Generous: about 17 s is expected on kvm_pvm, the rest is for a loaded host.
-const DEADLINE: Duration = Duration::from_secs(90);
+/// Generous: about 17 s on an idle kvm_pvm host, but every guest kernel instruction is emulated on the
+/// host's CPUs, so it stretches with the host's load (75 s median measured here at load 3-5 on 2 cores).
+const DEADLINE: Duration = Duration::from_secs(240);
 
 /// Launches are serialised so "nothing left behind" can be checked on this test process.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
