@@ -5,10 +5,11 @@ set -euo pipefail
 
 # busybox-static: the guest rootfs (the image builder downloads its .deb too); cpio: initramfs checks;
 # crun, runc, podman, docker.io: the real container peers; gcc/binutils/make: boxbench's own guest;
-# linux-source-6.1, bison, flex, bc: the micro-VM kernel; mmdebstrap, e2fsprogs: the full-OS VM disk;
-# fonts-dejavu-core: report plots; chromium: the report's rendering test.
+# linux-source-6.1, bison, flex, bc, libelf-dev, xz-utils, patch: the micro-VM kernel;
+# mmdebstrap, e2fsprogs: the full-OS VM disk; fonts-dejavu-core: report plots; chromium: the
+# report's rendering test.
 packages=(busybox-static cpio crun runc podman docker.io gcc binutils make linux-source-6.1 bison flex bc
-          mmdebstrap e2fsprogs fonts-dejavu-core chromium)
+          libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core chromium)
 missing=()
 for pkg in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -236,6 +236,11 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
         BackendChoice::Microvm => Box::new(MicroVmLauncher::new(MicroVmOptions {
             guest: match options.guest() {
                 GuestChoice::Boxbench => boxbench_microvm::GuestKind::Boxbench,
+                // boxbench's micro-VM kernel carries the opt-in kvm_pvm compatibility patch: the VMM
+                // may boot it on a kvm_pvm host, with the patch's parameters.
+                GuestChoice::Linux if matches!(options.kernel, None | Some(KernelChoice::MicroVm)) => {
+                    boxbench_microvm::GuestKind::MicroVmLinux
+                }
                 GuestChoice::Linux => boxbench_microvm::GuestKind::Linux,
             },
             force: options.force,

@@ -37,7 +37,7 @@ pub fn quick() -> bool {
 
 /// Criterion settings for whole launches: few samples, flat sampling is set per group.
 pub fn criterion<M: Measurement>(measurement: M) -> Criterion<M> {
-    let (samples, measure) = if quick() { (10, Duration::from_secs(2)) } else { (20, Duration::from_secs(6)) };
+    let (samples, measure) = if quick() { (10, Duration::from_secs(2)) } else { (15, Duration::from_secs(4)) };
     Criterion::default()
         .with_measurement(measurement)
         .sample_size(samples)
