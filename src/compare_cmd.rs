@@ -98,9 +98,12 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     boxbench_core::interrupt::install()?;
     boxbench::images::build_default(false).context("building the guest images")?;
     if !args.no_full_os {
-        boxbench_images::ImageBuilder::default_dirs()
+        // Without the disk claim 3 is judged on the other images, and the report says what is missing.
+        if let Err(e) = boxbench_images::ImageBuilder::default_dirs()
             .build_full_os_disk(&boxbench::images::ProgressLines::new(false))
-            .context("building the full-OS VM disk (--no-full-os skips it)")?;
+        {
+            eprintln!("boxbench: full-OS VM disk not built (claim 3 is judged without it): {e}");
+        }
     }
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} launches  {msg}")
