@@ -38,7 +38,17 @@ pub fn quick() -> bool {
 /// Criterion settings for whole launches: few samples, flat sampling is set per group.
 pub fn criterion<M: Measurement>(measurement: M) -> Criterion<M> {
     let (samples, measure) = if quick() { (10, Duration::from_secs(2)) } else { (15, Duration::from_secs(4)) };
-    Criterion::default()
+    // Criterion draws its charts with plotters, whose text (built with `ab_glyph` for the report
+    // crate) needs a registered font; without one, skip the charts rather than the benches.
+    let charts = match boxbench_report::plots::register_fonts() {
+        Ok(()) => true,
+        Err(e) => {
+            eprintln!("Criterion charts skipped: {e}");
+            false
+        }
+    };
+    let criterion = if charts { Criterion::default() } else { Criterion::default().without_plots() };
+    criterion
         .with_measurement(measurement)
         .sample_size(samples)
         .warm_up_time(Duration::from_millis(500))

@@ -195,7 +195,7 @@ fn draw_error(kind: PlotKind, error: impl std::fmt::Display) -> PlotError {
 }
 
 /// Registers the fonts plotters renders text with, once per process.
-fn register_fonts() -> Result<(), PlotError> {
+pub fn register_fonts() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
     let outcome = REGISTERED.get_or_init(|| {
         let regular = std::env::var_os("BOXBENCH_FONT").map_or_else(|| PathBuf::from(DEFAULT_FONT), PathBuf::from);
