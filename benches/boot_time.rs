@@ -12,7 +12,7 @@ use criterion::{SamplingMode, criterion_group, criterion_main};
 fn boot_time(c: &mut criterion::Criterion) {
     for workload in [Workload::Hello] {
         for bench in common::runnable_backends(workload.clone()) {
-            let mut group = c.benchmark_group(format!("boot_time/{}/{}", bench.choice.name(), workload.name()));
+            let mut group = c.benchmark_group(format!("boot_time/{}/{}", bench.name, workload.name()));
             group.sampling_mode(SamplingMode::Flat);
             // A phase the backend cannot observe (absent in its probe) is not benched: never invented.
             for phase in Phases::NAMES.into_iter().filter(|p| bench.probe.phases.get(p).is_some()) {

@@ -14,7 +14,7 @@ fn memory_footprint(c: &mut criterion::Criterion<common::Bytes>) {
     // takes: it is not a figure every launch has, so it is left to `boxbench run`.
     let figures: [(&str, Figure); 2] = [("peak_bytes", |m| m.peak_bytes), ("overhead_bytes", |m| m.overhead_bytes)];
     for bench in common::runnable_backends(Workload::Hello) {
-        let mut group = c.benchmark_group(format!("memory_footprint/{}/hello", bench.choice.name()));
+        let mut group = c.benchmark_group(format!("memory_footprint/{}/hello", bench.name));
         group.sampling_mode(SamplingMode::Flat);
         for (name, figure) in figures.into_iter().filter(|(_, f)| f(&bench.probe.memory).is_some()) {
             group.bench_function(name, |b| {
@@ -22,7 +22,7 @@ fn memory_footprint(c: &mut criterion::Criterion<common::Bytes>) {
                     (0..iters)
                         .map(|_| {
                             let record = common::launch(&bench);
-                            figure(&record.memory).unwrap_or_else(|| panic!("{} has no {name}", bench.choice.name()))
+                            figure(&record.memory).unwrap_or_else(|| panic!("{} has no {name}", bench.name))
                         })
                         .sum()
                 })

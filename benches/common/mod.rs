@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use boxbench::backends::{self, BackendChoice, BackendOptions};
+use boxbench::backends::{self, BackendOptions, GuestChoice};
+use boxbench::compare::{SeriesPlan, default_plan};
+use boxbench_core::host::KvmFlavour;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use criterion::measurement::{Measurement, ValueFormatter};
@@ -18,7 +20,7 @@ pub const QUICK_ENV: &str = "BOXBENCH_BENCH_QUICK";
 
 /// A backend ready to bench: its launcher, the spec every launch uses, and one probe record.
 pub struct Bench {
-    pub choice: BackendChoice,
+    pub name: String,
     pub launcher: Box<dyn Launcher>,
     pub spec: InstanceSpec,
     pub probe: Record,
@@ -26,7 +28,7 @@ pub struct Bench {
 
 impl std::fmt::Debug for Bench {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Bench").field("backend", &self.choice.name()).finish()
+        f.debug_struct("Bench").field("series", &self.name).finish()
     }
 }
 
@@ -56,37 +58,48 @@ pub fn criterion<M: Measurement>(measurement: M) -> Criterion<M> {
         .configure_from_args()
 }
 
-/// Every backend this host can run `workload` on, each proved by one probe launch; the others are
+/// Every series of `boxbench compare`'s plan for this host (containers, the VM floor, Linux guests
+/// where they boot usefully) that can run `workload`, each proved by one probe launch; the others are
 /// skipped with one line on stderr saying why.
 pub fn runnable_backends(workload: Workload) -> Vec<Bench> {
     let wanted: Option<Vec<String>> =
         std::env::var(BACKENDS_ENV).ok().map(|list| list.split(',').map(|s| s.trim().to_owned()).collect());
-    let options = BackendOptions::default();
     let mut benches = Vec::new();
-    for choice in BackendChoice::ALL {
+    for series in default_plan(KvmFlavour::detect(), &BackendOptions::default()) {
+        let choice = series.choice;
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == choice.name())) {
             continue;
         }
-        let prepared = backends::launcher(choice, &options).map_err(|e| e.to_string()).and_then(|launcher| {
-            let images = backends::image_paths(choice, &options).map_err(|e| e.to_string())?;
+        let name = bench_name(&series);
+        let prepared = backends::launcher(choice, &series.options).map_err(|e| e.to_string()).and_then(|launcher| {
+            let images = backends::image_paths(choice, &series.options).map_err(|e| e.to_string())?;
             Ok((launcher, images))
         });
         let (launcher, images) = match prepared {
             Ok(ok) => ok,
             Err(why) => {
-                eprintln!("skipping {}: {why}", choice.name());
+                eprintln!("skipping {name}: {why}");
                 continue;
             }
         };
         let mut spec = InstanceSpec::new(workload.clone(), images);
         spec.timeout = Duration::from_secs(60);
         match launch_once(launcher.as_ref(), &spec) {
-            Ok(probe) if probe.outcome.is_success() => benches.push(Bench { choice, launcher, spec, probe }),
-            Ok(probe) => eprintln!("skipping {}: its probe launch {}", choice.name(), probe.outcome),
-            Err(e) => eprintln!("skipping {}: {e}", choice.name()),
+            Ok(probe) if probe.outcome.is_success() => benches.push(Bench { name, launcher, spec, probe }),
+            Ok(probe) => eprintln!("skipping {name}: its probe launch {}", probe.outcome),
+            Err(e) => eprintln!("skipping {name}: {e}"),
         }
     }
     benches
+}
+
+/// A series' name in benchmark ids: the backend, and for VMs which guest it boots.
+fn bench_name(series: &SeriesPlan) -> String {
+    match series.options.guest {
+        Some(GuestChoice::Linux) if series.choice.is_vm() => format!("{}-linux", series.choice.name()),
+        Some(GuestChoice::Boxbench) if series.choice.is_vm() => format!("{}-ownguest", series.choice.name()),
+        _ => series.choice.name().to_owned(),
+    }
 }
 
 /// Launches `bench` once and returns its record; a failed launch aborts the bench, since its figure
@@ -94,8 +107,8 @@ pub fn runnable_backends(workload: Workload) -> Vec<Bench> {
 pub fn launch(bench: &Bench) -> Record {
     match launch_once(bench.launcher.as_ref(), &bench.spec) {
         Ok(record) if record.outcome.is_success() => record,
-        Ok(record) => panic!("{} launch {}: {}", bench.choice.name(), record.outcome, record.console_tail(5)),
-        Err(e) => panic!("{} launch failed: {e}", bench.choice.name()),
+        Ok(record) => panic!("{} launch {}: {}", bench.name, record.outcome, record.console_tail(5)),
+        Err(e) => panic!("{} launch failed: {e}", bench.name),
     }
 }
 
