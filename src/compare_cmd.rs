@@ -113,7 +113,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     let results = compare(&settings, &Bar(bar.clone()));
     bar.finish_and_clear();
     if boxbench_core::interrupt::requested() {
-        anyhow::bail!("interrupted by SIGINT; instances torn down, no report written");
+        anyhow::bail!("interrupted by SIGINT or SIGTERM; instances torn down, no report written");
     }
     let files = boxbench_report::write_report(&results, &out)?;
     for verdict in boxbench_report::judge(&results) {

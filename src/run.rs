@@ -85,7 +85,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     for _ in 0..args.runs {
         // Ctrl-C: the launch in flight was killed by launch_once; no further launch starts.
         if boxbench_core::interrupt::requested() {
-            bail!("interrupted by SIGINT; instances torn down");
+            bail!("interrupted by SIGINT or SIGTERM; instances torn down");
         }
         let record = launch_once(launcher.as_ref(), &spec).with_context(|| format!("{} launch", launcher.name()))?;
         if !record.outcome.is_success() && !args.json {

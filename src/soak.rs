@@ -299,7 +299,7 @@ impl SoakReport {
             if r.grew { " GREW" } else { "" }
         );
         if self.interrupted {
-            out += "  interrupted by SIGINT: launches stopped, instances torn down\n";
+            out += "  interrupted by SIGINT or SIGTERM: launches stopped, instances torn down\n";
         }
         out += &format!("  verdict: {}\n", if self.is_clean() { "clean" } else { "NOT clean" });
         out

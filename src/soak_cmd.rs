@@ -66,7 +66,7 @@ pub fn soak_cmd(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     // A closed stdout (`| head`) is an error to report in one line, not a panic as print! makes it.
     std::io::stdout().lock().write_all(text.as_bytes()).context("writing the report to stdout")?;
     if report.interrupted {
-        anyhow::bail!("interrupted by SIGINT after {} launches; instances torn down", report.launches);
+        anyhow::bail!("interrupted by SIGINT or SIGTERM after {} launches; instances torn down", report.launches);
     }
     Ok(if report.is_clean() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -12,7 +12,7 @@ use crate::spec::InstanceSpec;
 const KILL_GRACE: Duration = Duration::from_secs(10);
 
 /// The failure reason of an instance killed because of a Ctrl-C.
-pub const INTERRUPTED: &str = "interrupted by SIGINT";
+pub const INTERRUPTED: &str = "interrupted by SIGINT or SIGTERM";
 
 /// Prepares, launches and waits for one instance of `launcher`; kills it if the spec's deadline
 /// passes (the record then says so) and returns its record after everything is released.
