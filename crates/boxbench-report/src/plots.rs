@@ -320,6 +320,38 @@ fn timeline_series(r: &Results) -> Vec<&Series> {
         .collect()
 }
 
+/// The chart every row plot draws on: one row per label (first label on top) against a logarithmic
+/// x axis over `range`, with its mesh, labels and axis description drawn.
+fn row_chart<'a, DB: DrawingBackend + 'a>(
+    kind: PlotKind,
+    area: &'a DrawingArea<DB, Shift>,
+    labels: &[String],
+    (lo, hi): (f64, f64),
+    x_desc: &str,
+    x_format: &dyn Fn(&f64) -> String,
+) -> Result<ChartContext<'a, DB, Cartesian2d<LogCoord<f64>, RowAxis>>, PlotError> {
+    let err = |e| draw_error(kind, e);
+    let n = labels.len();
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .margin_right(40)
+        .x_label_area_size(44)
+        .y_label_area_size(label_width(labels))
+        .build_cartesian_2d((lo..hi).log_scale(), RowAxis { rows: n })
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc(x_desc)
+        .x_label_formatter(x_format)
+        .y_label_formatter(&|v| labels.get(n.saturating_sub(1 + v.floor() as usize)).cloned().unwrap_or_default())
+        .label_style(("sans-serif", LABEL_PX))
+        .axis_desc_style(("sans-serif", LABEL_PX))
+        .draw()
+        .map_err(err)?;
+    Ok(chart)
+}
+
 /// Draws horizontal bars from `segments` per row (x from, x to, legend index) on a log axis.
 fn boot_phases<DB: DrawingBackend>(
     kind: PlotKind,
@@ -334,23 +366,10 @@ fn boot_phases<DB: DrawingBackend>(
         series.iter().flat_map(|s| boxbench_core::Phases::NAMES.map(|p| s.phases.get(p).map_or(0.0, |x| x.median))),
     );
     let n = series.len();
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .margin_right(40)
-        .x_label_area_size(44)
-        .y_label_area_size(label_width(&labels))
-        .build_cartesian_2d((lo..hi).log_scale(), RowAxis { rows: n })
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .x_desc("milliseconds since launch start (median of each phase)")
-        .x_label_formatter(&|v| axis_ms(*v))
-        .y_label_formatter(&|v| labels.get(n.saturating_sub(1 + v.floor() as usize)).cloned().unwrap_or_default())
-        .label_style(("sans-serif", LABEL_PX))
-        .axis_desc_style(("sans-serif", LABEL_PX))
-        .draw()
-        .map_err(err)?;
+    let mut chart =
+        row_chart(kind, area, &labels, (lo, hi), "milliseconds since launch start (median of each phase)", &|v| {
+            axis_ms(*v)
+        })?;
     for (phase_index, phase) in boxbench_core::Phases::NAMES.iter().enumerate() {
         let colour = PALETTE[phase_index % PALETTE.len()];
         let mut bars = Vec::new();
@@ -418,23 +437,14 @@ fn time_to_marker<DB: DrawingBackend>(
     let n = rows.len();
     // Headroom right of the slowest launch for the median's label.
     let (lo, hi) = log_range(rows.iter().flat_map(|(_, s)| s.iter().copied().chain([s[s.len() - 1] * 4.0])));
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .margin_right(40)
-        .x_label_area_size(44)
-        .y_label_area_size(label_width(&labels))
-        .build_cartesian_2d((lo..hi).log_scale(), RowAxis { rows: n })
-        .map_err(err)?;
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .x_desc("milliseconds from launch start to the marker (whiskers: min and max)")
-        .x_label_formatter(&|v| axis_ms(*v))
-        .y_label_formatter(&|v| labels.get(n.saturating_sub(1 + v.floor() as usize)).cloned().unwrap_or_default())
-        .label_style(("sans-serif", LABEL_PX))
-        .axis_desc_style(("sans-serif", LABEL_PX))
-        .draw()
-        .map_err(err)?;
+    let mut chart = row_chart(
+        kind,
+        area,
+        &labels,
+        (lo, hi),
+        "milliseconds from launch start to the marker (whiskers: min and max)",
+        &|v| axis_ms(*v),
+    )?;
     for (i, (_, samples)) in rows.iter().enumerate() {
         let colour = PALETTE[i % PALETTE.len()];
         let y = row_base(i, n);
@@ -541,27 +551,13 @@ fn grouped_bars<DB: DrawingBackend>(
     let labels: Vec<String> = rows.iter().map(|(l, _)| l.clone()).collect();
     let n = rows.len();
     let (lo, hi) = log_range(rows.iter().flat_map(|(_, v)| v.iter().flatten().copied()));
-    let mut chart = ChartBuilder::on(area)
-        .margin(12)
-        .margin_right(40)
-        .x_label_area_size(44)
-        .y_label_area_size(label_width(&labels))
-        .build_cartesian_2d((lo..hi).log_scale(), RowAxis { rows: n })
-        .map_err(err)?;
     let unit_name = match unit {
         Unit::Milliseconds => "milliseconds",
         Unit::Bytes => "MiB",
     };
-    chart
-        .configure_mesh()
-        .disable_y_mesh()
-        .x_desc(format!("{axis} ({unit_name})"))
-        .x_label_formatter(&|v| if unit == Unit::Bytes { axis_mib(*v) } else { axis_ms(*v) })
-        .y_label_formatter(&|v| labels.get(n.saturating_sub(1 + v.floor() as usize)).cloned().unwrap_or_default())
-        .label_style(("sans-serif", LABEL_PX))
-        .axis_desc_style(("sans-serif", LABEL_PX))
-        .draw()
-        .map_err(err)?;
+    let mut chart = row_chart(kind, area, &labels, (lo, hi), &format!("{axis} ({unit_name})"), &|v| {
+        if unit == Unit::Bytes { axis_mib(*v) } else { axis_ms(*v) }
+    })?;
     let slot = 0.8 / legend.len().max(1) as f64;
     for (k, name) in legend.iter().enumerate() {
         let colour = PALETTE[k % PALETTE.len()];
