@@ -6,4 +6,4 @@ cd "$(dirname "$0")/.."
 scripts/setup-host.sh
 cargo build --release --workspace --all-targets
 cargo run --release --quiet -- images build
-cargo test --release --workspace "$@"
+cargo test --release --workspace --no-fail-fast "$@"

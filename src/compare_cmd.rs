@@ -105,6 +105,11 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
             eprintln!("boxbench: full-OS VM disk not built (claim 3 is judged without it): {e}");
         }
     }
+    // A signal during the image builds (its tools run to completion unless the terminal's Ctrl-C
+    // reached them too) stops the run before the first launch.
+    if boxbench_core::interrupt::requested() {
+        anyhow::bail!("interrupted by SIGINT or SIGTERM while preparing the guest images; no report written");
+    }
     let bar = ProgressBar::new(0).with_style(
         ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} launches  {msg}")
             .map_err(|e| anyhow::anyhow!("progress bar template: {e}"))?
