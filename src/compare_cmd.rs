@@ -1,5 +1,6 @@
 //! `boxbench compare` and `boxbench report`: the main job, and regenerating a report from saved results.
 
+use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -121,11 +122,13 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("interrupted by SIGINT or SIGTERM; instances torn down, no report written");
     }
     let files = boxbench_report::write_report(&results, &out)?;
+    let mut out = String::new();
     for verdict in boxbench_report::judge(&results) {
-        println!("{}: {}", verdict.statement, verdict.verdict);
+        writeln!(out, "{}: {}", verdict.statement, verdict.verdict)?;
     }
-    println!("report: {}", files.report_md.display());
-    println!("        {}", files.report_html.display());
+    writeln!(out, "report: {}", files.report_md.display())?;
+    writeln!(out, "        {}", files.report_html.display())?;
+    crate::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -133,7 +136,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
 pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let hosts = boxbench_report::load_results(&args.results)?;
     let files = boxbench_report::write_comparison(&hosts, &args.out)?;
-    println!("report: {}", files.report_md.display());
+    crate::write_stdout(&format!("report: {}\n", files.report_md.display()))?;
     Ok(ExitCode::SUCCESS)
 }
 

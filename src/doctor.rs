@@ -1,5 +1,6 @@
 //! `boxbench doctor`: what this host can run, and why not where it cannot.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use boxbench_core::cgroup::CgroupHost;
@@ -55,27 +56,34 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         images_dir: builder.out_dir().display().to_string(),
         peers: probe_all(),
     };
+    let mut out = String::new();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&findings)?);
+        writeln!(out, "{}", serde_json::to_string_pretty(&findings)?)?;
+        crate::write_stdout(&out)?;
         return Ok(ExitCode::SUCCESS);
     }
     let yes_no = |b: bool| if b { "yes" } else { "no" };
-    println!("host:      {}", findings.host_label);
-    println!("root:      {}", yes_no(findings.host.root));
-    println!("kvm:       {}", findings.host.kvm.label());
+    writeln!(out, "host:      {}", findings.host_label)?;
+    writeln!(out, "root:      {}", yes_no(findings.host.root))?;
+    writeln!(out, "kvm:       {}", findings.host.kvm.label())?;
     match &findings.cgroup {
-        Ok(c) => {
-            println!("cgroups:   {} — memory controller {:?} at {}", c.mode, c.memory_version, c.memory_root.display())
-        }
-        Err(e) => println!("cgroups:   unusable: {e}"),
+        Ok(c) => writeln!(
+            out,
+            "cgroups:   {} — memory controller {:?} at {}",
+            c.mode,
+            c.memory_version,
+            c.memory_root.display()
+        )?,
+        Err(e) => writeln!(out, "cgroups:   unusable: {e}")?,
     }
-    println!(
+    writeln!(
+        out,
         "images:    {} ({})",
         if findings.images_built { "built" } else { "not built yet: `boxbench images build`" },
         findings.images_dir
-    );
-    println!("linux VMs: {}", findings.linux_guests);
-    println!("peers:");
+    )?;
+    writeln!(out, "linux VMs: {}", findings.linux_guests)?;
+    writeln!(out, "peers:")?;
     for peer in &findings.peers {
         let state = if peer.usable { "usable" } else { "not usable" };
         let version = peer.version.as_deref().unwrap_or("-");
@@ -84,7 +92,8 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
             (Some(detail), _, _) => detail.clone(),
             (None, _, _) => String::new(),
         };
-        println!("  {:<14} {:<10} {:<24} {}", peer.name, state, version, detail);
+        writeln!(out, "  {:<14} {:<10} {:<24} {}", peer.name, state, version, detail)?;
     }
+    crate::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
 }

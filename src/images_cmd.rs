@@ -1,5 +1,6 @@
 //! `boxbench images build|sizes`: builds the guest images and reports their sizes.
 
+use std::fmt::Write as _;
 use std::process::ExitCode;
 
 use boxbench::images::{ProgressLines, build_default};
@@ -34,6 +35,7 @@ pub struct SizesArgs {
 
 /// Runs `boxbench images …`.
 pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
+    let mut out = String::new();
     match cmd {
         ImagesCommand::Build(args) => {
             let images = build_default(true)?;
@@ -42,32 +44,34 @@ pub fn images(cmd: &ImagesCommand) -> anyhow::Result<ExitCode> {
             let microvm_kernel = boxbench::images::build_microvm_kernel(&ProgressLines::new(true))?;
             if args.full_os {
                 let disk = builder.build_full_os_disk(&ProgressLines::new(true))?;
-                println!("full-OS disk: {} ({} packages)", disk.qcow2.display(), disk.packages);
+                writeln!(out, "full-OS disk: {} ({} packages)", disk.qcow2.display(), disk.packages)?;
             }
-            println!("rootfs:    {}", images.rootfs.display());
-            println!("bundle:    {}", images.bundle.display());
-            println!("initramfs: {}", images.initramfs_gz.display());
-            println!("oci image: {}", images.oci_layout.display());
-            println!("debian cloud kernel {}: {}", kernel.release, kernel.vmlinuz.display());
-            println!("micro-VM kernel {}: {}", microvm_kernel.release, microvm_kernel.vmlinux.display());
+            writeln!(out, "rootfs:    {}", images.rootfs.display())?;
+            writeln!(out, "bundle:    {}", images.bundle.display())?;
+            writeln!(out, "initramfs: {}", images.initramfs_gz.display())?;
+            writeln!(out, "oci image: {}", images.oci_layout.display())?;
+            writeln!(out, "debian cloud kernel {}: {}", kernel.release, kernel.vmlinuz.display())?;
+            writeln!(out, "micro-VM kernel {}: {}", microvm_kernel.release, microvm_kernel.vmlinux.display())?;
         }
         ImagesCommand::Sizes(args) => {
             let sizes = ImageBuilder::default_dirs().sizes()?;
             if args.json {
-                println!("{}", serde_json::to_string_pretty(&sizes)?);
+                writeln!(out, "{}", serde_json::to_string_pretty(&sizes)?)?;
             } else {
-                println!("{:<24} {:>14} {:>14}  how", "artefact", "uncompressed", "compressed");
+                writeln!(out, "{:<24} {:>14} {:>14}  how", "artefact", "uncompressed", "compressed")?;
                 for s in sizes {
-                    println!(
+                    writeln!(
+                        out,
                         "{:<24} {:>11.2} MB {:>11.2} MB  {}",
                         s.name,
                         s.uncompressed_bytes as f64 / 1e6,
                         s.compressed_bytes as f64 / 1e6,
                         s.method
-                    );
+                    )?;
                 }
             }
         }
     }
+    crate::write_stdout(&out)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -9,6 +9,7 @@ mod images_cmd;
 mod run;
 mod soak_cmd;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
@@ -55,6 +56,13 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Writes `text` to stdout at once; a closed stdout (`| head`) is an error reported in one line, not
+/// the panic `print!` makes of it.
+fn write_stdout(text: &str) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes()).and_then(|()| out.flush()).map_err(|e| anyhow::anyhow!("writing to stdout: {e}"))
 }
 
 /// The error and its causes on one line, as `outer: cause: root cause`, without repeating a cause

@@ -103,10 +103,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         _ => 1,
     });
     let report = RunReport::new(launcher.name().to_owned(), workload.to_string(), HostFacts::detect(), records);
-    if args.json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
-    } else {
-        print!("{}", report.render_text());
-    }
+    let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.render_text() };
+    crate::write_stdout(&out)?;
     Ok(failed_exit.map_or(ExitCode::SUCCESS, ExitCode::from))
 }

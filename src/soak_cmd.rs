@@ -1,6 +1,5 @@
 //! `boxbench soak`: many launches of one backend, then a check that the host is as it was.
 
-use std::io::Write;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -63,8 +62,7 @@ pub fn soak_cmd(args: &SoakArgs) -> anyhow::Result<ExitCode> {
     };
     let report = soak(launcher.as_ref(), &spec, &settings).context("checking the host")?;
     let text = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.render_text() };
-    // A closed stdout (`| head`) is an error to report in one line, not a panic as print! makes it.
-    std::io::stdout().lock().write_all(text.as_bytes()).context("writing the report to stdout")?;
+    crate::write_stdout(&text)?;
     if report.interrupted {
         anyhow::bail!("interrupted by SIGINT or SIGTERM after {} launches; instances torn down", report.launches);
     }

@@ -181,3 +181,27 @@ fn every_bad_input_is_refused_in_one_line_naming_it_and_leaves_nothing() {
         common::assert_clean_after(pid, &temp_before, name);
     }
 }
+
+#[test]
+fn a_closed_stdout_is_a_one_line_error_after_the_instances_are_gone() {
+    if !common::is_root() {
+        eprintln!("skipping: the container backend needs root");
+        return;
+    }
+    let temp_before = common::temp_entries();
+    // A pipe whose reading end is closed before boxbench writes its report, as `boxbench run | true`.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let spawned = Command::new(BOXBENCH)
+        .args(["run", "--backend", "container", "--runs", "2", "--json"])
+        .stdout(writer)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = spawned.id();
+    let child = spawned.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&child.stderr);
+    assert_eq!(child.status.code(), Some(1), "{stderr}");
+    assert_eq!(stderr.lines().collect::<Vec<_>>(), ["boxbench: writing to stdout: Broken pipe (os error 32)"]);
+    common::assert_clean_after(pid, &temp_before, "closed stdout");
+}
