@@ -39,6 +39,11 @@ pub fn quick() -> bool {
 
 /// Criterion settings for whole launches: few samples, flat sampling is set per group.
 pub fn criterion<M: Measurement>(measurement: M) -> Criterion<M> {
+    // SIGINT/SIGTERM (Ctrl-C, a CI timeout) kill the instance in flight before the bench exits, so an
+    // interrupted `cargo bench` leaves no instance or cgroup behind.
+    if let Err(e) = boxbench_core::interrupt::install() {
+        eprintln!("{e}; an interrupted bench may leave its instance behind");
+    }
     let (samples, measure) = if quick() { (10, Duration::from_secs(2)) } else { (15, Duration::from_secs(4)) };
     // Criterion draws its charts with plotters, whose text (built with `ab_glyph` for the report
     // crate) needs a registered font; without one, skip the charts rather than the benches.
@@ -84,7 +89,9 @@ pub fn runnable_backends(workload: Workload) -> Vec<Bench> {
         };
         let mut spec = InstanceSpec::new(workload.clone(), images);
         spec.timeout = Duration::from_secs(60);
-        match launch_once(launcher.as_ref(), &spec) {
+        let probe = launch_once(launcher.as_ref(), &spec);
+        exit_if_interrupted();
+        match probe {
             Ok(probe) if probe.outcome.is_success() => benches.push(Bench { name, launcher, spec, probe }),
             Ok(probe) => eprintln!("skipping {name}: its probe launch {}", probe.outcome),
             Err(e) => eprintln!("skipping {name}: {e}"),
@@ -105,10 +112,21 @@ fn bench_name(series: &SeriesPlan) -> String {
 /// Launches `bench` once and returns its record; a failed launch aborts the bench, since its figure
 /// would be meaningless.
 pub fn launch(bench: &Bench) -> Record {
-    match launch_once(bench.launcher.as_ref(), &bench.spec) {
+    let record = launch_once(bench.launcher.as_ref(), &bench.spec);
+    exit_if_interrupted();
+    match record {
         Ok(record) if record.outcome.is_success() => record,
         Ok(record) => panic!("{} launch {}: {}", bench.name, record.outcome, record.console_tail(5)),
         Err(e) => panic!("{} launch failed: {e}", bench.name),
+    }
+}
+
+/// Ends the bench process once SIGINT or SIGTERM arrived: `launch_once` has already killed the
+/// instance in flight and removed its cgroup.
+fn exit_if_interrupted() {
+    if boxbench_core::interrupt::requested() {
+        eprintln!("interrupted by SIGINT or SIGTERM; instances torn down");
+        std::process::exit(1);
     }
 }
 
