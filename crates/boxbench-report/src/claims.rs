@@ -503,7 +503,11 @@ fn judge_memory(results: &Results) -> ClaimVerdict {
         .iter()
         .filter_map(|d| {
             Some(Candidate {
-                name: format!("{} × {} (density, {} instances)", d.backend, d.workload, d.launched),
+                name: format!(
+                    "{} (density, {} instances)",
+                    VmKind::instance_name(d.vm_kind, &d.backend, &d.workload),
+                    d.launched
+                ),
                 group: d.vm_kind.map_or("container", VmKind::label).to_owned(),
                 vm_kind: d.vm_kind,
                 figure: Figure::Bytes { bytes: d.mem_available_drop_per_instance_bytes?.round() as u64 },
@@ -593,7 +597,10 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
     let mut caveats = Vec::new();
     for u in &seen {
         let (Some(text), Some(uses_host)) = (&u.seen, u.uses_host_kernel) else {
-            caveats.push(format!("{} × uname: no launch printed a release before its marker.", u.backend));
+            caveats.push(format!(
+                "{}: no launch printed a release before its marker.",
+                VmKind::instance_name(u.vm_kind, &u.backend, "uname")
+            ));
             continue;
         };
         let supports = if u.vm_kind.is_some() { !uses_host } else { uses_host };
@@ -601,7 +608,7 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
             metric: "uname -r".to_owned(),
             group: u.vm_kind.map_or("container", VmKind::label).to_owned(),
             vm_kind: u.vm_kind,
-            subject: format!("{} × uname", u.backend),
+            subject: VmKind::instance_name(u.vm_kind, &u.backend, "uname"),
             subject_figure: Figure::Text { text: text.clone() },
             reference: "host kernel".to_owned(),
             reference_figure: Figure::Text { text: u.host_kernel.clone() },

@@ -17,7 +17,7 @@ use plotters::prelude::*;
 use plotters::style::FontStyle;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use crate::schema::{MultiHost, Results, Series};
+use crate::schema::{MultiHost, Results, Series, VmKind};
 use crate::units::{Unit, axis_mib, axis_ms, format_ms, mib};
 
 /// The regular text font, from `fonts-dejavu-core`.
@@ -385,6 +385,10 @@ fn boot_phases<DB: DrawingBackend>(
                 bars.push(Rectangle::new([(start, y + 0.2), (end, y + 0.8)], colour.filled()));
             }
         }
+        // A phase no series observed gets no legend entry: the legend names only what is drawn.
+        if bars.is_empty() {
+            continue;
+        }
         chart
             .draw_series(bars)
             .map_err(err)?
@@ -400,7 +404,9 @@ fn draw_legend<'a, DB: DrawingBackend + 'a, X: Ranged, Y: Ranged>(
 ) -> Result<(), PlotError> {
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        // Rows run from the containers (short bars) at the top to the Linux VMs (long bars) at the
+        // bottom, so the upper right is the corner the bars leave free.
+        .position(SeriesLabelPosition::UpperRight)
         .background_style(WHITE.mix(0.85))
         .border_style(BLACK.mix(0.4))
         .label_font(("sans-serif", LABEL_PX))
@@ -591,7 +597,7 @@ fn density_lines(r: &Results) -> Vec<(String, Vec<(f64, f64)>)> {
                 points = vec![(0.0, 0.0), (d.launched as f64, mib(d.mem_available_drop_bytes? as f64))];
             }
             points.sort_by(|a, b| a.0.total_cmp(&b.0));
-            Some((format!("{} ({})", d.backend, d.vm_kind.map_or("container", |k| k.label())), points))
+            Some((VmKind::backend_name(d.vm_kind, &d.backend), points))
         })
         .collect()
 }

@@ -8,7 +8,7 @@ use boxbench_core::stats::Summary;
 use crate::claims::{ClaimVerdict, Evidence, judge, ratio_text};
 use crate::document::Document;
 use crate::plots::PlotKind;
-use crate::schema::{MemorySummaries, MultiHost, Results};
+use crate::schema::{MemorySummaries, MultiHost, Results, VmKind};
 use crate::units::{Unit, format_bytes, format_ratio};
 
 /// The report of one host's results.
@@ -93,7 +93,7 @@ pub fn host_document(results: &Results) -> Document {
         .iter()
         .map(|d| {
             vec![
-                d.backend.clone(),
+                VmKind::backend_name(d.vm_kind, &d.backend),
                 d.vm_kind.map_or("container", |k| k.label()).to_owned(),
                 d.workload.clone(),
                 format!("{} of {}", d.launched, d.instances),
@@ -127,7 +127,7 @@ pub fn host_document(results: &Results) -> Document {
         items.extend(d.settings.iter().map(|(k, v)| format!("{k}: `{v}`")));
         items.extend(d.notes.iter().cloned());
         if !items.is_empty() {
-            doc.paragraph(format!("**{} density step:**", d.backend));
+            doc.paragraph(format!("**{} density step:**", VmKind::backend_name(d.vm_kind, &d.backend)));
             doc.list(items);
         }
     }
@@ -141,7 +141,7 @@ pub fn host_document(results: &Results) -> Document {
         .into_iter()
         .map(|u| {
             vec![
-                u.backend.clone(),
+                VmKind::backend_name(u.vm_kind, &u.backend),
                 u.vm_kind.map_or("container", |k| k.label()).to_owned(),
                 u.seen.as_ref().map_or_else(|| "nothing before the marker".to_owned(), |s| format!("`{s}`")),
                 format!("`{}`", u.host_kernel),
@@ -390,8 +390,9 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
     doc.heading(2, "Density: host memory per instance and launch rate");
     let mut backends: Vec<String> = Vec::new();
     for d in hosts.hosts.iter().flat_map(|h| &h.density) {
-        if !backends.contains(&d.backend) {
-            backends.push(d.backend.clone());
+        let name = VmKind::backend_name(d.vm_kind, &d.backend);
+        if !backends.contains(&name) {
+            backends.push(name);
         }
     }
     let rows = backends
@@ -399,7 +400,7 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
         .map(|b| {
             std::iter::once(b.clone())
                 .chain(hosts.hosts.iter().map(|h| {
-                    h.density.iter().find(|d| &d.backend == b).map_or_else(
+                    h.density.iter().find(|d| &VmKind::backend_name(d.vm_kind, &d.backend) == b).map_or_else(
                         || "–".to_owned(),
                         |d| {
                             format!(
@@ -419,8 +420,9 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
     doc.heading(2, "Kernel seen by the `uname` workload");
     let mut uname_backends: Vec<String> = Vec::new();
     for u in hosts.hosts.iter().flat_map(Results::uname_evidence) {
-        if !uname_backends.contains(&u.backend) {
-            uname_backends.push(u.backend);
+        let name = VmKind::backend_name(u.vm_kind, &u.backend);
+        if !uname_backends.contains(&name) {
+            uname_backends.push(name);
         }
     }
     let rows = uname_backends
@@ -430,7 +432,7 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
                 .chain(hosts.hosts.iter().map(|h| {
                     h.uname_evidence()
                         .into_iter()
-                        .find(|u| &u.backend == b)
+                        .find(|u| &VmKind::backend_name(u.vm_kind, &u.backend) == b)
                         .and_then(|u| u.seen)
                         .map_or_else(|| "–".to_owned(), |seen| format!("`{seen}` (host `{}`)", h.host.facts.kernel))
                 }))

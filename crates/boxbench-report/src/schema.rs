@@ -270,6 +270,28 @@ impl VmKind {
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
         }
     }
+
+    /// Which guest the VM boots, short: it tells apart two series of one VMM (QEMU booting the own
+    /// guest and booting Linux).
+    pub fn guest(self) -> &'static str {
+        match self {
+            VmKind::OwnGuestFloor | VmKind::OwnGuestOtherVmm => "own guest",
+            VmKind::LinuxHardware | VmKind::LinuxTcg | VmKind::LinuxPvmEmulated => "Linux",
+        }
+    }
+
+    /// The backend for a container, "backend (guest)" for a VM.
+    pub fn backend_name(kind: Option<VmKind>, backend: &str) -> String {
+        match kind {
+            None => backend.to_owned(),
+            Some(kind) => format!("{backend} ({})", kind.guest()),
+        }
+    }
+
+    /// "backend × workload" for a container, "backend (guest) × workload" for a VM.
+    pub fn instance_name(kind: Option<VmKind>, backend: &str, workload: &str) -> String {
+        format!("{} × {workload}", Self::backend_name(kind, backend))
+    }
 }
 
 impl fmt::Display for VmKind {
@@ -341,9 +363,9 @@ impl Series {
         self
     }
 
-    /// "backend × workload".
+    /// "backend × workload", with the guest for a VM ("qemu-microvm (Linux) × hello").
     pub fn name(&self) -> String {
-        format!("{} × {}", self.backend, self.workload)
+        VmKind::instance_name(self.vm_kind, &self.backend, &self.workload)
     }
 
     /// Launches that did not end with a clean exit 0.

@@ -140,9 +140,9 @@ fn failed_and_few_launches_are_caveats() {
     let vm = Series::new(vm.backend, vm.workload, vm.vm_kind, vm.records);
     let r = with_series(vec![series("container", None, &[5.0, 5.0, 5.0, 5.0, 5.0], 2), vm]);
     let caveats = verdict_of(&r, Claim::VmSlowerToStart).caveats.join("\n");
-    assert!(caveats.contains("microvm × hello: 1 of 2 launches did not exit cleanly"), "{caveats}");
+    assert!(caveats.contains("microvm (own guest) × hello: 1 of 2 launches did not exit cleanly"), "{caveats}");
     assert!(caveats.contains("killed at its 30 s deadline"), "{caveats}");
-    assert!(caveats.contains("microvm × hello: only 2 launches"), "{caveats}");
+    assert!(caveats.contains("microvm (own guest) × hello: only 2 launches"), "{caveats}");
 }
 
 #[test]
