@@ -3,10 +3,11 @@
 //!
 //! One module per hardware concern: [`layout`] (every guest address), [`gdt`], [`paging`],
 //! [`mptable`], [`cpuid`], [`msr`], [`regs`], [`fpu`], [`boot_params`] (zero page, e820), [`pvh`]
-//! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`devices`] (serial, i8042,
-//! boot timer, reset control), [`hypervisor`] (the KVM calls behind a small trait), [`vcpu`] and
-//! [`vm`]. [`launcher`] runs each VM in a child process ([`child`]) that reports over a pipe
-//! ([`events`]), measuring its own cost beyond guest memory ([`vmm_memory`]).
+//! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`initramfs`] (what an initrd
+//! must be), [`devices`] (serial, i8042, boot timer, reset control), [`hypervisor`] (the KVM calls
+//! behind a small trait), [`vcpu`] and [`vm`]. [`launcher`] runs each VM in a child process
+//! ([`child`]) that reports over a pipe ([`events`]), measuring its own cost beyond guest memory
+//! ([`vmm_memory`]).
 
 pub mod boot_params;
 pub mod child;
@@ -16,6 +17,7 @@ pub mod events;
 pub mod fpu;
 pub mod gdt;
 pub mod hypervisor;
+pub mod initramfs;
 pub mod launcher;
 pub mod layout;
 pub mod loader;

@@ -1,4 +1,5 @@
 //! Kernel, initrd and command line: checked before anything is created, then loaded into guest memory.
+//! What an initrd may be is [`crate::initramfs`]'s to decide.
 //!
 //! The kernel is either a bzImage (Linux boot protocol: its protected-mode payload loads at
 //! `code32_start`, the 64-bit entry is 0x200 into it) or an ELF vmlinux (segments load at their
@@ -16,6 +17,7 @@ use linux_loader::loader::{Elf, KernelLoader, PvhBootCapability, bzimage::BzImag
 use vm_memory::{Bytes, GuestAddress, GuestMemoryMmap};
 
 use crate::boot_params::InitrdRegion;
+use crate::initramfs::{self, InitramfsError};
 use crate::layout::{BZIMAGE_64BIT_ENTRY_OFFSET, CMDLINE_MAX_SIZE, CMDLINE_START, KERNEL_START};
 
 /// ELF machine number of x86-64.
@@ -69,6 +71,9 @@ pub enum LoaderError {
     /// The initrd could not be read.
     #[error("initrd {path}: {source}")]
     InitrdRead { path: PathBuf, source: std::io::Error },
+    /// The initrd is not an initramfs the kernel can unpack.
+    #[error("initrd {path}: {source}")]
+    InitrdNotInitramfs { path: PathBuf, source: InitramfsError },
     /// The initrd does not fit where the kernel can reach it.
     #[error("initrd {path}: {size} bytes do not fit between the kernel's end ({kernel_end:#x}) and {limit:#x}")]
     InitrdTooBig { path: PathBuf, size: u64, kernel_end: u64, limit: u64 },
@@ -277,22 +282,25 @@ pub fn load_kernel(mem: &GuestMemoryMmap, kernel: &KernelInfo) -> Result<LoadedK
     }
 }
 
-/// Checks the initrd: it exists and is not empty; returns its size.
+/// Checks the initrd: it exists, is not empty, and is an initramfs the kernel can unpack (a whole
+/// cpio archive, or a compressed stream the kernel inflates); returns its size.
 pub fn inspect_initrd(path: &Path) -> Result<u64, LoaderError> {
-    let meta = std::fs::metadata(path).map_err(|source| match source.kind() {
+    let read_err = |source| LoaderError::InitrdRead { path: path.to_owned(), source };
+    let mut file = File::open(path).map_err(|source| match source.kind() {
         std::io::ErrorKind::NotFound => LoaderError::InitrdMissing(path.to_owned()),
-        _ => LoaderError::InitrdRead { path: path.to_owned(), source },
+        _ => read_err(source),
     })?;
+    let meta = file.metadata().map_err(read_err)?;
     if !meta.is_file() {
-        return Err(LoaderError::InitrdRead {
-            path: path.to_owned(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"),
-        });
+        return Err(read_err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file")));
     }
-    match meta.len() {
-        0 => Err(LoaderError::InitrdEmpty(path.to_owned())),
-        size => Ok(size),
+    let size = meta.len();
+    if size == 0 {
+        return Err(LoaderError::InitrdEmpty(path.to_owned()));
     }
+    initramfs::check_initramfs(&mut file, size)
+        .map_err(|source| LoaderError::InitrdNotInitramfs { path: path.to_owned(), source })?;
+    Ok(size)
 }
 
 /// Where an initrd of `size` bytes goes: page aligned, as high as possible below `limit` (the end of

@@ -67,7 +67,8 @@ fn check_common(mem: &GuestMemoryMmap, vcpus: u8) {
 }
 
 fn initrd_file(dir: &Path) -> (PathBuf, Vec<u8>) {
-    let bytes: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let payload: Vec<u8> = (0..10_000u32).map(|i| (i * 7 + i / 251) as u8).collect();
+    let bytes = common::newc_initrd("payload", &payload);
     (common::write(dir, "initrd.cpio", &bytes), bytes)
 }
 

@@ -52,8 +52,9 @@ fn own_guest_reports_what_the_vmm_set_up() {
     }
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
-    let initrd_bytes: Vec<u8> = (0..70_000u32).map(|i| (i ^ (i >> 7)) as u8).collect();
-    let initrd = common::write(dir.path(), "initrd.bin", &initrd_bytes);
+    let payload: Vec<u8> = (0..70_000u32).map(|i| (i ^ (i >> 7)) as u8).collect();
+    let initrd_bytes = common::newc_initrd("payload", &payload);
+    let initrd = common::write(dir.path(), "initrd.cpio", &initrd_bytes);
     let images = [(boxbench_guest::elf_path(), BootEntry::Pvh), (boxbench_guest::bzimage_path(), BootEntry::Linux64)];
     for (kernel, entry) in images {
         for vcpus in [1u8, 2] {

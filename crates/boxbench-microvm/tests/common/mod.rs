@@ -1,7 +1,8 @@
 //! Tiny hand-assembled guests packed as a bzImage and as an ELF with a PVH note, for tests that must
 //! not wait for (or depend on) boxbench's real guest. Their code runs unchanged in 32-bit protected
 //! mode and in 64-bit mode: it prints a message, writes the boot timer, prints the marker and resets
-//! the machine through the i8042 — or spins, or triple-faults.
+//! the machine through the i8042 — or spins, or triple-faults. Also the newc initrds they are handed
+//! (the VMM refuses an initrd that is no initramfs).
 
 #![allow(dead_code)]
 
@@ -139,6 +140,26 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, bytes).unwrap();
     path
+}
+
+/// A newc cpio archive (what the VMM accepts as an initrd) of one regular file `name` holding `data`,
+/// with its `TRAILER!!!` entry.
+pub fn newc_initrd(name: &str, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for (ino, name, data) in [(1u32, name, data), (0, "TRAILER!!!", &[][..])] {
+        let mode = if ino == 0 { 0 } else { 0o100644 };
+        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        out.extend_from_slice(b"070701");
+        for field in fields {
+            out.extend_from_slice(format!("{field:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
 }
 
 /// Why KVM tests cannot run here, if they cannot.
