@@ -1,29 +1,127 @@
 //! Every bad input through the real binary: a non-zero exit, one line naming the file or setting, and
-//! nothing left on the host.
+//! nothing left on the host. Bad files (kernel, initrd, rootfs, bundle), bad settings, and a user who
+//! is not root.
 
 mod common;
 
 use std::fs;
-use std::path::Path;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
+/// The unprivileged user and group the not-root rows run as (nobody, nogroup).
+const NOBODY: u32 = 65534;
+
+/// Who runs boxbench for a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RunAs {
+    /// This test's user, root.
+    Root,
+    /// An unprivileged user with no supplementary group.
+    Nobody,
+    /// An unprivileged user in the group `gid` (the group /dev/kvm is opened by).
+    NobodyInGroup(u32),
+}
 
 /// One bad input: the arguments and what the first line of stderr must contain.
 struct Row {
     name: &'static str,
     args: Vec<String>,
-    expect: String,
+    /// Every one of these is in the first line of stderr.
+    expect: Vec<String>,
     /// A clap error: its first line is checked, the usage lines after it are clap's.
     clap: bool,
+    run_as: RunAs,
 }
 
 fn row(name: &'static str, args: &[&str], expect: &str) -> Row {
-    Row { name, args: args.iter().map(|s| (*s).to_owned()).collect(), expect: expect.to_owned(), clap: false }
+    Row {
+        name,
+        args: args.iter().map(|s| (*s).to_owned()).collect(),
+        expect: vec![expect.to_owned()],
+        clap: false,
+        run_as: RunAs::Root,
+    }
 }
 
 fn clap_row(name: &'static str, args: &[&str], expect: &str) -> Row {
     Row { clap: true, ..row(name, args, expect) }
+}
+
+/// A newc cpio archive of regular files with its `TRAILER!!!` entry: the initramfs format.
+fn newc(files: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let trailer: (&str, &[u8]) = ("TRAILER!!!", &[]);
+    for (ino, (name, data)) in files.iter().chain([&trailer]).enumerate() {
+        let fields = [ino as u32 + 1, 0o100755, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
+        out.extend_from_slice(b"070701");
+        for field in fields {
+            out.extend_from_slice(format!("{field:08X}").as_bytes());
+        }
+        out.extend_from_slice(name.as_bytes());
+        out.push(0);
+        out.resize(out.len().next_multiple_of(4), 0);
+        out.extend_from_slice(data);
+        out.resize(out.len().next_multiple_of(4), 0);
+    }
+    out
+}
+
+/// The path of `program` on `PATH`.
+fn on_path(program: &str) -> Option<PathBuf> {
+    std::env::split_paths(&std::env::var_os("PATH")?).map(|dir| dir.join(program)).find(|p| p.is_file())
+}
+
+/// True when a user that is neither the owner nor in the group may run `path` (every directory above
+/// it searchable by others, the file executable by others).
+fn others_may_execute(path: &Path) -> bool {
+    path.ancestors()
+        .all(|p| p.as_os_str().is_empty() || fs::metadata(p).is_ok_and(|m| m.permissions().mode() & 0o001 != 0))
+}
+
+/// The rows that run boxbench as an unprivileged user, with what it must say there: root is needed
+/// for containers; the micro-VM needs /dev/kvm, and beyond it (in /dev/kvm's group) its cgroup.
+fn not_root_rows() -> Vec<Row> {
+    if on_path("setpriv").is_none() {
+        eprintln!("skipping the not-root rows: no setpriv (util-linux) on PATH");
+        return Vec::new();
+    }
+    if !others_may_execute(Path::new(BOXBENCH)) {
+        eprintln!("skipping the not-root rows: an unprivileged user cannot execute {BOXBENCH}");
+        return Vec::new();
+    }
+    let as_user = |name, args: &[&str], expect: &[&str], run_as| Row {
+        run_as,
+        expect: expect.iter().map(|s| (*s).to_owned()).collect(),
+        ..row(name, args, "")
+    };
+    let mut rows = vec![as_user(
+        "container not as root",
+        &["run", "-b", "container"],
+        &[&format!("the container backend needs root (running as uid {NOBODY})")],
+        RunAs::Nobody,
+    )];
+    let microvm = ["run", "-b", "microvm", "--guest", "boxbench"];
+    let cgroup_refused: &[&str] = &["microvm launch: /sys/fs/cgroup/", "Permission denied"];
+    match fs::metadata("/dev/kvm") {
+        Err(_) => eprintln!("skipping the micro-VM not-root rows: no /dev/kvm"),
+        Ok(kvm) => {
+            let mode = kvm.permissions().mode();
+            let refused: &[&str] =
+                if mode & 0o006 == 0o006 { cgroup_refused } else { &["microvm launch: /dev/kvm: permission denied"] };
+            rows.push(as_user("micro-VM not as root", &microvm, refused, RunAs::Nobody));
+            if mode & 0o060 == 0o060 && kvm.gid() != 0 {
+                rows.push(as_user(
+                    "micro-VM not as root, in /dev/kvm's group",
+                    &microvm,
+                    cgroup_refused,
+                    RunAs::NobodyInGroup(kvm.gid()),
+                ));
+            }
+        }
+    }
+    rows
 }
 
 /// A deterministic "random" file (xorshift), so a failure reproduces.
@@ -46,14 +144,33 @@ fn rows(dir: &Path) -> Vec<Row> {
     fs::write(dir.join("random"), random_bytes(64 * 1024)).unwrap();
     let bzimage = fs::read(boxbench_guest::bzimage_path()).unwrap();
     fs::write(dir.join("truncated"), &bzimage[..1000]).unwrap();
+    fs::write(dir.join("bzImage"), &bzimage).unwrap();
     let mut elf = fs::read(boxbench_guest::elf_path()).unwrap();
     // e_machine (offset 18, little-endian): 183 is AArch64.
     elf[18..20].copy_from_slice(&183u16.to_le_bytes());
     fs::write(dir.join("aarch64.elf"), elf).unwrap();
+    let initramfs = newc(&[("init", &random_bytes(4096)), ("etc/hostname", b"box\n")]);
+    fs::write(dir.join("initramfs-truncated.cpio"), &initramfs[..2000]).unwrap();
+    // The archive up to the end of its first entry's data (a 110-byte header and "init\0" padded to
+    // 116 bytes, then 4096 bytes): no TRAILER!!! entry.
+    fs::write(dir.join("initramfs-no-trailer.cpio"), &initramfs[..116 + 4096]).unwrap();
+    let mut bad_header = initramfs.clone();
+    bad_header[6 + 8 * 6..6 + 8 * 7].copy_from_slice(b"12x45678"); // filesize
+    fs::write(dir.join("initramfs-bad-header.cpio"), bad_header).unwrap();
+    // A 4 MiB initramfs: a valid archive that a 4 MiB guest has no room for beside the kernel.
+    fs::write(dir.join("initramfs-4mib.cpio"), newc(&[("init", &random_bytes(4 << 20))])).unwrap();
     fs::create_dir(dir.join("rootfs-without-workload")).unwrap();
     fs::create_dir_all(dir.join("bundle-without-config/rootfs")).unwrap();
     fs::create_dir_all(dir.join("bundle-not-json/rootfs")).unwrap();
     fs::write(dir.join("bundle-not-json/config.json"), b"{not json").unwrap();
+    fs::create_dir_all(dir.join("bundle-empty-config/rootfs")).unwrap();
+    fs::write(dir.join("bundle-empty-config/config.json"), b"").unwrap();
+    fs::create_dir_all(dir.join("bundle-truncated-config/rootfs")).unwrap();
+    fs::write(
+        dir.join("bundle-truncated-config/config.json"),
+        br#"{"ociVersion": "1.0.2", "process": {"args": ["/box"#,
+    )
+    .unwrap();
     fs::create_dir_all(dir.join("bundle-unsupported/rootfs")).unwrap();
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
@@ -63,7 +180,11 @@ fn rows(dir: &Path) -> Vec<Row> {
     });
     fs::write(dir.join("bundle-unsupported/config.json"), config.to_string()).unwrap();
 
-    let vm = |flag: &str, file: &str| vec!["run".to_owned(), "-b".into(), "microvm".into(), flag.into(), p(file)];
+    // boxbench's own guest, whatever the host's default: nothing to build before the file is checked.
+    let vm = |flag: &str, file: &str| {
+        ["run", "-b", "microvm", "--guest", "boxbench", flag].into_iter().map(str::to_owned).chain([p(file)]).collect()
+    };
+    let not_initramfs = "not an initramfs (no cpio or compressed-archive magic)";
     let mut rows: Vec<Row> = [
         ("kernel missing", "--kernel", "missing", "no such file"),
         ("kernel empty", "--kernel", "empty", "neither an ELF vmlinux nor a bzImage"),
@@ -73,13 +194,34 @@ fn rows(dir: &Path) -> Vec<Row> {
         ("kernel ELF for AArch64", "--kernel", "aarch64.elf", "ELF for machine 183, not x86-64"),
         ("initrd missing", "--initrd", "missing", "no such file"),
         ("initrd empty", "--initrd", "empty", "empty file"),
+        ("initrd random bytes", "--initrd", "random", not_initramfs),
+        ("initrd text file", "--initrd", "text", not_initramfs),
+        ("initrd a kernel", "--initrd", "bzImage", not_initramfs),
+        (
+            "initrd cpio cut inside an entry",
+            "--initrd",
+            "initramfs-truncated.cpio",
+            "truncated cpio archive (entry \"init\" at offset 0 has 4096 bytes of data ending at 4212, past the \
+             file's 2000)",
+        ),
+        (
+            "initrd cpio without its trailer",
+            "--initrd",
+            "initramfs-no-trailer.cpio",
+            "truncated cpio archive (the file ends at 4212 bytes after entry \"init\", with no TRAILER!!! entry)",
+        ),
+        (
+            "initrd cpio with a bad header",
+            "--initrd",
+            "initramfs-bad-header.cpio",
+            "malformed cpio archive (header at offset 0: filesize is \"12x45678\", not 8 hexadecimal digits)",
+        ),
     ]
     .into_iter()
     .map(|(name, flag, file, what)| Row {
-        name,
         args: vm(flag, file),
-        expect: format!("{} {}: {what}", flag.trim_start_matches("--"), p(file)),
-        clap: false,
+        expect: vec![format!("{} {}: {what}", flag.trim_start_matches("--"), p(file))],
+        ..row(name, &[], "")
     })
     .collect();
     let container =
@@ -111,17 +253,44 @@ fn rows(dir: &Path) -> Vec<Row> {
             "bundle-unsupported",
             format!("bundle {}/config.json: unsupported field \"linux.seccomp\"", p("bundle-unsupported")),
         ),
+        (
+            "bundle config.json empty",
+            "--bundle",
+            "bundle-empty-config",
+            format!("bundle {}/config.json: not valid JSON: EOF while parsing", p("bundle-empty-config")),
+        ),
+        (
+            "bundle config.json truncated mid-JSON",
+            "--bundle",
+            "bundle-truncated-config",
+            format!("bundle {}/config.json: not valid JSON: EOF while parsing", p("bundle-truncated-config")),
+        ),
     ] {
-        rows.push(Row { name, args: container(flag, file), expect: what, clap: false });
+        rows.push(Row { args: container(flag, file), expect: vec![what], ..row(name, &[], "") });
     }
+    let mut small_vm = vm("--initrd", "initramfs-4mib.cpio");
+    small_vm.extend(["--memory".to_owned(), "4".to_owned()]);
+    rows.push(Row {
+        args: small_vm,
+        expect: vec![
+            format!("initrd {}: ", p("initramfs-4mib.cpio")),
+            "bytes do not fit between the kernel's end".into(),
+        ],
+        ..row("initrd larger than the guest memory leaves it", &[], "")
+    });
     rows.extend([
         row("memory 0", &["run", "--memory", "0"], "--memory must be at least 1 MiB"),
         row("memory huge", &["run", "--memory", "99999999999"], "--memory 99999999999 MiB is more than this host's"),
         row("memory overflowing", &["run", "--memory", "18446744073709551615"], "--memory is too large"),
         row("vcpus 0", &["run", "--vcpus", "0"], "--vcpus must be at least 1"),
         row(
+            "memory 1 MiB for the micro-VM's kernel",
+            &["run", "-b", "microvm", "--guest", "boxbench", "--memory", "1"],
+            "memory_mib: 1 MiB is too small for kernel ",
+        ),
+        row(
             "vcpus 255 in the micro-VM",
-            &["run", "-b", "microvm", "--vcpus", "255"],
+            &["run", "-b", "microvm", "--guest", "boxbench", "--vcpus", "255"],
             "vcpus: 255 do not fit in the MP table",
         ),
         clap_row("vcpus 1000", &["run", "--vcpus", "1000"], "error: invalid value '1000' for '--vcpus <VCPUS>'"),
@@ -147,7 +316,28 @@ fn rows(dir: &Path) -> Vec<Row> {
             "error: invalid value '0' for '--parallel <PARALLEL>'",
         ),
     ]);
+    rows.extend(not_root_rows());
     rows
+}
+
+/// The command that runs boxbench with `row`'s arguments as `row`'s user.
+fn command(row: &Row) -> Command {
+    let mut command = match row.run_as {
+        RunAs::Root => Command::new(BOXBENCH),
+        RunAs::Nobody | RunAs::NobodyInGroup(_) => {
+            let mut setpriv = Command::new("setpriv");
+            setpriv.arg(format!("--reuid={NOBODY}")).arg(format!("--regid={NOBODY}"));
+            match row.run_as {
+                RunAs::NobodyInGroup(gid) => setpriv.arg(format!("--groups={gid}")),
+                _ => setpriv.arg("--clear-groups"),
+            };
+            // setpriv execs boxbench in its own process: the pid stays boxbench's.
+            setpriv.arg(BOXBENCH);
+            setpriv
+        }
+    };
+    command.args(&row.args);
+    command
 }
 
 #[test]
@@ -161,15 +351,16 @@ fn every_bad_input_is_refused_in_one_line_naming_it_and_leaves_nothing() {
     assert!(rows.len() >= 25);
     let temp_before = common::temp_entries();
     for row in &rows {
-        let spawned =
-            Command::new(BOXBENCH).args(&row.args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        let spawned = command(row).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         let pid = spawned.id();
         let child = spawned.wait_with_output().unwrap();
         let stderr = String::from_utf8_lossy(&child.stderr);
         let name = row.name;
         assert!(!child.status.success(), "{name}: exited 0\n{stderr}");
         let first = stderr.lines().next().unwrap_or("");
-        assert!(first.contains(&row.expect), "{name}: first line {first:?} lacks {:?}", row.expect);
+        for expect in &row.expect {
+            assert!(first.contains(expect.as_str()), "{name}: first line {first:?} lacks {expect:?}");
+        }
         if row.clap {
             assert_eq!(child.status.code(), Some(2), "{name}: {stderr}");
         } else {
