@@ -9,7 +9,7 @@ use boxbench_images::{ImageBuilder, ImageError};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
 use boxbench_peers::{
     Accel, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine, OciRuntime,
-    OciRuntimeLauncher, PodmanLauncher, PodmanOptions, QemuLauncher, QemuOptions,
+    OciRuntimeLauncher, PodmanLauncher, PodmanOptions, PvmCompat, QemuLauncher, QemuOptions,
 };
 use clap::{Args, ValueEnum};
 
@@ -227,6 +227,10 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
             guest: options.peer_guest(),
             binary: None,
             extra_kernel_args: options.extra_kernel_args(),
+            pvm_compat: options.pvm_compat().then(|| PvmCompat {
+                cmdline: boxbench_images::microvm_kernel::kvm_pvm_cmdline().to_owned(),
+                memory_bytes: boxbench_images::microvm_kernel::KVM_PVM_MEMORY_BYTES,
+            }),
         })
     };
     let launcher: Box<dyn Launcher> = match choice {
@@ -293,12 +297,10 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
                     None => {
                         let built = crate::images::build_default(false)?;
                         // Inflating a gzip initramfs costs about a minute of emulated kernel code
-                        // under kvm_pvm: boxbench's VMM hands the patched kernel the cpio as it is.
-                        if choice == BackendChoice::Microvm && options.pvm_compat() {
-                            built.initramfs_cpio
-                        } else {
-                            built.initramfs_gz
-                        }
+                        // under kvm_pvm: a VMM booting the patched kernel under KVM there (ours, or
+                        // QEMU asked for KVM) hands it the cpio as it is.
+                        let under_pvm_kvm = choice == BackendChoice::Microvm || options.accel == AccelChoice::Kvm;
+                        if under_pvm_kvm && options.pvm_compat() { built.initramfs_cpio } else { built.initramfs_gz }
                     }
                 };
                 (kernel, Some(initrd))

@@ -25,7 +25,7 @@ pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};
 pub use probe::{PeerStatus, probe_all};
-pub use qemu::{Accel, GuestKind, Machine, QemuLauncher, QemuOptions};
+pub use qemu::{Accel, GuestKind, Machine, PvmCompat, QemuLauncher, QemuOptions};
 
 use boxbench_core::{LaunchError, Launcher};
 

@@ -13,6 +13,12 @@
 //! there (the record says the guest's code was emulated) and KVM for boxbench's own guest, which
 //! runs fine on it.
 //!
+//! On kvm_pvm, `Accel::Kvm` with [`PvmCompat`] boots boxbench's micro-VM kernel under KVM the way
+//! boxbench's own VMM does: the kernel's opt-in compatibility parameters, a CPU model without the
+//! architectural-capabilities MSR, and `reboot=p` writing the PC reset-control port 0xCF9, where an
+//! `isa-debug-exit` device ends QEMU (with an odd status, `(value << 1) | 1`, which is the guest's
+//! reset here, not an error).
+//!
 //! Phases: QEMU shows no "VMM ready" or "guest userspace" event on its command line interface, so
 //! `ready_ms` and `userspace_ms` stay `None`; `first_output_ms` is the first serial byte,
 //! `workload_ms` the marker.
@@ -110,6 +116,19 @@ pub struct QemuOptions {
     pub binary: Option<PathBuf>,
     /// Arguments appended to the kernel command line (after boxbench's own, so they win).
     pub extra_kernel_args: Vec<String>,
+    /// The guest is boxbench's micro-VM kernel with its kvm_pvm compatibility patch: used when a Linux
+    /// guest runs under KVM on a kvm_pvm host.
+    pub pvm_compat: Option<PvmCompat>,
+}
+
+/// How boxbench's micro-VM kernel boots under kvm_pvm (the parameters live with the kernel recipe).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PvmCompat {
+    /// Kernel command-line parameters of the patch, with the `clearcpuid=`/`noxsave`/`rodata=off`
+    /// set and `reboot=p`.
+    pub cmdline: String,
+    /// Guest memory when the spec sets none (memmap init costs emulated time per MiB).
+    pub memory_bytes: u64,
 }
 
 /// QEMU as a boxbench backend.
@@ -152,9 +171,22 @@ impl QemuLauncher {
         self.use_kvm
     }
 
+    /// The kvm_pvm compatibility in force: a Linux guest under KVM on a kvm_pvm host, when asked for.
+    fn pvm_compat(&self) -> Option<&PvmCompat> {
+        let applies = self.use_kvm && self.kvm == KvmFlavour::Pvm && self.options.guest == GuestKind::Linux;
+        self.options.pvm_compat.as_ref().filter(|_| applies)
+    }
+
+    /// Guest memory in bytes: the spec's, else the kvm_pvm compatibility's, else boxbench's default.
+    fn memory_bytes(&self, spec: &InstanceSpec) -> u64 {
+        spec.memory_limit_bytes
+            .or_else(|| self.pvm_compat().map(|c| c.memory_bytes))
+            .unwrap_or(DEFAULT_GUEST_MEMORY_BYTES)
+    }
+
     /// The command line that boots `spec` (without the binary).
     fn arguments(&self, spec: &InstanceSpec, kernel: &Path) -> Vec<String> {
-        let memory_mib = spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20);
+        let memory_mib = self.memory_bytes(spec).div_ceil(1 << 20);
         let mut args: Vec<String> = [
             "-M",
             self.options.machine.argument(),
@@ -177,6 +209,14 @@ impl QemuLauncher {
             // microvm has no i8042, through which boxbench's guest resets.
             args.extend(["-device".to_owned(), "i8042".to_owned()]);
         }
+        if self.pvm_compat().is_some() {
+            // kvm_pvm does not virtualise IA32_ARCH_CAPABILITIES; `reboot=p` writes port 0xCF9,
+            // which this device turns into QEMU's exit (microvm has no reset-control register).
+            args.extend(
+                ["-cpu", "host,-arch-capabilities", "-device", "isa-debug-exit,iobase=0xcf9,iosize=1"]
+                    .map(str::to_owned),
+            );
+        }
         args.extend(["-kernel".to_owned(), kernel.display().to_string()]);
         if let Some(initrd) = &spec.images.initrd {
             args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
@@ -190,6 +230,9 @@ impl QemuLauncher {
         // Both guests read their workload here: Linux's /init runs it, boxbench's own guest stays up
         // after its marker for `idle`.
         words.push(format!("boxbench.workload={}", spec.workload.name()));
+        if let Some(compat) = self.pvm_compat() {
+            words.extend(compat.cmdline.split_whitespace().map(str::to_owned));
+        }
         words.extend(self.options.extra_kernel_args.iter().cloned());
         words.join(" ")
     }
@@ -199,18 +242,25 @@ impl QemuLauncher {
             "{} -M {} with {} MiB and {} vCPU; ready_ms and userspace_ms are not observable from outside QEMU",
             self.tool.label(),
             self.options.machine.argument(),
-            spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+            self.memory_bytes(spec).div_ceil(1 << 20),
             spec.vcpus.max(1)
         )];
         if self.use_kvm {
             notes.push(format!("QEMU KVM on {}", self.kvm.label()));
+            if let Some(compat) = self.pvm_compat() {
+                notes.push(format!(
+                    "kvm_pvm compatibility of boxbench's micro-VM kernel applied: `{}`, -cpu host,-arch-capabilities, \
+                     reset through isa-debug-exit at port 0xcf9",
+                    compat.cmdline
+                ));
+            }
         } else {
             notes.push("QEMU TCG: guest code emulated".to_owned());
             if self.options.accel == Accel::Auto && self.kvm == KvmFlavour::Pvm {
                 notes.push("TCG chosen because a stock Linux guest does not boot under this host's kvm_pvm".to_owned());
             }
         }
-        if spec.memory_limit_bytes.is_none() {
+        if spec.memory_limit_bytes.is_none() && self.pvm_compat().is_none() {
             notes.push(format!("guest memory {} MiB (boxbench's default)", DEFAULT_GUEST_MEMORY_BYTES >> 20));
         }
         notes.push(if self.use_kvm {
@@ -265,6 +315,7 @@ impl Launcher for QemuLauncher {
             binary: self.tool.path.clone(),
             args: self.arguments(spec, kernel),
             guest: self.options.guest,
+            reset_through_debug_exit: self.pvm_compat().is_some(),
             run,
             notes: self.notes(spec),
         }))
@@ -277,6 +328,8 @@ struct QemuInstance {
     binary: PathBuf,
     args: Vec<String>,
     guest: GuestKind,
+    /// The guest resets through `isa-debug-exit`, so an odd status of 3 or more is its reset.
+    reset_through_debug_exit: bool,
     run: ToolRun,
     notes: Vec<String>,
 }
@@ -284,6 +337,17 @@ struct QemuInstance {
 impl fmt::Debug for QemuInstance {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("QemuInstance").field("backend", &self.backend).field("args", &self.args).finish()
+    }
+}
+
+/// QEMU's exit status as the guest's reset when it resets through `isa-debug-exit`: that device
+/// exits with `(value << 1) | 1`, and the kernel's reset writes a value with bit 1 set, so its
+/// statuses are odd and at least 3 (QEMU's own errors exit 1).
+fn vm_status(status: ExitStatus, reset_through_debug_exit: bool) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match status.code() {
+        Some(code) if reset_through_debug_exit && code >= 3 && code % 2 == 1 => ExitStatus::from_raw(0),
+        _ => status,
     }
 }
 
@@ -321,7 +385,10 @@ impl Instance for QemuInstance {
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
         // The outcome depends on the console, which is complete only in `finish`; a provisional
         // status-based one is returned here and refined there.
-        Ok(self.run.wait(deadline)?.map(|status| guest_outcome(status, "", "", self.guest)))
+        Ok(self
+            .run
+            .wait(deadline)?
+            .map(|status| guest_outcome(vm_status(status, self.reset_through_debug_exit), "", "", self.guest)))
     }
 
     fn marker_seen(&self) -> bool {
@@ -338,7 +405,12 @@ impl Instance for QemuInstance {
         let stderr = stopped.stderr.clone().unwrap_or_default();
         let outcome = match (&outcome, stopped.status) {
             (Outcome::DeadlineExceeded { .. }, _) | (_, None) => outcome,
-            (_, Some(status)) => guest_outcome(status, &stopped.console.text, &stderr, self.guest),
+            (_, Some(status)) => guest_outcome(
+                vm_status(status, self.reset_through_debug_exit),
+                &stopped.console.text,
+                &stderr,
+                self.guest,
+            ),
         };
         self.run.remove_cgroup()?;
         let mut notes = std::mem::take(&mut self.notes);
@@ -410,6 +482,34 @@ mod tests {
         let line = args.join(" ");
         assert!(line.contains("-accel kvm") && line.contains("-device i8042") && line.contains("-m 256M"), "{line}");
         assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 boxbench.workload=hello x=1");
+    }
+
+    #[test]
+    fn micro_vm_kernel_under_kvm_pvm_gets_its_compatibility() {
+        let compat = PvmCompat { cmdline: "pvm_compat.syscall_via_fault reboot=p".into(), memory_bytes: 64 << 20 };
+        let options = QemuOptions { accel: Accel::Kvm, pvm_compat: Some(compat), ..Default::default() };
+        let mut spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        spec.images.initrd = Some("/img/initramfs.cpio".into());
+        let args = launcher(options.clone(), true).arguments(&spec, Path::new("/img/vmlinux"));
+        let line = args.join(" ");
+        assert!(line.contains("-m 64M"), "{line}");
+        assert!(line.contains("-cpu host,-arch-capabilities -device isa-debug-exit,iobase=0xcf9,iosize=1"), "{line}");
+        assert_eq!(
+            args.last().unwrap(),
+            "console=ttyS0 reboot=t panic=-1 boxbench.workload=hello pvm_compat.syscall_via_fault reboot=p"
+        );
+        // Under TCG the guest is not on kvm_pvm: nothing of the compatibility applies.
+        let tcg = launcher(options, false).arguments(&spec, Path::new("/img/vmlinux")).join(" ");
+        assert!(!tcg.contains("isa-debug-exit") && !tcg.contains("pvm_compat") && tcg.contains("-m 256M"), "{tcg}");
+    }
+
+    #[test]
+    fn a_debug_exit_reset_is_the_guests_reset_only_when_the_device_is_there() {
+        let reset = ExitStatus::from_raw(13 << 8);
+        assert!(vm_status(reset, true).success());
+        assert!(!vm_status(reset, false).success());
+        // QEMU's own errors exit 1: never a reset.
+        assert!(!vm_status(ExitStatus::from_raw(1 << 8), true).success());
     }
 
     #[test]
