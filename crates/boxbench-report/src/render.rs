@@ -51,6 +51,20 @@ pub fn host_document(results: &Results) -> Document {
         }
     }
     doc.table(&["series", "kind", "phase", "n", "median", "p99", "min", "max"], rows);
+    // Sub-phases only some backends time (VMM set-up steps, a runtime's create and start).
+    let rows: Vec<Vec<String>> = results
+        .series
+        .iter()
+        .flat_map(|s| {
+            s.details
+                .iter()
+                .map(|(name, summary)| summary_row(&s.name(), s.kind_label(), name, Some(*summary), Unit::Milliseconds))
+        })
+        .collect();
+    if !rows.is_empty() {
+        doc.paragraph("Backend-specific sub-phases (each the duration of the named step, in milliseconds):");
+        doc.table(&["series", "kind", "sub-phase", "n", "median", "p99", "min", "max"], rows);
+    }
 
     doc.heading(2, "Memory per instance");
     doc.plot(PlotKind::MemoryPerInstance);

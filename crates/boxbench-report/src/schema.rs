@@ -319,6 +319,10 @@ pub struct Series {
     pub phases: PhaseSummaries,
     /// Per memory figure, statistics over the launches that measured it (bytes).
     pub memory: MemorySummaries,
+    /// Per backend-specific sub-phase (the records' `details_ms`), statistics over the launches that
+    /// timed it (milliseconds).
+    #[serde(default)]
+    pub details: BTreeMap<String, Summary>,
     /// How many launches ended each way ("exited with status 0": 20, …).
     pub outcomes: BTreeMap<String, usize>,
     /// The records' notes, each once.
@@ -330,6 +334,11 @@ impl Series {
     pub fn new(backend: String, workload: String, vm_kind: Option<VmKind>, records: Vec<Record>) -> Self {
         let phases = PhaseSummaries::of(&records);
         let memory = MemorySummaries::of(&records);
+        let mut detail_samples: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+        for (name, ms) in records.iter().flat_map(|r| &r.details_ms) {
+            detail_samples.entry(name.clone()).or_default().push(*ms);
+        }
+        let details = detail_samples.into_iter().filter_map(|(name, v)| Some((name, Summary::of(&v)?))).collect();
         let mut outcomes = BTreeMap::new();
         for record in &records {
             *outcomes.entry(record.outcome.to_string()).or_insert(0) += 1;
@@ -346,6 +355,7 @@ impl Series {
             records,
             phases,
             memory,
+            details,
             outcomes,
             notes,
         }
