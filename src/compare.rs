@@ -28,6 +28,10 @@ pub struct CompareSettings {
     pub uname_runs: usize,
     /// Instances of the `idle` workload started at once per series in the density step (0: none).
     pub density: usize,
+    /// Measured launches of each Linux series under kvm_pvm's KVM, whose guest kernel code is
+    /// emulated (about a minute a launch): 0 leaves them out, with a note saying so. They take one
+    /// `uname` launch (when `uname_runs` asks for any), no warm-up and no density step.
+    pub pvm_linux_runs: usize,
     /// Only these backends (all when empty).
     pub only: Vec<BackendChoice>,
     /// Each launch's deadline.
@@ -50,6 +54,12 @@ pub struct SeriesPlan {
 }
 
 impl SeriesPlan {
+    /// A Linux guest under kvm_pvm's KVM: every guest kernel instruction emulated, about a minute a
+    /// launch.
+    pub fn is_pvm_emulated(&self) -> bool {
+        self.vm_kind == Some(VmKind::LinuxPvmEmulated)
+    }
+
     /// The series' name in progress lines and errors.
     pub fn label(&self) -> String {
         match self.vm_kind {
@@ -83,7 +93,9 @@ impl SeriesPlan {
 /// The series a host runs by default: every container backend, boxbench's VMM and QEMU on boxbench's
 /// own guest (the VM floor, under this host's KVM), and Linux guests where they boot usefully — under
 /// hardware KVM on VMX/SVM hosts, under QEMU's TCG emulator elsewhere (kvm_pvm emulates guest kernel
-/// code far slower than TCG).
+/// code far slower than TCG). On kvm_pvm, boxbench's micro-VM kernel under KVM in boxbench's VMM and
+/// in QEMU is planned too, as [`VmKind::LinuxPvmEmulated`]: `compare` measures it only when asked
+/// ([`CompareSettings::pvm_linux_runs`]).
 pub fn default_plan(kvm: KvmFlavour, base: &BackendOptions) -> Vec<SeriesPlan> {
     let with = |guest: GuestChoice, accel: AccelChoice| BackendOptions { guest: Some(guest), accel, ..base.clone() };
     let mut plan: Vec<SeriesPlan> = [
@@ -125,6 +137,15 @@ pub fn default_plan(kvm: KvmFlavour, base: &BackendOptions) -> Vec<SeriesPlan> {
     for choice in linux_vms {
         plan.push(SeriesPlan { choice, options: with(GuestChoice::Linux, linux_accel), vm_kind: Some(linux_kind) });
     }
+    if kvm == KvmFlavour::Pvm {
+        for choice in [BackendChoice::Microvm, BackendChoice::QemuMicrovm] {
+            plan.push(SeriesPlan {
+                choice,
+                options: with(GuestChoice::Linux, AccelChoice::Kvm),
+                vm_kind: Some(VmKind::LinuxPvmEmulated),
+            });
+        }
+    }
     plan
 }
 
@@ -137,6 +158,20 @@ struct Ready {
     idle: InstanceSpec,
     hello_records: Vec<Record>,
     uname_records: Vec<Record>,
+}
+
+impl Ready {
+    /// The `hello` rounds this series takes part in, each with whether it is measured (not warm-up).
+    fn hello_rounds(&self, settings: &CompareSettings) -> impl Iterator<Item = (usize, bool)> {
+        let (warmup, runs) =
+            if self.plan.is_pvm_emulated() { (0, settings.pvm_linux_runs) } else { (settings.warmup, settings.runs) };
+        (0..warmup + runs).map(move |round| (round, round >= warmup))
+    }
+
+    /// How many `uname` launches this series makes.
+    fn uname_runs(&self, settings: &CompareSettings) -> usize {
+        if self.plan.is_pvm_emulated() { settings.uname_runs.min(1) } else { settings.uname_runs }
+    }
 }
 
 /// Receives `compare`'s progress: the CLI draws a bar, tests ignore it.
@@ -161,6 +196,15 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
 
     let mut ready = Vec::new();
     for series in plan {
+        if series.is_pvm_emulated() && settings.pvm_linux_runs == 0 {
+            notes.push(format!(
+                "{} not measured: guest kernel code is emulated, about a minute a launch here \
+                 (`boxbench compare --pvm-linux-runs N` measures it; `{} --timeout 300` runs one)",
+                series.label(),
+                series.command("hello")
+            ));
+            continue;
+        }
         match prepare(&series, settings) {
             Ok(r) => ready.push(r),
             Err(why) => {
@@ -170,19 +214,27 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         }
     }
 
-    let rounds = settings.warmup + settings.runs;
-    progress.planned(ready.len() * (rounds + settings.uname_runs) + density_launches(&ready, settings.density));
+    let rounds = ready.iter().map(|r| r.hello_rounds(settings).count()).max().unwrap_or(0);
+    let launches: usize = ready.iter().map(|r| r.hello_rounds(settings).count() + r.uname_runs(settings)).sum();
+    progress.planned(launches + density_launches(&ready, settings.density));
     for round in 0..rounds {
         for series in &mut ready {
+            // Interleaved: a series with fewer launches (kvm_pvm Linux) takes part in the first rounds.
+            let Some(measured) = series.hello_rounds(settings).find(|(r, _)| *r == round).map(|(_, m)| m) else {
+                continue;
+            };
             if let Some(record) = launch(series, &series.hello, progress) {
-                if round >= settings.warmup {
+                if measured {
                     series.hello_records.push(record);
                 }
             }
         }
     }
-    for _ in 0..settings.uname_runs {
+    for round in 0..settings.uname_runs {
         for series in &mut ready {
+            if round >= series.uname_runs(settings) {
+                continue;
+            }
             if let Some(record) = launch(series, &series.uname, progress) {
                 series.uname_records.push(record);
             }
@@ -192,7 +244,11 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     let density_results: Vec<DensityResult> = if settings.density == 0 {
         Vec::new()
     } else {
-        ready.iter().filter_map(|series| density_step(series, settings.density, progress)).collect()
+        ready
+            .iter()
+            .filter(|series| !series.plan.is_pvm_emulated())
+            .filter_map(|series| density_step(series, settings.density, progress))
+            .collect()
     };
 
     // The label names the machine; the facts' own line (kernel, CPUs, KVM, cgroups) follows it.
@@ -232,9 +288,11 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
     }
     let launcher = backends::launcher(series.choice, &series.options).map_err(|e| e.to_string())?;
     let images = backends::image_paths(series.choice, &series.options).map_err(|e| e.to_string())?;
+    // A kvm_pvm Linux boot takes about a minute, more on a loaded host: its deadline only bounds a hang.
+    let timeout = if series.is_pvm_emulated() { settings.timeout.max(PVM_LINUX_TIMEOUT) } else { settings.timeout };
     let spec = |workload: Workload| {
         let mut spec = InstanceSpec::new(workload, images.clone());
-        spec.timeout = settings.timeout;
+        spec.timeout = timeout;
         spec
     };
     // One probe launch proves the series runs here before it takes a slot in every round.
@@ -272,6 +330,9 @@ fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -
     }
 }
 
+/// The least deadline of a launch of a kvm_pvm Linux series.
+const PVM_LINUX_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// A series whose launches take seconds (a Linux guest under emulation) gets few density instances:
 /// each is a whole emulated machine.
 const SLOW_SERIES_MS: f64 = 1000.0;
@@ -283,7 +344,10 @@ fn density_count(series: &Ready, wanted: usize) -> usize {
 }
 
 fn density_launches(ready: &[Ready], wanted: usize) -> usize {
-    if wanted == 0 { 0 } else { ready.iter().map(|s| density_count(s, wanted).max(SLOW_SERIES_DENSITY)).sum() }
+    if wanted == 0 {
+        return 0;
+    }
+    ready.iter().filter(|s| !s.plan.is_pvm_emulated()).map(|s| density_count(s, wanted).max(SLOW_SERIES_DENSITY)).sum()
 }
 
 /// K `idle` instances of one series running at once: the host memory each costs and the launch rate.
@@ -471,9 +535,22 @@ mod tests {
     #[test]
     fn plan_on_kvm_pvm_boots_linux_only_under_tcg() {
         let plan = default_plan(KvmFlavour::Pvm, &BackendOptions::default());
-        let linux: Vec<&SeriesPlan> = plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Linux)).collect();
+        let linux: Vec<&SeriesPlan> =
+            plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Linux) && !p.is_pvm_emulated()).collect();
         assert!(!linux.is_empty());
         assert!(linux.iter().all(|p| p.options.accel == AccelChoice::Tcg && p.vm_kind == Some(VmKind::LinuxTcg)));
+        // The micro-VM kernel under kvm_pvm's KVM, in boxbench's VMM and in QEMU: measured on request.
+        let emulated: Vec<String> = plan.iter().filter(|p| p.is_pvm_emulated()).map(|p| p.command("hello")).collect();
+        assert_eq!(
+            emulated,
+            [
+                "boxbench run --backend microvm --workload hello --guest linux",
+                "boxbench run --backend qemu-microvm --workload hello --guest linux --accel kvm"
+            ]
+        );
+        let own_guest_vmms: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Boxbench)).map(|p| p.choice).collect();
+        assert_eq!(own_guest_vmms, [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]);
         assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
         assert_eq!(plan.iter().filter(|p| p.vm_kind.is_none()).count(), 5);
     }

@@ -28,6 +28,10 @@ pub struct CompareArgs {
     /// series whose launches take seconds run at most 3).
     #[arg(long, default_value_t = 10)]
     pub density: usize,
+    /// On a kvm_pvm host: measured launches of boxbench's micro-VM kernel under KVM in boxbench's VMM
+    /// and in QEMU (about a minute each: guest kernel code is emulated; 0 leaves them out).
+    #[arg(long, default_value_t = 0)]
+    pub pvm_linux_runs: usize,
     /// Only these backends (repeat the option; default: every backend this host can run).
     #[arg(long = "backend", short = 'b', value_enum)]
     pub backends: Vec<BackendChoice>,
@@ -87,6 +91,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         warmup: args.warmup as usize,
         uname_runs: args.uname_runs as usize,
         density: args.density,
+        pvm_linux_runs: args.pvm_linux_runs,
         only: args.backends.clone(),
         timeout: Duration::from_secs(args.timeout),
         options: BackendOptions {

@@ -76,6 +76,13 @@ pub fn runnable_backends(workload: Workload) -> Vec<Bench> {
             continue;
         }
         let name = bench_name(&series);
+        if series.is_pvm_emulated() {
+            eprintln!(
+                "skipping {name}: guest kernel code is emulated under kvm_pvm, about a minute a launch \
+                 (boxbench compare --pvm-linux-runs N measures it)"
+            );
+            continue;
+        }
         let prepared = backends::launcher(choice, &series.options).map_err(|e| e.to_string()).and_then(|launcher| {
             let images = backends::image_paths(choice, &series.options).map_err(|e| e.to_string())?;
             Ok((launcher, images))
