@@ -19,7 +19,12 @@ done
 qemu_missing=0
 dpkg-query -W -f='${Status}' qemu-system-x86 2>/dev/null | grep -q "install ok installed" || qemu_missing=1
 
-if [ ${#missing[@]} -gt 0 ] || [ $qemu_missing -eq 1 ]; then
+# The image builder fetches .debs with `apt-get download`, which needs apt's lists even when every
+# package above is installed: refresh them when there are none.
+lists_empty=0
+compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null || lists_empty=1
+
+if [ ${#missing[@]} -gt 0 ] || [ $qemu_missing -eq 1 ] || [ $lists_empty -eq 1 ]; then
     export DEBIAN_FRONTEND=noninteractive
     apt-get update -qq
     if [ ${#missing[@]} -gt 0 ]; then
