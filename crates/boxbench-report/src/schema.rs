@@ -627,6 +627,30 @@ mod tests {
     }
 
     #[test]
+    fn series_summarises_each_sub_phase_over_the_launches_that_timed_it() {
+        let record = |details: &[(&str, f64)]| Record {
+            backend: "microvm".into(),
+            phases: boxbench_core::Phases::default(),
+            exit_code: Some(0),
+            outcome: boxbench_core::Outcome::Exited { code: 0 },
+            console: String::new(),
+            memory: boxbench_core::MemoryUsage::default(),
+            notes: vec![],
+            details_ms: details.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect(),
+        };
+        let records = vec![
+            record(&[("vm_build_ms", 2.0), ("kvm_teardown_ms", 1.0)]),
+            record(&[("vm_build_ms", 4.0)]),
+            record(&[("vm_build_ms", 3.0)]),
+        ];
+        let series = Series::new("microvm".into(), "hello".into(), Some(VmKind::OwnGuestFloor), records);
+        let build = series.details["vm_build_ms"];
+        assert_eq!((build.n, build.median, build.min, build.max), (3, 3.0, 2.0, 4.0));
+        assert_eq!(series.details["kvm_teardown_ms"].n, 1);
+        assert_eq!(series.name(), "microvm (own guest) × hello");
+    }
+
+    #[test]
     fn load_average_parses_the_three_figures() {
         let load = LoadAverage::parse("0.52 1.25 2.00 1/234 5678\n");
         assert_eq!(load, LoadAverage { one: 0.52, five: 1.25, fifteen: 2.0 });
