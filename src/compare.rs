@@ -415,17 +415,22 @@ fn image_sizes(notes: &mut Vec<String>) -> Vec<ImageSize> {
         .map(|s| {
             // A sparse raw disk's second figure is the bytes it occupies on the host, not a
             // compressed size: that is the size it is stored at.
-            let (bytes, compressed_bytes) = if s.name == boxbench_images::artefact::FULL_OS_RAW {
-                (s.compressed_bytes, None)
+            let (bytes, compressed_bytes, description) = if s.name == boxbench_images::artefact::FULL_OS_RAW {
+                let description = format!(
+                    "the full-OS tree as a raw ext4 disk (mkfs.ext4 -d): bytes allocated on the host, as it \
+                     is stored (a sparse file whose apparent length is {} bytes)",
+                    s.uncompressed_bytes
+                );
+                (s.compressed_bytes, None, description)
             } else {
-                (s.uncompressed_bytes, Some(s.compressed_bytes))
+                (s.uncompressed_bytes, Some(s.compressed_bytes), s.method)
             };
             ImageSize {
                 kind: image_kind(&s.name),
                 bytes,
                 compressed_bytes,
                 path: Some(s.path),
-                description: s.method,
+                description,
                 name: s.name,
             }
         })

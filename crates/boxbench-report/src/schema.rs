@@ -271,12 +271,14 @@ impl VmKind {
         }
     }
 
-    /// Which guest the VM boots, short: it tells apart two series of one VMM (QEMU booting the own
-    /// guest and booting Linux).
+    /// Which guest the VM boots and, where it is not hardware KVM, how its code runs; short: it tells
+    /// apart the series of one VMM (QEMU booting the own guest, Linux under TCG, Linux under kvm_pvm).
     pub fn guest(self) -> &'static str {
         match self {
             VmKind::OwnGuestFloor | VmKind::OwnGuestOtherVmm => "own guest",
-            VmKind::LinuxHardware | VmKind::LinuxTcg | VmKind::LinuxPvmEmulated => "Linux",
+            VmKind::LinuxHardware => "Linux",
+            VmKind::LinuxTcg => "Linux, TCG",
+            VmKind::LinuxPvmEmulated => "Linux, kvm_pvm",
         }
     }
 
@@ -373,7 +375,7 @@ impl Series {
         self
     }
 
-    /// "backend × workload", with the guest for a VM ("qemu-microvm (Linux) × hello").
+    /// "backend × workload", with the guest for a VM ("qemu-microvm (Linux, TCG) × hello").
     pub fn name(&self) -> String {
         VmKind::instance_name(self.vm_kind, &self.backend, &self.workload)
     }
@@ -478,7 +480,7 @@ impl MemorySummaries {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ImageKind {
-    /// A micro-VM's kernel plus initramfs.
+    /// A kernel plus initramfs, booted without a disk: the whole image of a micro-VM.
     MicroVmKernelInitrd,
     /// A full-OS VM disk (e.g. a Debian root filesystem as raw ext4 or qcow2).
     FullOsVmDisk,
@@ -492,7 +494,7 @@ impl ImageKind {
     /// The label reports use.
     pub fn label(self) -> &'static str {
         match self {
-            ImageKind::MicroVmKernelInitrd => "micro-VM kernel + initramfs",
+            ImageKind::MicroVmKernelInitrd => "VM kernel + initramfs, no disk (a micro-VM's whole image)",
             ImageKind::FullOsVmDisk => "full-OS VM disk",
             ImageKind::ContainerImage => "container image",
             ImageKind::Other => "other",
