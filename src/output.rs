@@ -36,6 +36,7 @@ impl RunReport {
             ("peak_bytes", series(&|r: &Record| r.memory.peak_bytes.map(|b| b as f64))),
             ("pss_bytes", series(&|r: &Record| r.memory.pss_bytes.map(|b| b as f64))),
             ("overhead_bytes", series(&|r: &Record| r.memory.overhead_bytes.map(|b| b as f64))),
+            ("shared_daemons_pss_bytes", series(&|r: &Record| r.memory.shared_daemons_pss_bytes.map(|b| b as f64))),
         ]);
         Self { backend, workload, host, runs, summary, memory_summary }
     }

@@ -393,7 +393,12 @@ impl ContainerInstance {
             exit_code: outcome.exit_code(),
             outcome,
             console: console.text,
-            memory: MemoryUsage { peak_bytes, pss_bytes: console.marker_sample, overhead_bytes: None },
+            memory: MemoryUsage {
+                peak_bytes,
+                pss_bytes: console.marker_sample,
+                overhead_bytes: None,
+                shared_daemons_pss_bytes: None,
+            },
             notes: vec![
                 "ready_ms: the container's init stamped it just before execve; userspace_ms: boxbench saw the \
                  execve succeed"

@@ -87,6 +87,10 @@ pub struct MemoryUsage {
     pub pss_bytes: Option<u64>,
     /// What the runtime or VMM itself costs beyond the workload or guest pages, where measurable.
     pub overhead_bytes: Option<u64>,
+    /// Proportional set size, at the marker, of the long-running daemons the instance needed but shares
+    /// with every other instance (Docker's dockerd and containerd); not in `peak_bytes`.
+    #[serde(default)]
+    pub shared_daemons_pss_bytes: Option<u64>,
 }
 
 /// Everything measured about one launch.

@@ -495,7 +495,12 @@ impl Finished {
             exit_code: outcome.exit_code(),
             outcome,
             console: console.text,
-            memory: MemoryUsage { peak_bytes, pss_bytes: pss_bytes.filter(|&b| b > 0), overhead_bytes },
+            memory: MemoryUsage {
+                peak_bytes,
+                pss_bytes: pss_bytes.filter(|&b| b > 0),
+                overhead_bytes,
+                shared_daemons_pss_bytes: None,
+            },
             notes,
             details_ms,
         }

@@ -5,7 +5,8 @@
 //! (`--cgroup-parent`); dockerd, containerd and the per-container containerd-shim run outside it, so
 //! the instance's memory peak does not include them. They are a real cost the usual "containers
 //! weigh megabytes" claim leaves out: at the marker, the shim's memory (per container) becomes
-//! `overhead_bytes` and a note, and the daemons' PSS (shared by all containers) a note.
+//! `overhead_bytes` and a note, and the daemons' PSS (shared by all containers)
+//! `shared_daemons_pss_bytes` and a note.
 //!
 //! A running daemon is used when one answers (at `DockerOptions::host`, else the default socket).
 //! Starting a private daemon when none runs is opt-in (`--start-dockerd`): it gets
@@ -328,6 +329,8 @@ impl MarkerProbe for DaemonProbe {
             None => processes_named("containerd"),
         };
         let sum = |pids: &[i32]| pids.iter().filter_map(|&p| pss_bytes(p)).reduce(|a, b| a + b);
+        findings.shared_daemons_pss_bytes =
+            [sum(&dockerd), sum(&containerd)].into_iter().flatten().reduce(|a, b| a + b);
         findings.notes.push(format!(
             "daemons at the marker (shared by every container, not in peak_bytes): dockerd PSS {} ({} process), \
              containerd PSS {} ({} process)",

@@ -171,6 +171,8 @@ pub struct Findings {
     pub notes: Vec<String>,
     /// The per-instance cost outside the instance cgroup, if measured.
     pub overhead_bytes: Option<u64>,
+    /// The PSS of the daemons every container shares, if the engine has any.
+    pub shared_daemons_pss_bytes: Option<u64>,
 }
 
 static NEXT_CONTAINER: AtomicU64 = AtomicU64::new(0);
@@ -332,7 +334,9 @@ impl Instance for EngineInstance {
         let findings = self.found.lock().ok().and_then(|mut slot| slot.take()).unwrap_or_default();
         let mut notes = std::mem::take(&mut self.notes);
         notes.extend(findings.notes);
-        Ok(record(self.client.name, stopped, outcome, Phases::default(), findings.overhead_bytes, notes))
+        let mut record = record(self.client.name, stopped, outcome, Phases::default(), findings.overhead_bytes, notes);
+        record.memory.shared_daemons_pss_bytes = findings.shared_daemons_pss_bytes;
+        Ok(record)
     }
 }
 

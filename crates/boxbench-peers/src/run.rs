@@ -186,6 +186,7 @@ pub fn record(
             peak_bytes: stopped.peak_bytes,
             pss_bytes: stopped.console.marker_sample,
             overhead_bytes,
+            shared_daemons_pss_bytes: None,
         },
         notes,
         // The peers show no sub-phases beyond the record's phases.

@@ -50,6 +50,10 @@ fn docker_end_to_end() {
     assert!(record.memory.peak_bytes.is_some_and(|b| b > 0));
     assert!(record.memory.overhead_bytes.is_some(), "shim measured: {:?}", record.notes);
     assert!(record.notes.iter().any(|n| n.contains("dockerd PSS")), "{:?}", record.notes);
+    // dockerd and containerd, shared by every container: a structured figure beside the note, and
+    // more than the shim alone.
+    let daemons = record.memory.shared_daemons_pss_bytes.expect("daemons' PSS measured");
+    assert!(daemons > record.memory.overhead_bytes.unwrap_or(0), "{:?}", record.memory);
     assert_nothing_left(&launcher);
 
     let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; exit 3"].map(String::from).to_vec();

@@ -241,7 +241,7 @@ fn draw<DB: DrawingBackend>(
             kind,
             &body,
             &memory_rows(r),
-            &["cgroup peak", "PSS at marker", "runtime/VMM overhead"],
+            &["cgroup peak", "PSS at marker", "runtime/VMM overhead", "shared daemons (PSS)"],
             Unit::Bytes,
             "bytes per instance",
         ),
@@ -482,7 +482,7 @@ fn time_to_marker<DB: DrawingBackend>(
     Ok(())
 }
 
-/// Rows of the memory plot: (series, [peak, PSS, overhead] medians).
+/// Rows of the memory plot: (series, [peak, PSS, overhead, shared daemons] medians).
 fn memory_rows(r: &Results) -> Vec<(String, Vec<Option<f64>>)> {
     r.series
         .iter()

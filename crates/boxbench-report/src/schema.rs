@@ -447,11 +447,14 @@ pub struct MemorySummaries {
     pub pss_bytes: Option<Summary>,
     /// The runtime's or VMM's own cost.
     pub overhead_bytes: Option<Summary>,
+    /// The daemons every instance shares (dockerd, containerd).
+    #[serde(default)]
+    pub shared_daemons_pss_bytes: Option<Summary>,
 }
 
 impl MemorySummaries {
     /// The memory figures' names, as in [`boxbench_core::MemoryUsage`].
-    pub const NAMES: [&'static str; 3] = ["peak_bytes", "pss_bytes", "overhead_bytes"];
+    pub const NAMES: [&'static str; 4] = ["peak_bytes", "pss_bytes", "overhead_bytes", "shared_daemons_pss_bytes"];
 
     /// Summarises the memory of `records`.
     pub fn of(records: &[Record]) -> Self {
@@ -462,6 +465,7 @@ impl MemorySummaries {
             peak_bytes: summary(|r| r.memory.peak_bytes),
             pss_bytes: summary(|r| r.memory.pss_bytes),
             overhead_bytes: summary(|r| r.memory.overhead_bytes),
+            shared_daemons_pss_bytes: summary(|r| r.memory.shared_daemons_pss_bytes),
         }
     }
 
@@ -471,6 +475,7 @@ impl MemorySummaries {
             "peak_bytes" => self.peak_bytes,
             "pss_bytes" => self.pss_bytes,
             "overhead_bytes" => self.overhead_bytes,
+            "shared_daemons_pss_bytes" => self.shared_daemons_pss_bytes,
             _ => None,
         }
     }

@@ -67,6 +67,7 @@ pub fn record(backend: &str, marker_ms: Option<f64>, peak_bytes: Option<u64>, co
             peak_bytes,
             pss_bytes: peak_bytes.map(|p| p / 2),
             overhead_bytes: peak_bytes.map(|p| p / 8),
+            shared_daemons_pss_bytes: None,
         },
         notes: vec![format!("{backend} synthetic")],
         details_ms: Default::default(),
