@@ -45,22 +45,22 @@ impl RunReport {
     pub fn render_text(&self) -> String {
         let mut out = format!("{} × {} ({} runs)\n", self.backend, self.workload, self.runs.len());
         out.push_str(&format!(
-            "{:<16} {:>5} {:>10} {:>10} {:>10} {:>10}\n",
+            "{:<24} {:>5} {:>10} {:>10} {:>10} {:>10}\n",
             "phase", "n", "median", "p99", "min", "max"
         ));
         for name in Phases::NAMES {
             match self.summary.get(name).copied().flatten() {
                 Some(s) => out.push_str(&format!(
-                    "{:<16} {:>5} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms\n",
+                    "{:<24} {:>5} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms\n",
                     name, s.n, s.median, s.p99, s.min, s.max
                 )),
-                None => out.push_str(&format!("{name:<16} {:>5} {:>10}\n", 0, "not observed")),
+                None => out.push_str(&format!("{name:<24} {:>5} {:>10}\n", 0, "not observed")),
             }
         }
         for (name, summary) in &self.memory_summary {
             if let Some(s) = summary {
                 out.push_str(&format!(
-                    "{:<16} {:>5} {:>8.2}MiB {:>7.2}MiB {:>7.2}MiB {:>7.2}MiB\n",
+                    "{:<24} {:>5} {:>8.2}MiB {:>7.2}MiB {:>7.2}MiB {:>7.2}MiB\n",
                     name,
                     s.n,
                     mib(s.median),
