@@ -195,6 +195,33 @@ fn debian_bzimage_loads_with_its_own_setup_header() {
     assert_eq!(hdr.cmd_line_ptr as u64, CMDLINE_START.0);
     assert_eq!(hdr.ramdisk_size as usize, initrd_bytes.len());
     assert!(u64::from(hdr.ramdisk_image) >= u64::from(hdr.code32_start) + u64::from(hdr.init_size));
+    assert_eq!(hdr.ramdisk_image % 4096, 0);
+    assert_eq!((hdr.type_of_loader, hdr.boot_flag), (0xff, 0xaa55));
+    let mut loaded = vec![0u8; initrd_bytes.len()];
+    mem.read_slice(&mut loaded, GuestAddress(hdr.ramdisk_image.into())).unwrap();
+    assert_eq!(crc32fast::hash(&loaded), crc32fast::hash(&initrd_bytes), "initrd contents");
+
+    // The protected-mode kernel (the file after its setup sectors) is loaded at code32_start.
+    let image = std::fs::read(&kernel).unwrap();
+    let setup_sectors = match image[0x1f1] {
+        0 => 4,
+        n => usize::from(n),
+    };
+    let payload = &image[(setup_sectors + 1) * 512..];
+    let mut at_code32 = vec![0u8; payload.len().min(64 << 10)];
+    mem.read_slice(&mut at_code32, GuestAddress(hdr.code32_start.into())).unwrap();
+    assert_eq!(at_code32, payload[..at_code32.len()], "kernel payload at code32_start");
+
+    // 512 MiB: low RAM below the EBDA, the EBDA reserved, the rest from 1 MiB.
+    let e820: Vec<(u64, u64, u32)> =
+        params.e820_table[..params.e820_entries as usize].iter().map(|e| (e.addr, e.size, e.r#type)).collect();
+    assert_eq!(e820, vec![(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, (512 << 20) - 0x10_0000, 1)]);
+
+    // The identity map reaches the top of the first 4 GiB (2 MiB pages), as for any kernel.
+    let pml4e: u64 = mem.read_obj(GuestAddress(boot.page_table)).unwrap();
+    let pdpte: u64 = mem.read_obj(GuestAddress((pml4e & !0xfff) + 3 * 8)).unwrap();
+    let pde: u64 = mem.read_obj(GuestAddress((pdpte & !0xfff) + 511 * 8)).unwrap();
+    assert_eq!(pde, 0xffe0_0000 | 0x83);
     check_common(&mem, 1);
 }
 
