@@ -51,21 +51,8 @@ fn clap_row(name: &'static str, args: &[&str], expect: &str) -> Row {
 
 /// A newc cpio archive of regular files with its `TRAILER!!!` entry: the initramfs format.
 fn newc(files: &[(&str, &[u8])]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let trailer: (&str, &[u8]) = ("TRAILER!!!", &[]);
-    for (ino, (name, data)) in files.iter().chain([&trailer]).enumerate() {
-        let fields = [ino as u32 + 1, 0o100755, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
-        out.extend_from_slice(b"070701");
-        for field in fields {
-            out.extend_from_slice(format!("{field:08X}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    out
+    let files: Vec<(&str, u32, &[u8])> = files.iter().map(|&(name, data)| (name, 0o755, data)).collect();
+    boxbench_images::cpio::archive_of_files(&files).unwrap()
 }
 
 /// The path of `program` on `PATH`.

@@ -149,6 +149,20 @@ impl<W: Write> CpioWriter<W> {
         }
     }
 
+    /// Appends a regular file `name` holding `data`, with permission bits `mode`.
+    fn append_file(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), CpioError> {
+        let path = || PathBuf::from(name);
+        let file_size =
+            u32::try_from(data.len()).map_err(|_| CpioError::TooLarge { path: path(), size: data.len() as u64 })?;
+        let ino = self.next_ino;
+        self.next_ino += 1;
+        let header = Header { ino, mode: S_IFREG | mode, nlink: 1, file_size, rdev: (0, 0), name: name.as_bytes() };
+        self.write_header(&header)
+            .and_then(|_| self.write_bytes(data))
+            .and_then(|_| self.pad())
+            .map_err(|source| CpioError::Io { path: path(), source })
+    }
+
     /// Writes the trailer and returns the output.
     pub(crate) fn finish(mut self) -> Result<W, CpioError> {
         let trailer = Header { ino: 0, mode: 0, nlink: 1, file_size: 0, rdev: (0, 0), name: TRAILER.as_bytes() };
@@ -164,6 +178,16 @@ pub(crate) fn write_archive<W: Write>(entries: &[TreeEntry], out: W) -> Result<W
     let mut writer = CpioWriter::new(out);
     for entry in entries {
         writer.append(entry)?;
+    }
+    writer.finish()
+}
+
+/// A newc archive, in memory, of regular files given as (name, permission bits, contents): an
+/// initramfs without a tree on disk, as tests and fuzzers hand a VMM.
+pub fn archive_of_files(files: &[(&str, u32, &[u8])]) -> Result<Vec<u8>, CpioError> {
+    let mut writer = CpioWriter::new(Vec::new());
+    for (name, mode, data) in files {
+        writer.append_file(name, *mode, data)?;
     }
     writer.finish()
 }
@@ -237,6 +261,18 @@ mod tests {
         assert_eq!(odd.2, b"12345");
         assert_eq!((console[1], console[9], console[10]), (S_IFCHR | 0o600, 5, 1));
         assert_eq!(parsed[5].0[0], 0);
+    }
+
+    #[test]
+    fn files_in_memory_become_entries_and_a_trailer() {
+        let archive = archive_of_files(&[("init", 0o755, b"#!/bin/sh\n"), ("empty", 0o644, b"")]).unwrap();
+        let entries = parse(&archive);
+        let names: Vec<&str> = entries.iter().map(|(_, name, _)| name.as_str()).collect();
+        assert_eq!(names, ["init", "empty", TRAILER]);
+        assert_eq!(entries[0].0[1], S_IFREG | 0o755);
+        assert_eq!((entries[0].0[0], entries[1].0[0]), (1, 2), "inode numbers in order");
+        assert_eq!(entries[0].2, b"#!/bin/sh\n");
+        assert!(entries[1].2.is_empty());
     }
 
     #[test]

@@ -145,21 +145,7 @@ pub fn write(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 /// A newc cpio archive (what the VMM accepts as an initrd) of one regular file `name` holding `data`,
 /// with its `TRAILER!!!` entry.
 pub fn newc_initrd(name: &str, data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::new();
-    for (ino, name, data) in [(1u32, name, data), (0, "TRAILER!!!", &[][..])] {
-        let mode = if ino == 0 { 0 } else { 0o100644 };
-        let fields = [ino, mode, 0, 0, 1, 0, data.len() as u32, 0, 0, 0, 0, name.len() as u32 + 1, 0];
-        out.extend_from_slice(b"070701");
-        for field in fields {
-            out.extend_from_slice(format!("{field:08X}").as_bytes());
-        }
-        out.extend_from_slice(name.as_bytes());
-        out.push(0);
-        out.resize(out.len().next_multiple_of(4), 0);
-        out.extend_from_slice(data);
-        out.resize(out.len().next_multiple_of(4), 0);
-    }
-    out
+    boxbench_images::cpio::archive_of_files(&[(name, 0o644, data)]).unwrap()
 }
 
 /// Why KVM tests cannot run here, if they cannot.
