@@ -7,31 +7,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, Outcome, Record, Workload};
 use boxbench_guest::{BootEntry, GuestReport};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
+use common::assert_nothing_left_behind;
 
 /// Launches are serialised so "no child process left" can be checked on this test process.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn assert_nothing_left_behind() {
-    let mut children = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        children.push(std::fs::read_to_string(task.path().join("children")).unwrap_or_default().trim().to_owned());
-    }
-    children.retain(|c| !c.is_empty());
-    assert!(children.is_empty(), "VMM child left behind: {children:?}");
-    let prefix = format!("microvm-{}-", std::process::id());
-    let left: Vec<PathBuf> = CgroupHost::detect()
-        .map(|h| h.leftover_instances())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .collect();
-    assert!(left.is_empty(), "instance cgroup left behind: {left:?}");
-}
 
 fn launch(kernel: &Path, initrd: Option<PathBuf>, vcpus: u8, extra: &str, timeout: Duration) -> (Record, String) {
     let launcher =

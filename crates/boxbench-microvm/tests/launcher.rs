@@ -7,38 +7,13 @@ use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, LaunchError, Launcher, Outcome, Workload};
 use boxbench_microvm::{GuestKind, MicroVmLauncher, MicroVmOptions};
-use common::Behaviour;
+use common::{Behaviour, assert_nothing_left_behind, children_of_this_process};
 
 /// Launches are serialised so "no child process left" can be checked on this test process.
 static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-
-fn children_of_this_process() -> Vec<String> {
-    let mut children = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        children.extend(text.split_whitespace().map(str::to_owned));
-    }
-    children
-}
-
-fn our_leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("microvm-{}-", std::process::id());
-    CgroupHost::detect()
-        .map(|host| host.leftover_instances())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .collect()
-}
-
-fn assert_nothing_left_behind() {
-    assert_eq!(children_of_this_process(), Vec::<String>::new(), "VMM child left behind");
-    assert_eq!(our_leftover_cgroups(), Vec::<PathBuf>::new(), "instance cgroup left behind");
-}
 
 fn spec(kernel: PathBuf, timeout: Duration) -> InstanceSpec {
     let mut spec = InstanceSpec::new(Workload::Hello, ImagePaths { kernel: Some(kernel), ..ImagePaths::default() });

@@ -3,11 +3,12 @@
 //! busybox initramfs: the guest's own `uname -r` on the console, the marker, a clean reset with the
 //! workload's status, the kvm_pvm labels, and nothing left behind.
 
+mod common;
+
 use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::Duration;
 
-use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, LaunchError, Launcher, Outcome, READY_MARKER, Workload};
@@ -15,6 +16,7 @@ use boxbench_images::ImageBuilder;
 use boxbench_images::microvm_kernel::{MicroVmKernel, built_microvm_kernel, kvm_pvm_cmdline};
 use boxbench_microvm::launcher::{LINUX_ON_PVM_REFUSAL, PVM_COMPAT_NOTE_PREFIX, PVM_EMULATED_NOTE};
 use boxbench_microvm::{GuestKind, MicroVmLauncher, MicroVmOptions};
+use common::{assert_nothing_left_behind, our_leftover_cgroups};
 
 /// Generous: about 17 s on an idle kvm_pvm host, but every guest kernel instruction is emulated on the
 /// host's CPUs, so it stretches with the host's load (75 s median measured here at load 3-5 on 2 cores).
@@ -43,25 +45,6 @@ fn guest() -> Result<(MicroVmKernel, PathBuf), String> {
         return Err(format!("{} is not built (boxbench images build)", initramfs.display()));
     }
     Ok((kernel, initramfs))
-}
-
-fn our_leftover_cgroups() -> Vec<PathBuf> {
-    let prefix = format!("microvm-{}-", std::process::id());
-    CgroupHost::detect()
-        .map(|host| host.leftover_instances())
-        .unwrap_or_default()
-        .into_iter()
-        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
-        .collect()
-}
-
-fn children_of_this_process() -> Vec<String> {
-    let mut children = Vec::new();
-    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
-        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-        children.extend(text.split_whitespace().map(str::to_owned));
-    }
-    children
 }
 
 fn launcher(guest: GuestKind) -> MicroVmLauncher {
@@ -115,8 +98,7 @@ fn micro_vm_kernel_boots_to_the_marker_with_its_own_release() {
     } else {
         assert!(compat_notes.is_empty(), "{:?}", record.notes);
     }
-    assert_eq!(children_of_this_process(), Vec::<String>::new(), "VMM child left behind");
-    assert_eq!(our_leftover_cgroups(), Vec::<PathBuf>::new(), "instance cgroup left behind");
+    assert_nothing_left_behind();
 }
 
 #[test]

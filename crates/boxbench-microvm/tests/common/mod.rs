@@ -148,6 +148,33 @@ pub fn newc_initrd(name: &str, data: &[u8]) -> Vec<u8> {
     boxbench_images::cpio::archive_of_files(&[(name, 0o644, data)]).unwrap()
 }
 
+/// The pids of this test process's children (a VMM child not reaped shows here).
+pub fn children_of_this_process() -> Vec<String> {
+    let mut children = Vec::new();
+    for task in std::fs::read_dir("/proc/self/task").unwrap().flatten() {
+        let text = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+        children.extend(text.split_whitespace().map(str::to_owned));
+    }
+    children
+}
+
+/// Instance cgroups of the micro-VM backend made by this test process and still there.
+pub fn our_leftover_cgroups() -> Vec<PathBuf> {
+    let prefix = format!("microvm-{}-", std::process::id());
+    boxbench_core::cgroup::CgroupHost::detect()
+        .map(|host| host.leftover_instances())
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with(&prefix)))
+        .collect()
+}
+
+/// No VMM child and no instance cgroup of this test process is left (launches must be serialised).
+pub fn assert_nothing_left_behind() {
+    assert_eq!(children_of_this_process(), Vec::<String>::new(), "VMM child left behind");
+    assert_eq!(our_leftover_cgroups(), Vec::<PathBuf>::new(), "instance cgroup left behind");
+}
+
 /// Why KVM tests cannot run here, if they cannot.
 pub fn kvm_unavailable() -> Option<String> {
     if !Path::new("/dev/kvm").exists() {
