@@ -44,11 +44,13 @@ pub struct RunArgs {
     pub command: Vec<String>,
 }
 
-fn parse_workload(name: &str) -> Result<Workload, String> {
+/// A named workload on the command line (`run` and `soak`).
+pub(crate) fn parse_workload(name: &str) -> Result<Workload, String> {
     name.parse().map_err(|e: boxbench_core::spec::UnknownWorkload| e.to_string())
 }
 
-fn parse_timeout(text: &str) -> Result<f64, String> {
+/// A launch deadline in seconds on the command line (`run` and `soak`).
+pub(crate) fn parse_timeout(text: &str) -> Result<f64, String> {
     match text.parse::<f64>() {
         Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => Ok(secs),
         _ => Err(format!("`{text}` is not a number of seconds above 0 and at most 86400")),

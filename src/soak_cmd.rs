@@ -9,6 +9,8 @@ use boxbench::soak::{SoakSettings, soak};
 use boxbench_core::{InstanceSpec, Workload, interrupt};
 use clap::Args;
 
+use crate::run::{parse_timeout, parse_workload};
+
 /// Arguments of `boxbench soak`.
 #[derive(Debug, Args)]
 pub struct SoakArgs {
@@ -35,17 +37,6 @@ pub struct SoakArgs {
     pub json: bool,
     #[command(flatten)]
     pub backend_options: BackendOptions,
-}
-
-fn parse_workload(name: &str) -> Result<Workload, String> {
-    name.parse().map_err(|e: boxbench_core::spec::UnknownWorkload| e.to_string())
-}
-
-fn parse_timeout(text: &str) -> Result<f64, String> {
-    match text.parse::<f64>() {
-        Ok(secs) if secs > 0.0 && secs.is_finite() && secs <= 86_400.0 => Ok(secs),
-        _ => Err(format!("`{text}` is not a number of seconds above 0 and at most 86400")),
-    }
 }
 
 /// Runs `boxbench soak`: exits non-zero when a launch failed, something was left or RSS grew.
