@@ -161,11 +161,10 @@ struct Ready {
 }
 
 impl Ready {
-    /// The `hello` rounds this series takes part in, each with whether it is measured (not warm-up).
-    fn hello_rounds(&self, settings: &CompareSettings) -> impl Iterator<Item = (usize, bool)> {
-        let (warmup, runs) =
-            if self.plan.is_pvm_emulated() { (0, settings.pvm_linux_runs) } else { (settings.warmup, settings.runs) };
-        (0..warmup + runs).map(move |round| (round, round >= warmup))
+    /// The `hello` launches of this series: (warm-up, measured). It takes part in the first
+    /// `warm-up + measured` rounds.
+    fn hello_launches(&self, settings: &CompareSettings) -> (usize, usize) {
+        if self.plan.is_pvm_emulated() { (0, settings.pvm_linux_runs) } else { (settings.warmup, settings.runs) }
     }
 
     /// How many `uname` launches this series makes.
@@ -214,17 +213,22 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         }
     }
 
-    let rounds = ready.iter().map(|r| r.hello_rounds(settings).count()).max().unwrap_or(0);
-    let launches: usize = ready.iter().map(|r| r.hello_rounds(settings).count() + r.uname_runs(settings)).sum();
+    let hello_total = |r: &Ready| {
+        let (warmup, measured) = r.hello_launches(settings);
+        warmup + measured
+    };
+    let rounds = ready.iter().map(hello_total).max().unwrap_or(0);
+    let launches: usize = ready.iter().map(|r| hello_total(r) + r.uname_runs(settings)).sum();
     progress.planned(launches + density_launches(&ready, settings.density));
     for round in 0..rounds {
         for series in &mut ready {
             // Interleaved: a series with fewer launches (kvm_pvm Linux) takes part in the first rounds.
-            let Some(measured) = series.hello_rounds(settings).find(|(r, _)| *r == round).map(|(_, m)| m) else {
+            let (warmup, measured) = series.hello_launches(settings);
+            if round >= warmup + measured {
                 continue;
-            };
+            }
             if let Some(record) = launch(series, &series.hello, progress) {
-                if measured {
+                if round >= warmup {
                     series.hello_records.push(record);
                 }
             }
