@@ -457,9 +457,7 @@ fn image_sizes(notes: &mut Vec<String>) -> Vec<ImageSize> {
     let initramfs = images.iter().find(|i| i.name == boxbench_images::artefact::INITRAMFS);
     let initramfs_bytes = initramfs.map(|i| i.compressed_bytes.unwrap_or(i.bytes));
     let debian = images.iter().find(|i| i.name == boxbench_images::artefact::DEBIAN_KERNEL).map(|k| k.bytes);
-    let recipes = builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux");
-    let microvm_kernel =
-        boxbench_images::microvm_kernel::built_microvm_kernel(builder.out_dir(), &recipes).ok().flatten();
+    let microvm_kernel = crate::images::built_microvm_kernel();
     // The micro-VM kernel on its own, beside Debian's cloud kernel: what a distribution kernel weighs
     // against one configured for a micro-VM.
     for (path, what) in microvm_kernel.iter().flat_map(|k| {

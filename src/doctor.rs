@@ -61,13 +61,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         cgroup: CgroupHost::detect().map_err(|e| e.to_string()),
         images_built: paths.bundle.join("config.json").is_file() && paths.rootfs.is_dir(),
         images_dir: builder.out_dir().display().to_string(),
-        microvm_kernel: {
-            let recipes = builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux");
-            boxbench_images::microvm_kernel::built_microvm_kernel(builder.out_dir(), &recipes)
-                .ok()
-                .flatten()
-                .map(|k| k.release)
-        },
+        microvm_kernel: boxbench::images::built_microvm_kernel().map(|k| k.release),
         debian_cloud_kernel: builder.debian_cloud_kernel().map(|k| k.release),
         full_os_disk: builder.full_os_disk().is_some(),
         peers: probe_all(),

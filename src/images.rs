@@ -1,7 +1,9 @@
 //! Building the default guest images on first use, with progress lines on stderr.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
+use boxbench_images::microvm_kernel::{self, MicroVmKernel, MicroVmKernelError};
 use boxbench_images::{BuiltImages, ImageBuilder, Progress, StepState};
 
 /// Builds (or finds up to date) the default images under `guest-images/out/`, telling the user what it
@@ -12,12 +14,21 @@ pub fn build_default(verbose: bool) -> Result<BuiltImages, boxbench_images::Imag
 
 /// Builds (or finds up to date) boxbench's micro-VM kernel from `guest-images/linux/` (about five
 /// minutes on two cores the first time).
-pub fn build_microvm_kernel(
-    progress: &dyn Progress,
-) -> Result<boxbench_images::microvm_kernel::MicroVmKernel, boxbench_images::microvm_kernel::MicroVmKernelError> {
+pub fn build_microvm_kernel(progress: &dyn Progress) -> Result<MicroVmKernel, MicroVmKernelError> {
     let builder = ImageBuilder::default_dirs();
-    let recipes = builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux");
-    boxbench_images::microvm_kernel::build_microvm_kernel(builder.out_dir(), &recipes, progress)
+    microvm_kernel::build_microvm_kernel(builder.out_dir(), &microvm_kernel_recipe(&builder), progress)
+}
+
+/// boxbench's micro-VM kernel if it is built for the current recipe (`None` when it is not, or its
+/// recipe cannot be read).
+pub fn built_microvm_kernel() -> Option<MicroVmKernel> {
+    let builder = ImageBuilder::default_dirs();
+    microvm_kernel::built_microvm_kernel(builder.out_dir(), &microvm_kernel_recipe(&builder)).ok().flatten()
+}
+
+/// The micro-VM kernel's recipe, `guest-images/linux/`, beside the rootfs recipe.
+fn microvm_kernel_recipe(builder: &ImageBuilder) -> PathBuf {
+    builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux")
 }
 
 /// Renders the builder's steps as lines on stderr, with the time each build took.
