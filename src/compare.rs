@@ -96,7 +96,7 @@ impl SeriesPlan {
 /// code far slower than TCG). On kvm_pvm, boxbench's micro-VM kernel under KVM in boxbench's VMM and
 /// in QEMU is planned too, as [`VmKind::LinuxPvmEmulated`]: `compare` measures it only when asked
 /// ([`CompareSettings::pvm_linux_runs`]).
-pub fn default_plan(kvm: KvmFlavour, base: &BackendOptions) -> Vec<SeriesPlan> {
+pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) -> Vec<SeriesPlan> {
     let with = |guest: GuestChoice, accel: AccelChoice| BackendOptions { guest: Some(guest), accel, ..base.clone() };
     let mut plan: Vec<SeriesPlan> = [
         BackendChoice::Container,
@@ -125,7 +125,7 @@ pub fn default_plan(kvm: KvmFlavour, base: &BackendOptions) -> Vec<SeriesPlan> {
         }
     }
     let (linux_accel, linux_kind) = if kvm.is_hardware() {
-        (AccelChoice::Kvm, VmKind::LinuxHardware)
+        (AccelChoice::Kvm, if cpu_emulated { VmKind::LinuxSvmEmulated } else { VmKind::LinuxHardware })
     } else {
         (AccelChoice::Tcg, VmKind::LinuxTcg)
     };
@@ -188,7 +188,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     let load_before = LoadAverage::now();
     let facts = HostFacts::detect();
     let mut notes = Vec::new();
-    let plan: Vec<SeriesPlan> = default_plan(facts.kvm, &settings.options)
+    let plan: Vec<SeriesPlan> = default_plan(facts.kvm, facts.cpu_emulated, &settings.options)
         .into_iter()
         .filter(|p| settings.only.is_empty() || settings.only.contains(&p.choice))
         .collect();
@@ -541,7 +541,7 @@ mod tests {
 
     #[test]
     fn plan_on_kvm_pvm_boots_linux_only_under_tcg() {
-        let plan = default_plan(KvmFlavour::Pvm, &BackendOptions::default());
+        let plan = default_plan(KvmFlavour::Pvm, false, &BackendOptions::default());
         let linux: Vec<&SeriesPlan> =
             plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Linux) && !p.is_pvm_emulated()).collect();
         assert!(!linux.is_empty());
@@ -564,7 +564,7 @@ mod tests {
 
     #[test]
     fn plan_on_hardware_kvm_boots_linux_in_every_vmm() {
-        let plan = default_plan(KvmFlavour::Vmx, &BackendOptions::default());
+        let plan = default_plan(KvmFlavour::Vmx, false, &BackendOptions::default());
         let linux: Vec<BackendChoice> =
             plan.iter().filter(|p| p.vm_kind == Some(VmKind::LinuxHardware)).map(|p| p.choice).collect();
         assert_eq!(
@@ -574,14 +574,24 @@ mod tests {
     }
 
     #[test]
+    fn plan_on_an_emulated_svm_host_labels_its_linux_guests_so() {
+        let plan = default_plan(KvmFlavour::Svm, true, &BackendOptions::default());
+        let linux: Vec<&SeriesPlan> = plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Linux)).collect();
+        assert_eq!(linux.len(), 4);
+        assert!(
+            linux.iter().all(|p| p.vm_kind == Some(VmKind::LinuxSvmEmulated) && p.options.accel == AccelChoice::Kvm)
+        );
+    }
+
+    #[test]
     fn without_kvm_no_vm_series_needs_it() {
-        let plan = default_plan(KvmFlavour::Absent, &BackendOptions::default());
+        let plan = default_plan(KvmFlavour::Absent, false, &BackendOptions::default());
         assert!(plan.iter().filter(|p| p.choice.is_vm()).all(|p| p.options.accel == AccelChoice::Tcg));
     }
 
     #[test]
     fn series_command_reproduces_the_launch() {
-        let plan = default_plan(KvmFlavour::Pvm, &BackendOptions::default());
+        let plan = default_plan(KvmFlavour::Pvm, false, &BackendOptions::default());
         let q35 = plan.iter().find(|p| p.choice == BackendChoice::QemuQ35).unwrap();
         assert_eq!(q35.command("hello"), "boxbench run --backend qemu-q35 --workload hello --guest linux --accel tcg");
     }

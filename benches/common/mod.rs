@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use boxbench::backends::{self, BackendOptions, GuestChoice};
 use boxbench::compare::{SeriesPlan, default_plan};
-use boxbench_core::host::KvmFlavour;
+use boxbench_core::host::HostFacts;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use criterion::measurement::{Measurement, ValueFormatter};
@@ -70,7 +70,8 @@ pub fn runnable_backends(workload: Workload) -> Vec<Bench> {
     let wanted: Option<Vec<String>> =
         std::env::var(BACKENDS_ENV).ok().map(|list| list.split(',').map(|s| s.trim().to_owned()).collect());
     let mut benches = Vec::new();
-    for series in default_plan(KvmFlavour::detect(), &BackendOptions::default()) {
+    let host = HostFacts::detect();
+    for series in default_plan(host.kvm, host.cpu_emulated, &BackendOptions::default()) {
         let choice = series.choice;
         if wanted.as_ref().is_some_and(|w| !w.iter().any(|n| n == choice.name())) {
             continue;

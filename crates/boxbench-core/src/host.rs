@@ -68,6 +68,18 @@ impl KvmFlavour {
     }
 }
 
+/// The kernel command-line parameter `boxbench svm-host` boots its L1 host with: that host's CPU,
+/// SVM included, is emulated by QEMU's TCG, so its absolute times are an emulator's (pure
+/// computation runs 20–30× slower than native) and only ratios between its backends compare them.
+/// The CPU flags cannot tell: TCG presents a plain `EPYC` with `svm` and `hypervisor`, as a real
+/// nested guest would.
+pub const EMULATED_CPU_PARAM: &str = "boxbench.emulated_cpu=tcg";
+
+/// True when this kernel was booted with [`EMULATED_CPU_PARAM`] (`cmdline` is `/proc/cmdline`).
+fn cpu_emulated(cmdline: &str) -> bool {
+    cmdline.split_whitespace().any(|word| word == EMULATED_CPU_PARAM)
+}
+
 /// The kernel's estimate of memory available for new work without swapping (`MemAvailable` in
 /// /proc/meminfo), in bytes.
 pub fn mem_available_bytes() -> Option<u64> {
@@ -104,6 +116,9 @@ pub struct HostFacts {
     pub root: bool,
     /// 1-minute load average when the facts were read.
     pub load_average: f64,
+    /// The CPU is emulated (an L1 host of `boxbench svm-host`, booted with [`EMULATED_CPU_PARAM`]).
+    #[serde(default)]
+    pub cpu_emulated: bool,
 }
 
 impl HostFacts {
@@ -129,15 +144,17 @@ impl HostFacts {
             cgroup_mode: CgroupHost::detect().ok().map(|h| h.mode),
             root: nix::unistd::geteuid().is_root(),
             load_average,
+            cpu_emulated: cpu_emulated(&fs::read_to_string("/proc/cmdline").unwrap_or_default()),
         }
     }
 
     /// One line naming the host, printed under every table and plot title.
     pub fn label(&self) -> String {
         format!(
-            "Linux {} x86_64, {} CPUs, {:.0} GiB, {}, cgroup {}, load {:.2}",
+            "Linux {} x86_64, {} CPUs{}, {:.0} GiB, {}, cgroup {}, load {:.2}",
             self.kernel,
             self.cpus,
+            if self.cpu_emulated { " (emulated by QEMU TCG)" } else { "" },
             self.memory_bytes as f64 / (1u64 << 30) as f64,
             self.kvm.label(),
             self.cgroup_mode.map_or_else(|| "none".to_owned(), |m| m.to_string()),
@@ -170,6 +187,13 @@ mod tests {
         assert_eq!(meminfo_kib(meminfo, "MemAvailable:"), Some(20_000_000));
         assert_eq!(meminfo_kib(meminfo, "Cached:"), None);
         assert!(mem_available_bytes().is_some_and(|b| b > 0));
+    }
+
+    #[test]
+    fn an_emulated_cpu_is_told_by_the_whole_parameter() {
+        assert!(cpu_emulated("console=ttyS0 boxbench.emulated_cpu=tcg quiet"));
+        assert!(!cpu_emulated("console=ttyS0 boxbench.emulated_cpu=tcgx"));
+        assert!(!cpu_emulated(""));
     }
 
     #[test]

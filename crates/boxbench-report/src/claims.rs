@@ -395,6 +395,18 @@ fn caveats(results: &Results, kinds: &[VmKind], series: &[&Series], timing: bool
             "The Linux guest runs under QEMU's TCG emulator, whose translation cache adds to QEMU's memory.".to_owned()
         });
     }
+    if kinds.contains(&VmKind::LinuxSvmEmulated) || facts.cpu_emulated {
+        caveats.push(if timing {
+            "This host's CPU is emulated by QEMU's TCG (an L1 of `boxbench svm-host`, with SVM emulated too): \
+             absolute times are those of an emulator, where pure computation runs 20–30× slower than native; \
+             ratios between VMMs booting the same guest on it compare the VMMs' own work."
+                .to_owned()
+        } else {
+            "This host's CPU is emulated by QEMU's TCG (an L1 of `boxbench svm-host`); memory figures are \
+             those of the same programs on real hardware."
+                .to_owned()
+        });
+    }
     if timing && host.nested {
         caveats.push("This host is itself a virtual machine: its VMs are nested.".to_owned());
     }

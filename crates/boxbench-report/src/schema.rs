@@ -242,6 +242,9 @@ pub enum VmKind {
     OwnGuestFloor,
     /// A Linux guest on hardware-virtualised KVM (VMX/SVM).
     LinuxHardware,
+    /// A Linux guest on KVM over SVM that QEMU's TCG emulates: the L1 host of `boxbench svm-host`,
+    /// whose absolute times are an emulator's.
+    LinuxSvmEmulated,
     /// A Linux guest under QEMU's TCG emulator (no KVM).
     LinuxTcg,
     /// A Linux guest under kvm_pvm, whose guest kernel code is emulated instruction by instruction.
@@ -252,10 +255,11 @@ pub enum VmKind {
 
 impl VmKind {
     /// Every kind, from the VM floor to the Linux guests.
-    pub const ALL: [VmKind; 5] = [
+    pub const ALL: [VmKind; 6] = [
         VmKind::OwnGuestFloor,
         VmKind::OwnGuestOtherVmm,
         VmKind::LinuxHardware,
+        VmKind::LinuxSvmEmulated,
         VmKind::LinuxPvmEmulated,
         VmKind::LinuxTcg,
     ];
@@ -265,6 +269,7 @@ impl VmKind {
         match self {
             VmKind::OwnGuestFloor => "boxbench's own VMM + minimal guest (the VM floor)",
             VmKind::LinuxHardware => "Linux guest on hardware KVM (VMX/SVM)",
+            VmKind::LinuxSvmEmulated => "Linux guest on KVM over SVM emulated by QEMU TCG (nested)",
             VmKind::LinuxTcg => "Linux guest under QEMU TCG emulation",
             VmKind::LinuxPvmEmulated => "Linux guest under kvm_pvm (guest kernel emulated)",
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
@@ -277,6 +282,7 @@ impl VmKind {
         match self {
             VmKind::OwnGuestFloor | VmKind::OwnGuestOtherVmm => "own guest",
             VmKind::LinuxHardware => "Linux",
+            VmKind::LinuxSvmEmulated => "Linux, emulated SVM",
             VmKind::LinuxTcg => "Linux, TCG",
             VmKind::LinuxPvmEmulated => "Linux, kvm_pvm",
         }

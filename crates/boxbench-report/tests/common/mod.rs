@@ -26,6 +26,7 @@ pub fn host(kvm: KvmFlavour, cpus: usize, load: f64) -> HostSection {
             cgroup_mode: None,
             root: true,
             load_average: load,
+            cpu_emulated: false,
         },
         load_before: LoadAverage { one: load, five: load, fifteen: load },
         load_after: LoadAverage { one: load, five: load, fifteen: load },
