@@ -150,7 +150,7 @@ impl<W: Write> CpioWriter<W> {
     }
 
     /// Appends a regular file `name` holding `data`, with permission bits `mode`.
-    fn append_file(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), CpioError> {
+    pub(crate) fn append_file(&mut self, name: &str, mode: u32, data: &[u8]) -> Result<(), CpioError> {
         let path = || PathBuf::from(name);
         let file_size =
             u32::try_from(data.len()).map_err(|_| CpioError::TooLarge { path: path(), size: data.len() as u64 })?;

@@ -10,6 +10,7 @@
 //! | OCI image layout | `oci/` | `skopeo`, `podman load` |
 //! | Debian cloud kernel (on request) | `debian-cloud/boot/vmlinuz-*` | VMs |
 //! | full-OS VM disk (on request) | `full-os/disk.raw`, `disk.qcow2`, `disk-compressed.qcow2` | image-size claim |
+//! | L1 host initramfs (on request) | `svm-host/l1-HASH.cpio` | `boxbench svm-host` |
 //!
 //! The rootfs is Debian's static busybox with a symlink per applet, a minimal `/etc`, empty mount
 //! points, `/init` (PID 1 of a VM guest) and the workloads `/boxbench/workloads/{hello,idle,uname}`.
@@ -33,6 +34,7 @@ pub mod cpio;
 pub mod debian;
 pub mod full_os;
 pub mod kernel;
+pub mod l1_initramfs;
 pub mod lock;
 pub mod microvm_kernel;
 pub mod oci;
@@ -59,6 +61,7 @@ pub use cpio::CpioError;
 pub use debian::DebianError;
 pub use full_os::{FullOsDisk, FullOsError, FullOsRecipe, FullOsSizes};
 pub use kernel::{DebianKernel, KernelError};
+pub use l1_initramfs::{L1InitramfsError, L1Payload, build_l1_initramfs};
 pub use lock::LockError;
 pub use oci::OciError;
 pub use progress::{NoProgress, Progress, StepState};
@@ -165,7 +168,7 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> ImageError + '_ {
 
 /// A name beside `path` for a temporary file, unique to this process and call (threads of one
 /// process may write the same file).
-fn temporary_sibling(path: &Path) -> PathBuf {
+pub(crate) fn temporary_sibling(path: &Path) -> PathBuf {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let mut name = path.as_os_str().to_owned();
     name.push(format!(".tmp-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)));
