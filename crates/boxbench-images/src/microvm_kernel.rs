@@ -371,8 +371,18 @@ fn check_build_dependencies() -> Result<(), MicroVmKernelError> {
 /// The kernel built into `out_dir` from the current recipe in `recipe_dir`, if it is there (no
 /// build, no lock). `Ok(None)` when it was never built or the recipe changed since.
 pub fn built_microvm_kernel(out_dir: &Path, recipe_dir: &Path) -> Result<Option<MicroVmKernel>, MicroVmKernelError> {
-    let hash = recipe_hash(recipe_dir, &source_version()?)?;
-    Ok(cached(&out_dir.join(KERNEL_DIR), &hash))
+    let kernel_dir = out_dir.join(KERNEL_DIR);
+    match source_version() {
+        Ok(version) => Ok(cached(&kernel_dir, &recipe_hash(recipe_dir, &version)?)),
+        Err(err) => cached_without_source(&kernel_dir).map(Some).ok_or(err),
+    }
+}
+
+/// The kernel in `dir`, whatever recipe it was built from, for a host without the source package:
+/// one that only runs boxbench (an svm-host L1) cannot rebuild it and takes what was built.
+fn cached_without_source(dir: &Path) -> Option<MicroVmKernel> {
+    let stamp = fs::read_to_string(dir.join(STAMP_FILE)).ok()?;
+    cached(dir, stamp.trim())
 }
 
 /// The kernel in `dir` if its stamp holds `hash` and all its files are there.
@@ -402,8 +412,15 @@ pub fn build_microvm_kernel(
     if !patch.is_file() {
         return Err(io_err(&patch)(std::io::ErrorKind::NotFound.into()));
     }
-    let hash = recipe_hash(recipe_dir, &source_version()?)?;
     let kernel_dir = out_dir.join(KERNEL_DIR);
+    let hash = match source_version() {
+        Ok(version) => recipe_hash(recipe_dir, &version)?,
+        Err(err) => {
+            let kernel = cached_without_source(&kernel_dir).ok_or(err)?;
+            progress.step(step::KERNEL, StepState::UpToDate);
+            return Ok(kernel);
+        }
+    };
     if let Some(kernel) = cached(&kernel_dir, &hash) {
         progress.step(step::KERNEL, StepState::UpToDate);
         return Ok(kernel);
