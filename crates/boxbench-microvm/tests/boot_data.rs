@@ -160,22 +160,21 @@ fn elf_without_note_uses_the_64_bit_protocol() {
     assert_eq!((params.hdr.ramdisk_image, params.hdr.ramdisk_size), (0, 0));
 }
 
-/// A real Debian kernel, when the images helper has fetched one.
-fn debian_bzimage() -> Option<PathBuf> {
+/// The real Debian kernel the images helper fetched, or why there is none.
+fn debian_bzimage() -> Result<PathBuf, String> {
     let boot = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../guest-images/out/debian-cloud/boot");
-    std::fs::read_dir(boot)
-        .ok()?
+    std::fs::read_dir(&boot)
+        .into_iter()
+        .flatten()
         .flatten()
         .map(|e| e.path())
         .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("vmlinuz-")))
+        .ok_or_else(|| format!("no Debian kernel under {} (`boxbench images build` fetches it)", boot.display()))
 }
 
 #[test]
 fn debian_bzimage_loads_with_its_own_setup_header() {
-    let Some(kernel) = debian_bzimage() else {
-        eprintln!("skipping: no Debian kernel under guest-images/out/debian-cloud/boot");
-        return;
-    };
+    let kernel = boxbench_testkit::require!(debian_bzimage());
     let dir = tempfile::tempdir().unwrap();
     let (initrd, initrd_bytes) = initrd_file(dir.path());
     let mut config = VmConfig::new(&kernel);

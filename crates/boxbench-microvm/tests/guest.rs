@@ -11,6 +11,7 @@ use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, Outcome, Record, Workload};
 use boxbench_guest::{BootEntry, GuestReport};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
+use boxbench_testkit::require;
 use common::assert_nothing_left_behind;
 
 /// Launches are serialised so "no child process left" can be checked on this test process.
@@ -29,10 +30,7 @@ fn launch(kernel: &Path, initrd: Option<PathBuf>, vcpus: u8, extra: &str, timeou
 
 #[test]
 fn own_guest_reports_what_the_vmm_set_up() {
-    if let Some(why) = common::launcher_unavailable() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(common::launcher_available());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let payload: Vec<u8> = (0..70_000u32).map(|i| (i ^ (i >> 7)) as u8).collect();
@@ -65,10 +63,7 @@ fn own_guest_reports_what_the_vmm_set_up() {
 
 #[test]
 fn own_guest_without_initrd_reports_none() {
-    if let Some(why) = common::launcher_unavailable() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(common::launcher_available());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (record, _) = launch(boxbench_guest::elf_path(), None, 1, "", Duration::from_secs(30));
     assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "{}", record.console);
@@ -79,10 +74,7 @@ fn own_guest_without_initrd_reports_none() {
 
 #[test]
 fn spinning_own_guest_is_killed_at_its_deadline() {
-    if let Some(why) = common::launcher_unavailable() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(common::launcher_available());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (record, _) =
         launch(boxbench_guest::bzimage_path(), None, 1, boxbench_guest::TEST_SPIN, Duration::from_millis(800));
@@ -94,10 +86,7 @@ fn spinning_own_guest_is_killed_at_its_deadline() {
 
 #[test]
 fn own_guest_triple_fault_is_reported() {
-    if let Some(why) = common::launcher_unavailable() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(common::launcher_available());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (record, _) =
         launch(boxbench_guest::elf_path(), None, 2, boxbench_guest::TEST_TRIPLE_FAULT, Duration::from_secs(30));
@@ -108,10 +97,7 @@ fn own_guest_triple_fault_is_reported() {
 
 #[test]
 fn flooding_own_guest_is_killed_and_its_console_kept_to_the_tail() {
-    if let Some(why) = common::launcher_unavailable() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(common::launcher_available());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let (record, _) =
         launch(boxbench_guest::elf_path(), None, 1, boxbench_guest::TEST_FLOOD, Duration::from_millis(800));

@@ -8,6 +8,7 @@ use std::sync::{Arc, Mutex};
 use boxbench_core::MonotonicNs;
 use boxbench_microvm::devices::ResetSource;
 use boxbench_microvm::{Vm, VmConfig, VmExit, VmObserver};
+use boxbench_testkit::require;
 use common::Behaviour;
 
 #[derive(Debug, Default)]
@@ -25,11 +26,7 @@ impl VmObserver for Milestones {
     }
 }
 
-fn boot(kernel_bytes: &[u8], vcpus: u8) -> Option<(VmExit, String, Vec<&'static str>)> {
-    if let Some(why) = common::kvm_unavailable() {
-        eprintln!("skipping: {why}");
-        return None;
-    }
+fn boot(kernel_bytes: &[u8], vcpus: u8) -> (VmExit, String, Vec<&'static str>) {
     let dir = tempfile::tempdir().unwrap();
     let kernel = common::write(dir.path(), "kernel", kernel_bytes);
     let (reader, writer) = nix::unistd::pipe().unwrap();
@@ -42,12 +39,13 @@ fn boot(kernel_bytes: &[u8], vcpus: u8) -> Option<(VmExit, String, Vec<&'static 
     let summary = vm.run().unwrap();
     let console = std::io::read_to_string(File::from(reader)).unwrap();
     let seen = milestones.0.lock().unwrap().clone();
-    Some((summary.exit, console, seen))
+    (summary.exit, console, seen)
 }
 
 #[test]
 fn bzimage_guest_boots_in_long_mode_and_reboots() {
-    let Some((exit, console, seen)) = boot(&common::bzimage(Behaviour::Reboot), 1) else { return };
+    require!(common::kvm_available());
+    let (exit, console, seen) = boot(&common::bzimage(Behaviour::Reboot), 1);
     assert_eq!(exit, VmExit::Reset(ResetSource::I8042), "console: {console}");
     assert_eq!(console, "tiny guest\nBOXBENCH_READY\n");
     assert_eq!(seen, vec!["first_entry", "boot_timer", "marker"]);
@@ -55,20 +53,23 @@ fn bzimage_guest_boots_in_long_mode_and_reboots() {
 
 #[test]
 fn elf_guest_boots_through_pvh_and_reboots() {
-    let Some((exit, console, _)) = boot(&common::elf(Behaviour::Reboot, true), 2) else { return };
+    require!(common::kvm_available());
+    let (exit, console, _) = boot(&common::elf(Behaviour::Reboot, true), 2);
     assert_eq!(exit, VmExit::Reset(ResetSource::I8042), "console: {console}");
     assert_eq!(console, "tiny guest\nBOXBENCH_READY\n");
 }
 
 #[test]
 fn elf_without_note_boots_in_long_mode() {
-    let Some((exit, console, _)) = boot(&common::elf(Behaviour::Reboot, false), 1) else { return };
+    require!(common::kvm_available());
+    let (exit, console, _) = boot(&common::elf(Behaviour::Reboot, false), 1);
     assert_eq!(exit, VmExit::Reset(ResetSource::I8042), "console: {console}");
 }
 
 #[test]
 fn triple_fault_ends_the_vm() {
-    let Some((exit, console, _)) = boot(&common::bzimage(Behaviour::TripleFault), 1) else { return };
+    require!(common::kvm_available());
+    let (exit, console, _) = boot(&common::bzimage(Behaviour::TripleFault), 1);
     assert_eq!(exit, VmExit::TripleFault { vcpu: 0 }, "console: {console}");
     assert!(exit.to_string().contains("triple fault"));
 }

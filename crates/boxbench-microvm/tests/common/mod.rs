@@ -175,25 +175,25 @@ pub fn assert_nothing_left_behind() {
     assert_eq!(our_leftover_cgroups(), Vec::<PathBuf>::new(), "instance cgroup left behind");
 }
 
-/// Why KVM tests cannot run here, if they cannot.
-pub fn kvm_unavailable() -> Option<String> {
+/// KVM tests can run here, or why not (for `boxbench_testkit::require!`).
+pub fn kvm_available() -> Result<(), String> {
     if !Path::new("/dev/kvm").exists() {
-        return Some("no /dev/kvm".into());
+        return Err("no /dev/kvm".into());
     }
-    if std::fs::OpenOptions::new().read(true).write(true).open("/dev/kvm").is_err() {
-        return Some("/dev/kvm not accessible".into());
-    }
-    None
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open("/dev/kvm")
+        .map(drop)
+        .map_err(|e| format!("/dev/kvm not accessible: {e}"))
 }
 
-/// Why launcher tests (cgroups) cannot run here, if they cannot.
-pub fn launcher_unavailable() -> Option<String> {
-    if let Some(why) = kvm_unavailable() {
-        return Some(why);
-    }
+/// Launcher tests (KVM and a per-instance cgroup) can run here, or why not.
+pub fn launcher_available() -> Result<(), String> {
+    kvm_available()?;
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Some("not root (the per-instance cgroup needs it)".into());
+        return Err("not root (the per-instance cgroup needs it)".into());
     }
-    None
+    Ok(())
 }
