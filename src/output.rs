@@ -86,6 +86,20 @@ impl RunReport {
         out.push_str(&format!("host: {}\n", self.host.label()));
         out
     }
+
+    /// What the last launch printed (its console, or the tail of a flood), under a heading line, for
+    /// the text output after the table; nothing without a launch.
+    pub fn render_last_console(&self) -> String {
+        let Some(last) = self.runs.last() else { return String::new() };
+        if last.console.is_empty() {
+            return "console of the last launch: empty\n".to_owned();
+        }
+        let mut out = format!("console of the last launch:\n{}", last.console);
+        if !out.ends_with('\n') {
+            out.push('\n');
+        }
+        out
+    }
 }
 
 fn mib(bytes: f64) -> f64 {
@@ -140,5 +154,21 @@ mod tests {
         assert!(text.contains("not observed"));
         assert!(text.contains("1 × exited with status 0"));
         assert!(text.contains("host: Linux"));
+    }
+
+    #[test]
+    fn the_last_console_follows_under_a_heading_and_ends_a_line() {
+        let mut first = record(None, 4.0, 0);
+        first.console = "first\n".into();
+        let mut last = record(None, 5.0, 0);
+        last.console = "hello-from-cmd".into();
+        let report = RunReport::new("container".into(), "echo".into(), HostFacts::detect(), vec![first, last]);
+        assert_eq!(report.render_last_console(), "console of the last launch:\nhello-from-cmd\n");
+        let mut silent = record(None, 4.0, 0);
+        silent.console = String::new();
+        let report = RunReport::new("container".into(), "true".into(), HostFacts::detect(), vec![silent]);
+        assert_eq!(report.render_last_console(), "console of the last launch: empty\n");
+        let none = RunReport::new("container".into(), "hello".into(), HostFacts::detect(), vec![]);
+        assert_eq!(none.render_last_console(), "");
     }
 }

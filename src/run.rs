@@ -27,6 +27,10 @@ pub struct RunArgs {
     /// Print every record and the summary as one JSON document.
     #[arg(long)]
     pub json: bool,
+    /// Leave out the console of the last launch, which the text output prints after the table for a
+    /// command (`-- CMD`) or a single launch.
+    #[arg(long, short = 'q')]
+    pub quiet: bool,
     /// Every launch's deadline, from launch start to exit, in seconds.
     #[arg(long, default_value_t = 30.0, value_parser = parse_timeout)]
     pub timeout: f64,
@@ -105,7 +109,13 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         _ => 1,
     });
     let report = RunReport::new(launcher.name().to_owned(), workload.to_string(), HostFacts::detect(), records);
-    let out = if args.json { serde_json::to_string_pretty(&report)? + "\n" } else { report.render_text() };
+    let out = if args.json {
+        serde_json::to_string_pretty(&report)? + "\n"
+    } else {
+        // What the command printed is its result; of many launches of a named workload, the table is.
+        let console = !args.quiet && (!args.command.is_empty() || args.runs == 1);
+        report.render_text() + &if console { report.render_last_console() } else { String::new() }
+    };
     crate::write_stdout(&out)?;
     Ok(failed_exit.map_or(ExitCode::SUCCESS, ExitCode::from))
 }
