@@ -283,10 +283,10 @@ mod tests {
 
     #[test]
     fn gnu_cpio_extracts_what_was_written() {
-        if !Path::new("/usr/bin/cpio").exists() {
-            eprintln!("skipping: /usr/bin/cpio is not installed");
-            return;
-        }
+        boxbench_testkit::require!(
+            Path::new("/usr/bin/cpio").exists(),
+            "/usr/bin/cpio is not installed (Debian package cpio)"
+        );
         let (dir, entries) = sample_tree();
         let archive = write_archive(&entries, Vec::new()).unwrap();
         let dest = tempfile::tempdir().unwrap();

@@ -994,10 +994,7 @@ mod tests {
 
     #[test]
     fn a_tree_with_a_mount_inside_is_not_removed() {
-        if !nix::unistd::geteuid().is_root() {
-            eprintln!("skipping: mounting a tmpfs needs root");
-            return;
-        }
+        boxbench_testkit::require!(nix::unistd::geteuid().is_root(), "mounting a tmpfs needs root");
         use nix::mount::{MntFlags, MsFlags, mount, umount2};
         let dir = tempfile::tempdir().unwrap();
         let inner = dir.path().join("tree/proc");

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
 use boxbench_images::{BuiltImages, ImageBuilder, NoProgress, StepState, artefact};
+use boxbench_testkit::require;
 
 /// The workspace's recipe directory.
 fn recipes() -> PathBuf {
@@ -19,30 +20,33 @@ fn builder(out: &Path) -> ImageBuilder {
         .with_cache_dir(Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache"))
 }
 
-/// Builds into a fresh temporary directory, or `None` (after saying why) when this host has no apt.
-fn build_fresh() -> Option<(tempfile::TempDir, BuiltImages)> {
-    if which("apt-get").is_none() || which("dpkg").is_none() {
-        eprintln!("skipping: apt-get and dpkg are needed to fetch busybox-static");
-        return None;
+/// This host has what fetching busybox-static takes, or why not.
+fn apt_available() -> Result<(), String> {
+    match ["apt-get", "dpkg"].into_iter().find(|tool| which(tool).is_none()) {
+        Some(tool) => Err(format!("{tool} is not installed: apt-get and dpkg are needed to fetch busybox-static")),
+        None => Ok(()),
     }
+}
+
+/// Builds into a fresh temporary directory, or says why this host cannot.
+fn build_fresh() -> Result<(tempfile::TempDir, BuiltImages), String> {
+    apt_available()?;
     let out = tempfile::tempdir().unwrap();
     let built = builder(out.path()).build(&NoProgress).unwrap();
-    Some((out, built))
+    Ok((out, built))
 }
 
 /// One build shared by the tests that only read artefacts, kept (and reused, as a cache hit) in the
-/// target directory; `None` (after saying why) when this host has no apt.
-fn shared_build() -> Option<&'static BuiltImages> {
-    static SHARED: OnceLock<Option<BuiltImages>> = OnceLock::new();
+/// target directory; or why this host cannot build it (each test skips with that reason).
+fn shared_build() -> Result<&'static BuiltImages, String> {
+    static SHARED: OnceLock<Result<BuiltImages, String>> = OnceLock::new();
     SHARED
         .get_or_init(|| {
-            if which("apt-get").is_none() || which("dpkg").is_none() {
-                eprintln!("skipping: apt-get and dpkg are needed to fetch busybox-static");
-                return None;
-            }
-            Some(builder(&shared_out()).build(&NoProgress).unwrap())
+            apt_available()?;
+            Ok(builder(&shared_out()).build(&NoProgress).unwrap())
         })
         .as_ref()
+        .map_err(Clone::clone)
 }
 
 fn shared_out() -> PathBuf {
@@ -55,7 +59,7 @@ fn which(program: &str) -> Option<PathBuf> {
 
 #[test]
 fn rootfs_has_busybox_applets_workloads_and_mount_points() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let rootfs = &built.rootfs;
     let busybox = fs::metadata(rootfs.join("bin/busybox")).unwrap();
     assert!(busybox.len() > 500_000, "busybox is {} bytes", busybox.len());
@@ -81,7 +85,7 @@ fn rootfs_has_busybox_applets_workloads_and_mount_points() {
 
 #[test]
 fn workloads_print_the_marker_when_run_by_the_rootfs_busybox() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let busybox = built.rootfs.join("bin/busybox");
     for workload in ["hello", "uname"] {
         let script = built.rootfs.join("boxbench/workloads").join(workload);
@@ -98,7 +102,7 @@ fn workloads_print_the_marker_when_run_by_the_rootfs_busybox() {
 
 #[test]
 fn bundle_config_has_the_exact_shape_the_launchers_parse() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let text = fs::read_to_string(built.bundle.join("config.json")).unwrap();
     let config: serde_json::Value = serde_json::from_str(&text).unwrap();
     let expected: serde_json::Value = serde_json::from_str(
@@ -120,7 +124,7 @@ fn bundle_config_has_the_exact_shape_the_launchers_parse() {
 
 #[test]
 fn second_build_reuses_every_artefact() {
-    let Some((out, first)) = build_fresh() else { return };
+    let (out, first) = require!(build_fresh());
     let steps = Mutex::new(Vec::new());
     let record = |artefact: &str, state: StepState| steps.lock().unwrap().push((artefact.to_owned(), state));
     let second = builder(out.path()).build(&record).unwrap();
@@ -132,7 +136,7 @@ fn second_build_reuses_every_artefact() {
 
 #[test]
 fn changed_recipe_rebuilds_the_rootfs() {
-    let Some((out, _)) = build_fresh() else { return };
+    let (out, _) = require!(build_fresh());
     let changed = tempfile::tempdir().unwrap();
     let copy = |from: &Path, to: &Path| {
         for entry in walk(from) {
@@ -162,10 +166,7 @@ fn missing_recipe_is_named_and_nothing_is_built() {
 
 #[test]
 fn failed_rootfs_assembly_names_the_file_and_leaves_no_staging_behind() {
-    if which("apt-get").is_none() {
-        eprintln!("skipping: apt-get is needed to fetch busybox-static");
-        return;
-    }
+    require!(apt_available());
     let out = tempfile::tempdir().unwrap();
     let broken = tempfile::tempdir().unwrap();
     for file in walk(&recipes()) {
@@ -198,7 +199,7 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
 
 #[test]
 fn initramfs_lists_the_rootfs_plus_a_console_node_and_matches_its_gzip() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let cpio = fs::read(&built.initramfs_cpio).unwrap();
     let mut gunzipped = Vec::new();
     std::io::Read::read_to_end(
@@ -208,10 +209,7 @@ fn initramfs_lists_the_rootfs_plus_a_console_node_and_matches_its_gzip() {
     .unwrap();
     assert_eq!(gunzipped, cpio, "initramfs.cpio.gz is the gzip of initramfs.cpio");
     assert!(cpio.starts_with(b"070701"));
-    if which("cpio").is_none() {
-        eprintln!("skipping the cpio listing: cpio is not installed");
-        return;
-    }
+    require!(which("cpio").is_some(), "the cpio listing: cpio is not installed (Debian package cpio)");
     let listing = command_output("cpio", &["-itv", "-F", built.initramfs_cpio.to_str().unwrap()]);
     // `cpio -tv` lines end with the name, then ` -> TARGET` for a symlink.
     let names: Vec<&str> = listing.lines().filter_map(|l| l.split(" -> ").next()?.split_whitespace().last()).collect();
@@ -228,8 +226,8 @@ fn initramfs_lists_the_rootfs_plus_a_console_node_and_matches_its_gzip() {
 
 #[test]
 fn two_builds_give_identical_archives_and_digests() {
-    let Some((first_out, first)) = build_fresh() else { return };
-    let Some((_second_out, second)) = build_fresh() else { return };
+    let (first_out, first) = require!(build_fresh());
+    let (_second_out, second) = require!(build_fresh());
     assert_ne!(first_out.path(), _second_out.path());
     for (a, b) in [
         (&first.initramfs_cpio, &second.initramfs_cpio),
@@ -243,7 +241,7 @@ fn two_builds_give_identical_archives_and_digests() {
 
 #[test]
 fn oci_layout_blobs_match_their_digests_and_the_manifest() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let layout = &built.oci_layout;
     let oci_layout: serde_json::Value = serde_json::from_slice(&fs::read(layout.join("oci-layout")).unwrap()).unwrap();
     assert_eq!(oci_layout["imageLayoutVersion"], "1.0.0");
@@ -273,7 +271,7 @@ fn oci_layout_blobs_match_their_digests_and_the_manifest() {
 
 #[test]
 fn rootfs_tar_holds_every_rootfs_entry_owned_by_root_at_time_zero() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let mut archive = tar::Archive::new(fs::File::open(&built.rootfs_tar).unwrap());
     let mut paths = Vec::new();
     for entry in archive.entries().unwrap() {
@@ -291,7 +289,7 @@ fn rootfs_tar_holds_every_rootfs_entry_owned_by_root_at_time_zero() {
 
 #[test]
 fn sizes_are_measured_for_every_built_artefact() {
-    let Some(built) = shared_build() else { return };
+    let built = require!(shared_build());
     let sizes = builder(&shared_out()).sizes().unwrap();
     let names: Vec<&str> = sizes.iter().map(|s| s.name.as_str()).collect();
     assert_eq!(names, [artefact::ROOTFS, artefact::INITRAMFS, artefact::OCI_IMAGE]);
@@ -317,10 +315,7 @@ fn sizes_of_an_unbuilt_directory_name_the_missing_artefact() {
 
 #[test]
 fn concurrent_builds_into_one_directory_both_succeed() {
-    if which("apt-get").is_none() {
-        eprintln!("skipping: apt-get is needed to fetch busybox-static");
-        return;
-    }
+    require!(apt_available());
     let out = tempfile::tempdir().unwrap();
     let results: Vec<_> = std::thread::scope(|scope| {
         let handles: Vec<_> =

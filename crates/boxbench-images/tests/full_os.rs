@@ -1,8 +1,10 @@
 //! The full-OS VM disk built for real. Building it downloads ~120 Debian packages and takes minutes,
-//! so the real build runs when `BOXBENCH_FULL_OS=1` or when the workspace's disk was built already
-//! (then it is checked as it is, a cache hit); it builds into the workspace's `guest-images/out/`,
-//! where `boxbench` finds it. A failing build (a suite Debian does not have) runs whenever root and
-//! mmdebstrap are there: it fails within seconds.
+//! so the real build runs when `BOXBENCH_FULL_OS=1` (`scripts/test.sh` sets it) or when the
+//! workspace's disk was built already (then it is checked as it is, a cache hit); otherwise, or
+//! without root and the tools, it is a skip through boxbench-testkit, a failure under
+//! `BOXBENCH_REQUIRE_ALL=1`. It builds into the workspace's `guest-images/out/`, where `boxbench`
+//! finds it. A failing build (a suite Debian does not have) runs whenever root and mmdebstrap are
+//! there: it fails within seconds.
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -11,20 +13,37 @@ use std::sync::Mutex;
 
 use boxbench_images::full_os::{self, FullOsRecipe};
 use boxbench_images::{ImageBuilder, ImageError, NoProgress, StepState, artefact};
+use boxbench_testkit::require;
 
 fn which(program: &str) -> Option<PathBuf> {
     std::env::var_os("PATH")?.to_str()?.split(':').map(|d| Path::new(d).join(program)).find(|p| p.is_file())
 }
 
-/// Why this host cannot build the disk, if it cannot.
-fn cannot_build() -> Option<String> {
+/// This host can build and check the disk, or why not: what is missing and the Debian package that
+/// provides it.
+fn can_build() -> Result<(), String> {
     if !nix::unistd::geteuid().is_root() {
-        return Some("mmdebstrap --mode=root needs root".to_owned());
+        return Err("building the full-OS disk needs root (mmdebstrap --mode=root)".to_owned());
     }
-    ["mmdebstrap", "mkfs.ext4", "qemu-img", "tar"]
+    let tools = [
+        ("mmdebstrap", "mmdebstrap"),
+        ("mkfs.ext4", "e2fsprogs"),
+        ("dumpe2fs", "e2fsprogs"),
+        ("debugfs", "e2fsprogs"),
+        ("qemu-img", "qemu-utils"),
+        ("tar", "tar"),
+    ];
+    let missing: Vec<String> = tools
         .into_iter()
-        .find(|tool| which(tool).is_none())
-        .map(|tool| format!("{tool} is not installed"))
+        .filter(|(tool, _)| which(tool).is_none())
+        .map(|(tool, package)| format!("{tool} (Debian package {package})"))
+        .collect();
+    if missing.is_empty() { Ok(()) } else { Err(format!("not installed: {}", missing.join(", "))) }
+}
+
+/// The full-OS build was asked for (`scripts/test.sh` sets `BOXBENCH_FULL_OS=1`).
+fn asked() -> bool {
+    std::env::var("BOXBENCH_FULL_OS").is_ok_and(|v| v == "1")
 }
 
 /// Nothing mounted under `dir`, and no staging directory.
@@ -47,15 +66,11 @@ fn json_u64(text: &str, key: &str) -> u64 {
 #[test]
 fn full_os_disk_is_built_measured_and_cached() {
     let builder = ImageBuilder::default_dirs();
-    let asked = std::env::var("BOXBENCH_FULL_OS").is_ok_and(|v| v == "1");
-    if !asked && builder.full_os_disk().is_none() {
-        eprintln!("skipping: the full-OS disk is not built (BOXBENCH_FULL_OS=1 builds it, minutes of downloads)");
-        return;
-    }
-    if let Some(why) = cannot_build() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(
+        asked() || builder.full_os_disk().is_some(),
+        "the full-OS disk is not built and BOXBENCH_FULL_OS=1 is not set (it builds it: minutes of downloads)"
+    );
+    require!(can_build());
     let steps = Mutex::new(Vec::new());
     let record = |name: &str, state: StepState| steps.lock().unwrap().push((name.to_owned(), state));
     let disk = builder.build_full_os_disk(&record).unwrap();
@@ -129,10 +144,7 @@ fn full_os_disk_is_built_measured_and_cached() {
 
 #[test]
 fn a_suite_debian_does_not_have_fails_naming_mmdebstrap_and_leaves_nothing() {
-    if let Some(why) = cannot_build() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(can_build());
     let out = tempfile::tempdir().unwrap();
     let builder = ImageBuilder::new(out.path().to_owned(), ImageBuilder::default_dirs().recipes_dir().to_owned());
     let recipe = FullOsRecipe { suite: "boxbench-no-such-suite".to_owned(), ..FullOsRecipe::default() };
@@ -165,14 +177,8 @@ fn a_bad_suite_name_is_refused_before_anything_is_created() {
 fn a_package_debian_does_not_have_is_named() {
     // mmdebstrap downloads and unpacks the essential packages before apt looks for the others: a
     // minute or more, so this runs only when the full-OS build was asked for.
-    if !std::env::var("BOXBENCH_FULL_OS").is_ok_and(|v| v == "1") {
-        eprintln!("skipping: set BOXBENCH_FULL_OS=1 to run a failing mmdebstrap (a minute of downloads)");
-        return;
-    }
-    if let Some(why) = cannot_build() {
-        eprintln!("skipping: {why}");
-        return;
-    }
+    require!(asked(), "BOXBENCH_FULL_OS=1 is not set (it runs a failing mmdebstrap: a minute of downloads)");
+    require!(can_build());
     let out = tempfile::tempdir().unwrap();
     let builder = ImageBuilder::new(out.path().to_owned(), ImageBuilder::default_dirs().recipes_dir().to_owned());
     let recipe = FullOsRecipe { packages: vec!["boxbench-no-such-package".to_owned()], ..FullOsRecipe::default() };

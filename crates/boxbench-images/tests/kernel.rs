@@ -6,20 +6,27 @@ use std::sync::Mutex;
 
 use boxbench_images::{ImageBuilder, StepState, artefact};
 
-fn has_apt_lists() -> bool {
+/// apt can fetch packages here, or why not.
+fn apt_lists() -> Result<(), String> {
     let lists = Path::new("/var/lib/apt/lists");
     let any_packages = std::fs::read_dir(lists)
         .map(|dir| dir.filter_map(|e| e.ok()).any(|e| e.file_name().to_string_lossy().contains("_Packages")))
         .unwrap_or(false);
-    Path::new("/usr/bin/apt-get").exists() && any_packages
+    if !Path::new("/usr/bin/apt-get").exists() {
+        return Err("apt-get is needed to fetch linux-image-cloud-amd64".to_owned());
+    }
+    if !any_packages {
+        return Err(format!(
+            "no package lists in {} to fetch linux-image-cloud-amd64 (apt-get update)",
+            lists.display()
+        ));
+    }
+    Ok(())
 }
 
 #[test]
 fn cloud_kernel_is_fetched_once_and_measured() {
-    if !has_apt_lists() {
-        eprintln!("skipping: apt-get with package lists is needed to fetch linux-image-cloud-amd64");
-        return;
-    }
+    boxbench_testkit::require!(apt_lists());
     let out = tempfile::tempdir().unwrap();
     let cache = Path::new(env!("CARGO_TARGET_TMPDIR")).join("deb-cache");
     let recipes = ImageBuilder::default_dirs().recipes_dir().to_owned();
@@ -65,10 +72,11 @@ fn cloud_kernel_is_fetched_once_and_measured() {
 /// does not run Linux guests in useful time), running the uname workload through `/init`.
 fn boots_under_qemu_tcg(vmlinuz: &Path, initrd: &Path, release: &str) {
     let qemu = Path::new("/usr/bin/qemu-system-x86_64");
-    if !qemu.exists() {
-        eprintln!("skipping the boot: {} is not installed", qemu.display());
-        return;
-    }
+    boxbench_testkit::require!(
+        qemu.exists(),
+        "the boot: {} is not installed (Debian package qemu-system-x86)",
+        qemu.display()
+    );
     let append = format!("console=ttyS0 quiet panic=-1 {}=uname", boxbench_images::WORKLOAD_PARAM);
     let mut child = std::process::Command::new(qemu)
         .args(["-M", "pc", "-accel", "tcg", "-cpu", "max", "-m", "256", "-smp", "1", "-no-reboot"])

@@ -1,7 +1,8 @@
 //! The micro-VM guest kernel: the config-fragment check as units, the recipe's failure modes, and
 //! the real build booted under QEMU TCG to the `uname` workload's marker. The real build takes
 //! about 5 minutes on 2 cores: it runs when the kernel is already built for the current recipe or
-//! when `BOXBENCH_BUILD_KERNEL=1`, and is skipped otherwise.
+//! when `BOXBENCH_BUILD_KERNEL=1`, and is a skip through boxbench-testkit otherwise (a failure under
+//! `BOXBENCH_REQUIRE_ALL=1`).
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -14,6 +15,7 @@ use boxbench_images::microvm_kernel::{
     dropped_options, parse_fragment,
 };
 use boxbench_images::{ImageBuilder, NoProgress, StepState};
+use boxbench_testkit::require;
 
 /// The workspace's guest-images directory.
 fn images_dir() -> PathBuf {
@@ -224,30 +226,21 @@ fn assert_guest_release(console: &str, release: &str) {
     assert!(lines.contains(&"BOXBENCH_EXIT_STATUS=0"), "{console}");
 }
 
-/// The kernel built for the current recipe, or why the test skips.
-fn built_kernel_or_skip() -> Option<MicroVmKernel> {
-    match built_microvm_kernel(&images_dir().join("out"), &recipe_dir()) {
-        Ok(Some(kernel)) => Some(kernel),
-        Ok(None) => {
-            eprintln!(
-                "skipping: the micro-VM kernel is not built (BOXBENCH_BUILD_KERNEL=1 or `boxbench images build`)"
-            );
-            None
-        }
-        Err(err) => {
-            eprintln!("skipping: {err}");
-            None
-        }
-    }
+/// The kernel built for the current recipe, or why there is none.
+fn built_kernel() -> Result<MicroVmKernel, String> {
+    built_microvm_kernel(&images_dir().join("out"), &recipe_dir()).map_err(|err| err.to_string())?.ok_or_else(|| {
+        "the micro-VM kernel is not built (BOXBENCH_BUILD_KERNEL=1 or `boxbench images build`)".to_owned()
+    })
 }
+
+/// The message for a missing QEMU.
+const NO_QEMU: &str = "qemu-system-x86_64 is not installed (Debian package qemu-system-x86)";
 
 #[test]
 fn the_built_kernel_boots_under_kvm_with_the_kvm_pvm_parameters() {
-    let Some(kernel) = built_kernel_or_skip() else { return };
-    if qemu().is_none() || !Path::new("/dev/kvm").exists() {
-        eprintln!("skipping: needs qemu-system-x86_64 and /dev/kvm");
-        return;
-    }
+    let kernel = require!(built_kernel());
+    require!(qemu().is_some(), "{NO_QEMU}");
+    require!(Path::new("/dev/kvm").exists(), "no /dev/kvm");
     let kvm_pvm = Path::new("/sys/module/kvm_pvm").exists();
     let initrd = images_dir().join("out/initramfs.cpio");
     if !initrd.is_file() {
@@ -273,19 +266,11 @@ fn the_built_kernel_boots_under_kvm_with_the_kvm_pvm_parameters() {
 fn the_built_kernel_boots_under_qemu_tcg_and_reports_its_own_release() {
     let out_dir = images_dir().join("out");
     let recipe = recipe_dir();
-    let already_built = match built_microvm_kernel(&out_dir, &recipe) {
-        Ok(kernel) => kernel.is_some(),
-        Err(err) => {
-            eprintln!("skipping: {err}");
-            return;
-        }
-    };
-    if !already_built && std::env::var_os("BOXBENCH_BUILD_KERNEL").is_none_or(|v| v != "1") {
-        eprintln!(
-            "skipping: the micro-VM kernel is not built (set BOXBENCH_BUILD_KERNEL=1 to build it, ~5 min, or run `boxbench images build`)"
-        );
-        return;
-    }
+    let already_built = require!(built_microvm_kernel(&out_dir, &recipe)).is_some();
+    require!(
+        already_built || std::env::var_os("BOXBENCH_BUILD_KERNEL").is_some_and(|v| v == "1"),
+        "the micro-VM kernel is not built (set BOXBENCH_BUILD_KERNEL=1 to build it, ~5 min, or run `boxbench images build`)"
+    );
     let steps = Mutex::new(Vec::new());
     let record = |name: &str, state: StepState| steps.lock().unwrap().push((name.to_owned(), state));
     let kernel = build_microvm_kernel(&out_dir, &recipe, &record).unwrap();
@@ -305,10 +290,7 @@ fn the_built_kernel_boots_under_qemu_tcg_and_reports_its_own_release() {
     let config = std::fs::read_to_string(&kernel.config).unwrap();
     assert!(config.contains("CONFIG_PVH=y") && config.contains("# CONFIG_LEGACY_PTYS is not set"));
 
-    if qemu().is_none() {
-        eprintln!("skipping the boot: qemu-system-x86_64 is not installed (apt-get install -y qemu-system-x86)");
-        return;
-    }
+    require!(qemu().is_some(), "the boot: {NO_QEMU}");
     let initrd = out_dir.join("initramfs.cpio.gz");
     if !initrd.is_file() {
         ImageBuilder::default_dirs().build(&NoProgress).unwrap();
