@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::{HostFacts, KvmFlavour};
 use boxbench_images::ImageBuilder;
-use boxbench_peers::{PeerStatus, probe_all};
+use boxbench_peers::{DaemonPlan, PeerStatus, daemon_plan, probe_all};
 use clap::Args;
 use serde::Serialize;
 
@@ -33,6 +33,8 @@ struct Findings {
     /// Whether the full-OS VM disk (claim 3) is built.
     full_os_disk: bool,
     linux_guests: String,
+    /// What Docker will run on: a daemon that answers, a private dockerd compare starts, or nothing.
+    docker_daemon: DaemonPlan,
     peers: Vec<PeerStatus>,
 }
 
@@ -64,6 +66,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         microvm_kernel: boxbench::images::built_microvm_kernel().map(|k| k.release),
         debian_cloud_kernel: builder.debian_cloud_kernel().map(|k| k.release),
         full_os_disk: builder.full_os_disk().is_some(),
+        docker_daemon: daemon_plan(),
         peers: probe_all(),
     };
     let mut out = String::new();
@@ -113,6 +116,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     )?;
     writeln!(out, "linux VMs: {}", findings.linux_guests)?;
+    writeln!(out, "docker:    {}", findings.docker_daemon.describe())?;
     writeln!(out, "peers:")?;
     for peer in &findings.peers {
         let state = if peer.usable { "usable" } else { "not usable" };

@@ -9,14 +9,16 @@
 //! `shared_daemons_pss_bytes` and a note.
 //!
 //! A running daemon is used when one answers (at `DockerOptions::host`, else the default socket).
-//! Starting a private daemon when none runs is opt-in (`--start-dockerd`): it gets
-//! its own data root, exec root and socket in a temporary directory, no networking set-up, and is
-//! stopped (with its containerd) when the launcher is dropped. The client is `/usr/bin/docker`, the
+//! When none does, a private daemon is started if `DockerOptions::start_dockerd` (`compare` asks by
+//! default, `run` with `--start-dockerd`): it gets its own data root, exec root, configuration file,
+//! key and socket in a temporary directory, no networking set-up, and is stopped (with its
+//! containerd) when the launcher is dropped, leaving no process, mount or directory behind.
+//! [`daemon_plan`] says beforehand which of these will happen. The client is `/usr/bin/docker`, the
 //! Debian one that matches the Debian daemon (another `docker` first on PATH may be newer).
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -25,12 +27,13 @@ use boxbench_core::pss::{pss_bytes, rss_bytes};
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher};
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use serde::Serialize;
 
 use crate::engine::container_name_prefix;
 use crate::engine::{EngineClient, EngineError, EngineInstance, Findings, ImportedImages, MarkerProbe};
 use crate::oci_runtime::{check_workload, resolve_rootfs};
 use crate::process::{ChildSetup, run_helper};
-use crate::tool::{Tool, ToolError};
+use crate::tool::{Tool, ToolError, find_on_path};
 
 /// The Debian client, matching the Debian daemon.
 const DEBIAN_CLIENT: &str = "/usr/bin/docker";
@@ -42,6 +45,13 @@ const DAEMON_START_PATIENCE: Duration = Duration::from_secs(30);
 const DAEMON_STOP_PATIENCE: Duration = Duration::from_secs(15);
 /// The flags every `docker run` gets: never reach for a registry.
 const RUN_FLAGS: [&str; 2] = ["--pull", "never"];
+/// Where every dockerd makes its plugin directory, whatever its exec root; removed after a private
+/// daemon stops if it was not there before (and is empty).
+const PLUGIN_DIRS: [&str; 2] = ["/run/docker/plugins", "/run/docker"];
+/// How long the containerd-shims of a stopped private daemon may take to exit before they are killed.
+const SHIM_EXIT_PATIENCE: Duration = Duration::from_secs(5);
+/// How many of a private daemon's last log lines an error quotes.
+const LOG_TAIL_LINES: usize = 3;
 
 /// A docker backend that could not be set up.
 #[derive(Debug, thiserror::Error)]
@@ -50,7 +60,10 @@ pub enum DockerError {
     #[error(transparent)]
     Tool(#[from] ToolError),
     /// No daemon answers and starting one was not asked for.
-    #[error("no Docker daemon answers at {host}; start one, or set --start-dockerd to start a private one")]
+    #[error(
+        "no Docker daemon answers at {host} and starting a private one was not asked for (`boxbench run \
+         --start-dockerd` starts one; `compare` does unless --no-start-dockerd)"
+    )]
     NoDaemon { host: String },
     /// The private daemon's directory could not be made.
     #[error("dockerd directory in {dir}: {source}")]
@@ -59,8 +72,11 @@ pub enum DockerError {
     #[error("starting {binary}: {source}")]
     StartDaemon { binary: PathBuf, source: std::io::Error },
     /// dockerd did not answer in time; its log's tail says why.
-    #[error("dockerd did not answer at {host} within {seconds} s; log tail: {log_tail}")]
+    #[error("private dockerd did not answer at {host} within {seconds} s; its last log lines: {log_tail}")]
     DaemonSilent { host: String, seconds: u64, log_tail: String },
+    /// dockerd exited before it answered; its log's tail says why.
+    #[error("private dockerd {status} before answering; its last log lines: {log_tail}")]
+    DaemonExited { status: ExitStatus, log_tail: String },
     /// Importing or removing an image failed.
     #[error(transparent)]
     Engine(#[from] EngineError),
@@ -69,7 +85,8 @@ pub enum DockerError {
 /// How to reach or start Docker.
 #[derive(Debug, Clone, Default)]
 pub struct DockerOptions {
-    /// Start a private dockerd when no daemon answers (stopped when the launcher is dropped).
+    /// Start a private dockerd when no daemon answers (stopped when the launcher is dropped); when
+    /// false and none answers, the launcher is refused with [`DockerError::NoDaemon`].
     pub start_dockerd: bool,
     /// The daemon to talk to (`-H`); default: the system socket.
     pub host: Option<String>,
@@ -83,8 +100,11 @@ pub struct DockerOptions {
 #[derive(Debug)]
 struct PrivateDaemon {
     child: Child,
-    /// Data root, exec root, socket and log; removed after the daemon stopped (in `drop`).
-    _dir: tempfile::TempDir,
+    /// Data root, exec root, configuration, key, socket and log; removed after the daemon stopped
+    /// (in `drop`), with any mount the daemon left in it.
+    dir: Option<tempfile::TempDir>,
+    /// The plugin directories this daemon created (absent before it started).
+    created_plugin_dirs: Vec<&'static str>,
 }
 
 impl PrivateDaemon {
@@ -99,8 +119,16 @@ impl PrivateDaemon {
         let log =
             fs::File::create(&log_path).map_err(|source| DockerError::Workdir { dir: log_path.clone(), source })?;
         let log_err = log.try_clone().map_err(|source| DockerError::Workdir { dir: log_path.clone(), source })?;
+        // Its own configuration file: the host's /etc/docker/daemon.json may set what the flags
+        // below set too, which dockerd refuses.
+        let config_path = path.join("daemon.json");
+        fs::write(&config_path, private_config(dockerd, &path.join("key.json")))
+            .map_err(|source| DockerError::Workdir { dir: config_path.clone(), source })?;
+        let created_plugin_dirs = PLUGIN_DIRS.into_iter().filter(|d| !Path::new(d).exists()).collect();
         let mut command = Command::new(&dockerd.path);
         command
+            .arg("--config-file")
+            .arg(&config_path)
             .args(["--iptables=false", "--ip6tables=false", "--bridge=none", "--ip-forward=false", "--ip-masq=false"])
             .args(["--storage-driver=overlay2"])
             .arg("--data-root")
@@ -115,17 +143,19 @@ impl PrivateDaemon {
             .stderr(log_err);
         let child =
             command.spawn().map_err(|source| DockerError::StartDaemon { binary: dockerd.path.clone(), source })?;
-        let daemon = Self { child, _dir: dir };
+        let mut daemon = Self { child, dir: Some(dir), created_plugin_dirs };
         let give_up = Instant::now() + DAEMON_START_PATIENCE;
+        // Dropping `daemon` on an error stops what did start and removes its directory.
         while !daemon_answers(client, &host) {
+            let log_tail = || log_tail(&fs::read_to_string(&log_path).unwrap_or_default(), LOG_TAIL_LINES);
+            if let Ok(Some(status)) = daemon.child.try_wait() {
+                return Err(DockerError::DaemonExited { status, log_tail: log_tail() });
+            }
             if Instant::now() > give_up {
-                let log = fs::read_to_string(&log_path).unwrap_or_default();
-                let tail: Vec<&str> = log.lines().rev().take(3).collect();
-                // Dropping `daemon` stops what did start.
                 return Err(DockerError::DaemonSilent {
                     host,
                     seconds: DAEMON_START_PATIENCE.as_secs(),
-                    log_tail: tail.into_iter().rev().collect::<Vec<_>>().join(" | "),
+                    log_tail: log_tail(),
                 });
             }
             std::thread::sleep(Duration::from_millis(100));
@@ -143,7 +173,10 @@ impl Drop for PrivateDaemon {
         let pid = Pid::from_raw(self.pid());
         let containerd = children_named(self.pid(), "containerd");
         // dockerd stops its containerd and unmounts its storage on SIGTERM; SIGKILL only if it hangs.
-        let _ = kill(pid, Signal::SIGTERM);
+        // A daemon already reaped (it exited while starting) is not signalled: its pid may be reused.
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = kill(pid, Signal::SIGTERM);
+        }
         let give_up = Instant::now() + DAEMON_STOP_PATIENCE;
         loop {
             match self.child.try_wait() {
@@ -160,6 +193,185 @@ impl Drop for PrivateDaemon {
             // Still there only if dockerd died without stopping it.
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
+        if let Some(dir) = self.dir.take() {
+            // A containerd-shim outlives its container by a moment and is not containerd's child:
+            // the daemon's own (its command line names the daemon's directory) are waited for, and
+            // killed if they linger. (One that has exited is init's to reap: a zombie with no
+            // command line, holding nothing.)
+            let needle = dir.path().as_os_str().as_encoded_bytes().to_vec();
+            let give_up = Instant::now() + SHIM_EXIT_PATIENCE;
+            loop {
+                let lingering = processes_mentioning(&needle);
+                if lingering.is_empty() {
+                    break;
+                }
+                if Instant::now() > give_up {
+                    for pid in lingering {
+                        let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                    }
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            // dockerd unmounts its data root on SIGTERM; after a SIGKILL its mounts would stay and
+            // keep the directory from being removed.
+            for mount in mounts_under(dir.path()) {
+                detach(&mount);
+            }
+            drop(dir);
+        }
+        for dir in &self.created_plugin_dirs {
+            // Fails, as it should, if another daemon started meanwhile has put something there.
+            let _ = fs::remove_dir(dir);
+        }
+    }
+}
+
+/// Lazily unmounts `mount` (errors ignored: what cannot be unmounted stays, and is what a leftover
+/// check would find).
+fn detach(mount: &Path) {
+    let Ok(path) = std::ffi::CString::new(mount.as_os_str().as_encoded_bytes()) else { return };
+    // SAFETY: `path` is a NUL-terminated string that outlives the call; umount2 only reads it.
+    unsafe {
+        libc::umount2(path.as_ptr(), libc::MNT_DETACH);
+    }
+}
+
+/// The private daemon's `daemon.json`. dockerd before 23.0 writes its identity key to
+/// /etc/docker/key.json unless told otherwise (a file it would leave behind); later ones have no
+/// such key and refuse the setting.
+fn private_config(dockerd: &Tool, key_path: &Path) -> String {
+    let major: Option<u32> = dockerd.version.split('.').next().and_then(|m| m.parse().ok());
+    if major.is_some_and(|m| m < 23) {
+        serde_json::json!({ "deprecated-key-path": key_path }).to_string()
+    } else {
+        "{}".to_owned()
+    }
+}
+
+/// The last `lines` lines of a dockerd log on one line, each without its timestamp
+/// (`time="..." level=fatal msg="..."` becomes `level=fatal msg="..."`), joined with ` | `.
+fn log_tail(log: &str, lines: usize) -> String {
+    let tail: Vec<&str> = log.lines().filter(|l| !l.trim().is_empty()).collect();
+    let tail = &tail[tail.len().saturating_sub(lines)..];
+    if tail.is_empty() {
+        return "(the log is empty)".to_owned();
+    }
+    tail.iter()
+        .map(|line| match line.strip_prefix("time=\"").and_then(|rest| rest.split_once("\" ")) {
+            Some((_, rest)) => rest.trim(),
+            None => line.trim(),
+        })
+        .collect::<Vec<_>>()
+        .join(" | ")
+}
+
+/// Mount points at or under `dir` in this mount namespace, deepest first.
+fn mounts_under(dir: &Path) -> Vec<PathBuf> {
+    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    let mut mounts: Vec<PathBuf> = info
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4))
+        .map(|field| PathBuf::from(unescape_mount_field(field)))
+        .filter(|mount| mount.starts_with(dir))
+        .collect();
+    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
+    mounts
+}
+
+/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
+fn unescape_mount_field(field: &str) -> String {
+    let bytes = field.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let octal =
+            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
+        match octal {
+            Some(d) => {
+                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
+                i += 4;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// What Docker will run on, as `compare` and `doctor` see it before launching anything.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "state", rename_all = "snake_case")]
+pub enum DaemonPlan {
+    /// A daemon answers at `host`: it is used (and left running).
+    Running {
+        /// Where it answers.
+        host: String,
+    },
+    /// No daemon answers: `compare` (and `run --start-dockerd`) start a private `dockerd` and stop
+    /// it afterwards.
+    StartPrivate {
+        /// The dockerd that will be started.
+        dockerd: PathBuf,
+    },
+    /// No daemon answers and there is no dockerd to start.
+    NoDockerd {
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// The docker client is not installed.
+    NotInstalled {
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+}
+
+impl DaemonPlan {
+    /// A few words saying what will happen, for a table.
+    pub fn brief(&self) -> String {
+        match self {
+            DaemonPlan::Running { host } => format!("daemon answers at {host}"),
+            DaemonPlan::StartPrivate { .. } => "no daemon runs: compare starts a private dockerd".to_owned(),
+            DaemonPlan::NoDockerd { package } => format!("no daemon runs and no dockerd (Debian package {package})"),
+            DaemonPlan::NotInstalled { package } => format!("not installed (Debian package {package})"),
+        }
+    }
+
+    /// One sentence saying what will happen.
+    pub fn describe(&self) -> String {
+        match self {
+            DaemonPlan::Running { host } => format!("a Docker daemon answers at {host}: compare and run use it"),
+            DaemonPlan::StartPrivate { dockerd } => format!(
+                "no daemon answers at {DEFAULT_HOST}: compare starts a private {} (own data and exec roots, no \
+                 iptables, no bridge) and stops it afterwards (--no-start-dockerd leaves docker out); run \
+                 does with --start-dockerd",
+                dockerd.display()
+            ),
+            DaemonPlan::NoDockerd { package } => {
+                format!("no daemon answers at {DEFAULT_HOST} and dockerd is not installed (Debian package {package})")
+            }
+            DaemonPlan::NotInstalled { package } => format!("not installed (Debian package {package})"),
+        }
+    }
+}
+
+/// The docker client boxbench uses by default: the Debian one, else `docker` on PATH.
+pub(crate) fn default_client() -> Option<PathBuf> {
+    Some(PathBuf::from(DEBIAN_CLIENT)).filter(|p| p.exists()).or_else(|| find_on_path("docker"))
+}
+
+/// What Docker will run on here with the default options: a daemon answering at the system socket, a
+/// private dockerd started for the run, or nothing.
+pub fn daemon_plan() -> DaemonPlan {
+    let Some(client) = default_client() else { return DaemonPlan::NotInstalled { package: "docker.io" } };
+    if daemon_answers(&client, DEFAULT_HOST) {
+        return DaemonPlan::Running { host: DEFAULT_HOST.to_owned() };
+    }
+    match find_on_path("dockerd") {
+        Some(dockerd) => DaemonPlan::StartPrivate { dockerd },
+        None => DaemonPlan::NoDockerd { package: "docker.io" },
     }
 }
 
@@ -192,9 +404,8 @@ impl DockerLauncher {
     /// Connects to a running daemon, or starts a private one if `options.start_dockerd`.
     pub fn new(options: DockerOptions) -> Result<Self, LaunchError> {
         let unsupported = |e: DockerError| LaunchError::Unsupported(e.to_string());
-        let client_tool = match &options.client {
-            Some(path) => Tool::at("docker", path),
-            None if Path::new(DEBIAN_CLIENT).exists() => Tool::at("docker", Path::new(DEBIAN_CLIENT)),
+        let client_tool = match options.client.clone().or_else(default_client) {
+            Some(path) => Tool::at("docker", &path),
             None => Tool::find("docker", "docker.io"),
         }
         .map_err(|e| unsupported(e.into()))?;
@@ -412,6 +623,21 @@ fn processes_named(name: &str) -> Vec<i32> {
         .collect()
 }
 
+/// Processes other than this one whose command line contains `needle`.
+fn processes_mentioning(needle: &[u8]) -> Vec<i32> {
+    let own = std::process::id() as i32;
+    let Ok(entries) = fs::read_dir("/proc") else { return Vec::new() };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| pid != own)
+        .filter(|pid| {
+            fs::read(format!("/proc/{pid}/cmdline"))
+                .is_ok_and(|cmdline| cmdline.windows(needle.len()).any(|w| w == needle))
+        })
+        .collect()
+}
+
 fn children_named(parent: i32, name: &str) -> Vec<i32> {
     processes_named(name).into_iter().filter(|&pid| parent_of(pid) == Some(parent)).collect()
 }
@@ -419,6 +645,81 @@ fn children_named(parent: i32, name: &str) -> Vec<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn fake_dockerd(dir: &Path, script: &str) -> Tool {
+        use std::os::unix::fs::PermissionsExt;
+        let path = dir.join("dockerd");
+        fs::write(&path, format!("#!/bin/sh\n{script}")).unwrap();
+        fs::set_permissions(&path, fs::Permissions::from_mode(0o755)).unwrap();
+        Tool::at("dockerd", &path).unwrap()
+    }
+
+    fn own_temp_dirs() -> Vec<PathBuf> {
+        fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().starts_with("boxbench-dockerd-"))
+            .map(|e| e.path())
+            .collect()
+    }
+
+    #[test]
+    fn a_private_dockerd_that_exits_is_an_error_quoting_its_last_log_lines_and_leaves_nothing() {
+        let bin = tempfile::tempdir().unwrap();
+        // Prints its configuration file (the first argument after --config-file) as a log line.
+        let dockerd = fake_dockerd(
+            bin.path(),
+            r#"[ "$1" = --version ] && { echo "Docker version 20.10.24+dfsg1, build 297e128"; exit 0; }
+echo 'time="2026-12-01T00:00:00.1Z" level=info msg="Starting up"' >&2
+echo "config $(cat "$2")" >&2
+echo 'time="2026-12-01T00:00:00.3Z" level=fatal msg="failed to start daemon: no overlay here"' >&2
+exit 1
+"#,
+        );
+        let before = own_temp_dirs();
+        let started = Instant::now();
+        let err = PrivateDaemon::start(&dockerd, Path::new("/bin/false")).unwrap_err();
+        assert!(
+            started.elapsed() < DAEMON_START_PATIENCE / 2,
+            "waited {:?} for a daemon that had exited",
+            started.elapsed()
+        );
+        let text = err.to_string();
+        assert!(matches!(err, DockerError::DaemonExited { .. }), "{text}");
+        assert!(text.starts_with("private dockerd exit status: 1 before answering; its last log lines: "), "{text}");
+        assert!(text.ends_with(r#"level=fatal msg="failed to start daemon: no overlay here""#), "{text}");
+        assert!(!text.contains('\n') && !text.contains("time="), "{text}");
+        // A dockerd before 23.0 keeps its key in the private directory, not /etc/docker.
+        assert!(text.contains(r#"deprecated-key-path"#) && text.contains("boxbench-dockerd-"), "{text}");
+        let mut after = own_temp_dirs();
+        after.retain(|d| !before.contains(d));
+        assert!(after.is_empty(), "left {after:?}");
+    }
+
+    #[test]
+    fn log_tails_lose_their_timestamps_and_stay_on_one_line() {
+        let log = "\ntime=\"t1\" level=info msg=\"a\"\nplain line\n\ntime=\"t3\" level=fatal msg=\"b c\"\n";
+        assert_eq!(log_tail(log, 2), r#"plain line | level=fatal msg="b c""#);
+        assert_eq!(log_tail(log, 9), r#"level=info msg="a" | plain line | level=fatal msg="b c""#);
+        assert_eq!(log_tail("", 3), "(the log is empty)");
+    }
+
+    #[test]
+    fn only_an_old_dockerd_gets_a_key_path() {
+        let tool =
+            |version: &str| Tool { name: "dockerd".into(), path: "/usr/bin/dockerd".into(), version: version.into() };
+        let key = Path::new("/tmp/x/key.json");
+        assert_eq!(private_config(&tool("20.10.24+dfsg1"), key), r#"{"deprecated-key-path":"/tmp/x/key.json"}"#);
+        assert_eq!(private_config(&tool("27.3.1"), key), "{}");
+    }
+
+    #[test]
+    fn mount_points_are_decoded_and_found_under_a_directory() {
+        assert_eq!(unescape_mount_field(r"/tmp/a\040b\011c\134d"), "/tmp/a b\tc\\d");
+        assert_eq!(unescape_mount_field(r"/plain\0"), r"/plain\0");
+        assert!(mounts_under(Path::new("/")).first().is_some_and(|m| m != Path::new("/")), "deepest first");
+        assert!(mounts_under(Path::new("/nonexistent-boxbench")).is_empty());
+    }
 
     #[test]
     fn parent_pid_is_read_past_a_command_with_spaces() {

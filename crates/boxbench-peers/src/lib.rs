@@ -20,7 +20,7 @@ pub mod qemu;
 pub mod run;
 pub mod tool;
 
-pub use docker::{DockerLauncher, DockerOptions};
+pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, daemon_plan};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
 pub use podman::{PodmanLauncher, PodmanOptions};

@@ -6,6 +6,7 @@ use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
 use serde::Serialize;
 
+use crate::docker::DaemonPlan;
 use crate::tool::{Tool, find_on_path};
 
 /// One peer backend's state on this host.
@@ -43,29 +44,13 @@ pub fn probe_all() -> Vec<PeerStatus> {
     {
         statuses.push(tool_status(name, find_on_path(binary_name), package, host_problem.clone()));
     }
-    let docker_client =
-        Some(PathBuf::from("/usr/bin/docker")).filter(|p| p.exists()).or_else(|| find_on_path("docker"));
-    let mut docker = tool_status("docker", docker_client.clone(), Some("docker.io"), host_problem.clone());
+    let docker_client = crate::docker::default_client();
+    let mut docker = tool_status("docker", docker_client, Some("docker.io"), host_problem.clone());
     if docker.usable {
-        let answers =
-            docker_client.as_deref().is_some_and(|c| crate::docker::daemon_answers(c, crate::docker::DEFAULT_HOST));
-        if !answers {
-            match find_on_path("dockerd") {
-                Some(_) => {
-                    docker.detail = Some(format!(
-                        "no daemon answers at {}; a private dockerd will be started if asked (--start-dockerd)",
-                        crate::docker::DEFAULT_HOST
-                    ))
-                }
-                None => {
-                    docker.usable = false;
-                    docker.detail = Some(format!(
-                        "no daemon answers at {} and dockerd is not on PATH",
-                        crate::docker::DEFAULT_HOST
-                    ));
-                }
-            }
-        }
+        // Which daemon compare will measure through: one that answers, or a private one it starts.
+        let plan = crate::docker::daemon_plan();
+        docker.usable = matches!(plan, DaemonPlan::Running { .. } | DaemonPlan::StartPrivate { .. });
+        docker.detail = Some(plan.brief());
     }
     statuses.push(docker);
     let qemu = find_on_path("qemu-system-x86_64");
