@@ -10,6 +10,7 @@ use boxbench_container::ContainerLauncher;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, LaunchError, Launcher, Outcome, Record, Workload};
+use boxbench_testkit::require;
 use common::{Fixture, SENTINEL};
 
 /// The tests run one at a time: "nothing left behind" is checked against the whole process.
@@ -21,15 +22,15 @@ struct Env {
     _serial: MutexGuard<'static, ()>,
 }
 
-fn env() -> Option<Env> {
+/// The launcher and a fixture, this test's turn taken; or why this host cannot run the tests.
+fn env() -> Result<Env, String> {
     if !nix::unistd::geteuid().is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return None;
+        return Err("the container backend needs root".to_owned());
     }
     let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
     let fixture = Fixture::build()?;
     let launcher = ContainerLauncher::new().expect("container launcher as root");
-    Some(Env { launcher, fixture, _serial: serial })
+    Ok(Env { launcher, fixture, _serial: serial })
 }
 
 fn command(argv: &[&str]) -> Workload {
@@ -92,7 +93,7 @@ fn child_processes() -> Vec<i32> {
 
 #[test]
 fn the_workload_is_pid_1() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(command(&["sh", "-c", "echo $$"])));
     assert_eq!(record.outcome, Outcome::Exited { code: 0 });
     assert_eq!(record.console, "1\n");
@@ -100,7 +101,7 @@ fn the_workload_is_pid_1() {
 
 #[test]
 fn the_container_has_its_own_hostname() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut spec = env.rootfs_spec(command(&["hostname"]));
     spec.hostname = "bb-test-host".to_owned();
     let record = env.run(&spec);
@@ -110,7 +111,7 @@ fn the_container_has_its_own_hostname() {
 
 #[test]
 fn the_network_namespace_has_only_loopback() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(command(&["ls", "/sys/class/net"])));
     assert_eq!(record.console, "lo\n");
     let record = env.run(&env.rootfs_spec(command(&["cat", "/proc/net/dev"])));
@@ -121,7 +122,7 @@ fn the_network_namespace_has_only_loopback() {
 
 #[test]
 fn the_rootfs_is_the_root() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(command(&["cat", "/boxbench/sentinel"])));
     assert_eq!(record.console, SENTINEL);
     let record = env.run(&env.rootfs_spec(command(&["ls", "/"])));
@@ -133,7 +134,7 @@ fn the_rootfs_is_the_root() {
 
 #[test]
 fn the_exit_status_propagates_and_stderr_is_on_the_console() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(command(&["sh", "-c", "echo out; echo err >&2; exit 7"])));
     assert_eq!(record.outcome, Outcome::Exited { code: 7 });
     assert_eq!(record.exit_code, Some(7));
@@ -145,7 +146,7 @@ fn the_exit_status_propagates_and_stderr_is_on_the_console() {
 
 #[test]
 fn dev_has_the_default_devices() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let script = "for d in null zero full random urandom tty; do test -c /dev/$d || echo missing $d; done; \
                   head -c 4 /dev/zero | wc -c; readlink /dev/fd; echo x > /dev/null && echo ok";
     let record = env.run(&env.rootfs_spec(command(&["sh", "-c", script])));
@@ -154,7 +155,7 @@ fn dev_has_the_default_devices() {
 
 #[test]
 fn hello_fills_the_record() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(Workload::Hello));
     assert_eq!(record.backend, "container");
     assert!(record.outcome.is_success(), "{:?}", record.outcome);
@@ -174,7 +175,7 @@ fn hello_fills_the_record() {
 
 #[test]
 fn pss_is_sampled_at_the_marker() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(Workload::Idle).with_timeout(Duration::from_secs(1)));
     assert!(matches!(record.outcome, Outcome::DeadlineExceeded { .. }), "{:?}", record.outcome);
     assert!(record.console.contains("BOXBENCH_READY"));
@@ -194,7 +195,7 @@ impl WithTimeout for InstanceSpec {
 
 #[test]
 fn the_uname_workload_sees_the_host_kernel() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(Workload::Uname));
     let host = nix::sys::utsname::uname().unwrap();
     assert_eq!(record.console, format!("{}\nBOXBENCH_READY\n", host.release().to_string_lossy()));
@@ -202,7 +203,7 @@ fn the_uname_workload_sees_the_host_kernel() {
 
 #[test]
 fn a_bundle_runs_its_args_unless_a_command_overrides_them() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.bundle_spec(Workload::Hello));
     assert!(
         record.console.ends_with("\nBOXBENCH_READY\n") && record.console.lines().count() == 2,
@@ -215,7 +216,7 @@ fn a_bundle_runs_its_args_unless_a_command_overrides_them() {
 
 #[test]
 fn a_readonly_bundle_root_cannot_be_written() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.bundle_spec(command(&[
         "sh",
         "-c",
@@ -227,7 +228,7 @@ fn a_readonly_bundle_root_cannot_be_written() {
 
 #[test]
 fn a_bundle_sets_user_no_new_privileges_cwd_and_env() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut value = env.fixture.config();
     value["process"]["user"] = serde_json::json!({"uid": 1000, "gid": 1001});
     value["process"]["noNewPrivileges"] = serde_json::json!(true);
@@ -243,7 +244,7 @@ fn a_bundle_sets_user_no_new_privileges_cwd_and_env() {
 
 #[test]
 fn a_bundle_bind_mount_is_seen_read_only_and_leaves_no_mount() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let shared = env.fixture.dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
     std::fs::write(shared.join("note"), "from the host").unwrap();
@@ -260,7 +261,7 @@ fn a_bundle_bind_mount_is_seen_read_only_and_leaves_no_mount() {
 
 #[test]
 fn the_memory_limit_is_enforced() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut spec = env.rootfs_spec(command(&["dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1"]));
     spec.memory_limit_bytes = Some(32 << 20);
     let record = env.run(&spec);
@@ -271,7 +272,7 @@ fn the_memory_limit_is_enforced() {
 
 #[test]
 fn the_deadline_kills_an_idle_workload() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.bundle_spec(command(&["/boxbench/workloads/idle"])).with_timeout(Duration::from_secs(1)));
     assert_eq!(record.outcome, Outcome::DeadlineExceeded { seconds: 1.0 });
     assert_eq!(record.exit_code, None);
@@ -280,7 +281,7 @@ fn the_deadline_kills_an_idle_workload() {
 
 #[test]
 fn a_missing_rootfs_is_named() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let missing = env.fixture.dir.path().join("nowhere");
     let spec = InstanceSpec::new(Workload::Hello, ImagePaths { rootfs: Some(missing.clone()), ..Default::default() });
     let err = env.run_err(&spec);
@@ -293,7 +294,7 @@ fn a_missing_rootfs_is_named() {
 
 #[test]
 fn a_missing_executable_is_named_before_launch() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let err = env.run_err(&env.rootfs_spec(command(&["/no/such/program"])));
     assert!(err.to_string().contains("no executable \"/no/such/program\""), "{err}");
     std::fs::remove_file(env.fixture.rootfs().join("boxbench/workloads/hello")).unwrap();
@@ -307,7 +308,7 @@ fn a_missing_executable_is_named_before_launch() {
 
 #[test]
 fn bad_bundles_are_named() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let config = env.fixture.bundle().join("config.json");
     std::fs::write(&config, "{\"ociVersion\": ").unwrap();
     let err = env.run_err(&env.bundle_spec(Workload::Hello));
@@ -322,7 +323,7 @@ fn bad_bundles_are_named() {
 
 #[test]
 fn a_refused_memory_limit_is_an_error() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut spec = env.rootfs_spec(Workload::Hello);
     spec.memory_limit_bytes = Some(0);
     let err = env.run_err(&spec);
@@ -331,7 +332,7 @@ fn a_refused_memory_limit_is_an_error() {
 
 #[test]
 fn a_setup_step_the_kernel_refuses_is_named_and_cleaned_up() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut value = env.fixture.config();
     value["mounts"][1]["options"] = serde_json::json!(["nosuid", "size=lots"]);
     env.fixture.write_config(&value);
@@ -342,7 +343,7 @@ fn a_setup_step_the_kernel_refuses_is_named_and_cleaned_up() {
 
 #[test]
 fn an_exec_the_kernel_refuses_is_named_and_cleaned_up() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     env.fixture.write_executable("bin/notelf", "this is not a program\n");
     let err = env.run_err(&env.rootfs_spec(command(&["/bin/notelf"])));
     assert_eq!(err.to_string(), "execve \"/bin/notelf\" in the container: ENOEXEC: Exec format error");
@@ -350,7 +351,7 @@ fn an_exec_the_kernel_refuses_is_named_and_cleaned_up() {
 
 #[test]
 fn the_launcher_refuses_an_empty_spec() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
     let err = env.launcher.prepare(&spec).unwrap_err();
     assert!(err.to_string().contains("images.rootfs"), "{err}");
@@ -358,7 +359,7 @@ fn the_launcher_refuses_an_empty_spec() {
 
 #[test]
 fn dropping_a_running_instance_releases_everything() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut instance = env.launcher.prepare(&env.rootfs_spec(Workload::Idle)).unwrap();
     instance.launch().unwrap();
     let deadline = std::time::Instant::now() + Duration::from_millis(50);
@@ -369,7 +370,7 @@ fn dropping_a_running_instance_releases_everything() {
 
 #[test]
 fn a_killed_instance_is_signaled() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut instance = env.launcher.prepare(&env.rootfs_spec(Workload::Idle)).unwrap();
     instance.launch().unwrap();
     instance.kill().unwrap();
@@ -382,7 +383,7 @@ fn a_killed_instance_is_signaled() {
 
 #[test]
 fn the_workload_runs_in_the_instance_cgroup() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let record = env.run(&env.rootfs_spec(command(&["cat", "/proc/self/cgroup"])));
     let expected = format!("/boxbench/container-{}-", std::process::id());
     assert!(record.console.contains(&expected), "{}", record.console);
@@ -390,7 +391,7 @@ fn the_workload_runs_in_the_instance_cgroup() {
 
 #[test]
 fn a_limit_too_small_to_start_in_is_out_of_memory() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut spec = env.rootfs_spec(Workload::Hello);
     spec.memory_limit_bytes = Some(4096);
     let record = env.run(&spec);
@@ -399,7 +400,7 @@ fn a_limit_too_small_to_start_in_is_out_of_memory() {
 
 #[test]
 fn the_workload_starts_with_default_signal_handling() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     // Rust ignores SIGPIPE in boxbench itself; the workload must not inherit that, nor a blocked mask.
     let record = env.run(&env.rootfs_spec(command(&["grep", "-E", "^Sig(Blk|Ign)", "/proc/self/status"])));
     assert_eq!(record.console, "SigBlk:\t0000000000000000\nSigIgn:\t0000000000000000\n");
@@ -417,7 +418,7 @@ fn host_masked_paths() -> Vec<(&'static str, bool)> {
 
 #[test]
 fn the_workload_sees_only_its_own_processes() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let host_pids = std::fs::read_dir("/proc")
         .unwrap()
         .flatten()
@@ -435,7 +436,7 @@ fn the_workload_sees_only_its_own_processes() {
 
 #[test]
 fn the_workload_cannot_mount_over_a_path_and_nothing_reaches_the_host() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let script = "mount -t tmpfs none /mnt && echo mounted; umount /proc && echo unmounted; \
                   grep -c ' /mnt ' /proc/self/mountinfo; touch /mnt/written 2>/dev/null";
     let host_mnt = env.fixture.rootfs().join("mnt");
@@ -461,7 +462,7 @@ fn the_workload_cannot_mount_over_a_path_and_nothing_reaches_the_host() {
 
 #[test]
 fn proc_sysrq_trigger_and_proc_sys_cannot_be_written() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let script = "echo h > /proc/sysrq-trigger; echo boxbench > /proc/sys/kernel/domainname; cat /proc/sys/kernel/domainname; \
                   grep -E ' /proc/(sys|sysrq-trigger|bus|fs|irq) ' /proc/self/mountinfo | cut -d' ' -f5,6";
     let record = env.run(&env.bundle_spec(command(&["sh", "-c", script])));
@@ -493,7 +494,7 @@ fn proc_sysrq_trigger_and_proc_sys_cannot_be_written() {
 
 #[test]
 fn masked_paths_read_as_empty() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let masked = host_masked_paths();
     assert!(!masked.is_empty(), "the host has none of OCI's masked paths");
     if !std::path::Path::new("/proc/kcore").exists() {
@@ -539,7 +540,7 @@ const STATUS: &[&str] = &["grep", "-E", "^(Cap|NoNewPrivs)", "/proc/self/status"
 
 #[test]
 fn the_workload_has_ocis_default_capabilities_and_no_new_privs() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let oci = boxbench_container::CapabilitySets::oci_default();
     assert_eq!(oci.effective, 0x2000_0420);
     let expected = cap_lines(0, oci.permitted, oci.effective, oci.bounding, 0, 1);
@@ -550,7 +551,7 @@ fn the_workload_has_ocis_default_capabilities_and_no_new_privs() {
 
 #[test]
 fn a_bundles_capabilities_are_applied() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let (chown, kill, bind) = (1u64 << 0, 1u64 << 5, 1u64 << 10);
     let mut value = env.fixture.config();
     value["process"]["noNewPrivileges"] = serde_json::json!(false);
@@ -583,7 +584,7 @@ fn a_bundles_capabilities_are_applied() {
 
 #[test]
 fn a_bundles_readonly_paths_apply_to_its_own_files() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let mut value = env.fixture.config();
     value["root"]["readonly"] = serde_json::json!(false);
     value["linux"]["readonlyPaths"] = serde_json::json!(["/boxbench/sentinel", "/no/such/path"]);
@@ -602,7 +603,7 @@ fn a_bundles_readonly_paths_apply_to_its_own_files() {
 
 #[test]
 fn a_bad_isolation_setting_is_named_before_launch() {
-    let Some(env) = env() else { return };
+    let env = require!(env());
     let config = env.fixture.bundle().join("config.json");
     let mut value = env.fixture.config();
     value["process"]["capabilities"] = serde_json::json!({"bounding": ["CAP_SYS_MAGIC"]});

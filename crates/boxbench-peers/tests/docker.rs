@@ -9,19 +9,14 @@ use std::time::Duration;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Outcome, Workload};
 use boxbench_peers::{DockerLauncher, DockerOptions};
+use boxbench_testkit::require;
 
-fn launcher() -> Option<DockerLauncher> {
+/// The launcher, or why this host cannot run it.
+fn launcher() -> Result<DockerLauncher, String> {
     if !common::is_root() {
-        eprintln!("skipping: docker tests need root (cgroups, dockerd)");
-        return None;
+        return Err("docker tests need root (cgroups, dockerd)".to_owned());
     }
-    match DockerLauncher::new(DockerOptions { start_dockerd: true, ..DockerOptions::default() }) {
-        Ok(launcher) => Some(launcher),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    DockerLauncher::new(DockerOptions { start_dockerd: true, ..DockerOptions::default() }).map_err(|e| e.to_string())
 }
 
 fn assert_nothing_left(launcher: &DockerLauncher) {
@@ -35,11 +30,8 @@ fn assert_nothing_left(launcher: &DockerLauncher) {
 #[test]
 fn docker_end_to_end() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else {
-        eprintln!("skipping: no busybox to build a root filesystem (Debian package: busybox-static)");
-        return;
-    };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
 
     let mut spec = InstanceSpec::new(Workload::Hello, images.paths.clone());
     spec.memory_limit_bytes = Some(64 << 20);

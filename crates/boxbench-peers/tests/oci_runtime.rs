@@ -8,19 +8,14 @@ use std::time::Duration;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, LaunchError, Launcher, Outcome, Workload};
 use boxbench_peers::{OciRuntime, OciRuntimeLauncher};
+use boxbench_testkit::require;
 
-fn launcher(runtime: OciRuntime) -> Option<OciRuntimeLauncher> {
+/// The launcher, or why this host cannot run it.
+fn launcher(runtime: OciRuntime) -> Result<OciRuntimeLauncher, String> {
     if !common::is_root() {
-        eprintln!("skipping: {} tests need root (cgroups, namespaces)", runtime.name());
-        return None;
+        return Err(format!("{} tests need root (cgroups, namespaces)", runtime.name()));
     }
-    match OciRuntimeLauncher::new(runtime) {
-        Ok(launcher) => Some(launcher),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    OciRuntimeLauncher::new(runtime).map_err(|e| e.to_string())
 }
 
 fn assert_nothing_left(launcher: &OciRuntimeLauncher) {
@@ -41,11 +36,8 @@ fn assert_nothing_left(launcher: &OciRuntimeLauncher) {
 
 fn hello_exits_cleanly(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
-    let Some(images) = common::container_images() else {
-        eprintln!("skipping: no busybox to build a root filesystem (Debian package: busybox-static)");
-        return;
-    };
+    let launcher = require!(launcher(runtime));
+    let images = require!(common::container_images());
     let mut spec = InstanceSpec::new(Workload::Hello, images.paths.clone());
     spec.memory_limit_bytes = Some(64 << 20);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -65,8 +57,8 @@ fn hello_exits_cleanly(runtime: OciRuntime) {
 
 fn failing_command_status_propagates(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher(runtime));
+    let images = require!(common::container_images());
     let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; exit 3"].map(String::from).to_vec();
     let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
     assert_eq!(record.outcome, Outcome::Exited { code: 3 }, "console: {}", record.console);
@@ -76,8 +68,8 @@ fn failing_command_status_propagates(runtime: OciRuntime) {
 
 fn runtime_failure_is_not_a_workload_status(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher(runtime));
+    let images = require!(common::container_images());
     let argv = vec!["/no/such/program".to_owned()];
     let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
     match &record.outcome {
@@ -90,8 +82,8 @@ fn runtime_failure_is_not_a_workload_status(runtime: OciRuntime) {
 
 fn deadline_kills_idle(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher(runtime));
+    let images = require!(common::container_images());
     let mut spec = InstanceSpec::new(Workload::Idle, images.paths.clone());
     spec.timeout = Duration::from_millis(1500);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -102,7 +94,7 @@ fn deadline_kills_idle(runtime: OciRuntime) {
 
 fn missing_workload_script_is_named(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
+    let launcher = require!(launcher(runtime));
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("rootfs")).unwrap();
     let images = boxbench_core::ImagePaths { rootfs: Some(dir.path().join("rootfs")), ..Default::default() };
@@ -165,8 +157,8 @@ fn runc_missing_workload_script_is_named() {
 #[test]
 fn prepared_but_never_launched_instance_leaves_nothing() {
     let _serial = common::serial();
-    let Some(launcher) = launcher(OciRuntime::Crun) else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher(OciRuntime::Crun));
+    let images = require!(common::container_images());
     let instance = launcher.prepare(&InstanceSpec::new(Workload::Hello, images.paths.clone())).unwrap();
     assert_eq!(common::leftover_cgroups("crun").len(), 1, "the instance cgroup exists once prepared");
     drop(instance);
@@ -183,8 +175,8 @@ fn prepared_but_never_launched_instance_leaves_nothing() {
 /// shows as the runtime's "killed by signal 9".
 fn memory_limit_applies(runtime: OciRuntime) {
     let _serial = common::serial();
-    let Some(launcher) = launcher(runtime) else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher(runtime));
+    let images = require!(common::container_images());
     let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; dd if=/dev/zero of=/dev/null bs=64M count=1"]
         .map(String::from)
         .to_vec();

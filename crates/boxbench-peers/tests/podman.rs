@@ -8,19 +8,14 @@ use std::time::Duration;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Outcome, Workload};
 use boxbench_peers::{PodmanLauncher, PodmanOptions};
+use boxbench_testkit::require;
 
-fn launcher() -> Option<PodmanLauncher> {
+/// The launcher, or why this host cannot run it.
+fn launcher() -> Result<PodmanLauncher, String> {
     if !common::is_root() {
-        eprintln!("skipping: podman tests need root (cgroups)");
-        return None;
+        return Err("podman tests need root (cgroups)".to_owned());
     }
-    match PodmanLauncher::new(PodmanOptions::default()) {
-        Ok(launcher) => Some(launcher),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    PodmanLauncher::new(PodmanOptions::default()).map_err(|e| e.to_string())
 }
 
 fn assert_nothing_left(launcher: &PodmanLauncher) {
@@ -35,11 +30,8 @@ fn assert_nothing_left(launcher: &PodmanLauncher) {
 #[test]
 fn podman_hello_exits_cleanly_and_its_image_goes_with_the_launcher() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else {
-        eprintln!("skipping: no busybox to build a root filesystem (Debian package: busybox-static)");
-        return;
-    };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
     let mut spec = InstanceSpec::new(Workload::Hello, images.paths.clone());
     spec.memory_limit_bytes = Some(64 << 20);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -62,8 +54,8 @@ fn podman_hello_exits_cleanly_and_its_image_goes_with_the_launcher() {
 #[test]
 fn podman_failing_command_status_propagates() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
     let argv = ["/bin/sh", "-c", "echo BOXBENCH_READY; exit 3"].map(String::from).to_vec();
     let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
     assert_eq!(record.outcome, Outcome::Exited { code: 3 }, "console: {}", record.console);
@@ -73,8 +65,8 @@ fn podman_failing_command_status_propagates() {
 #[test]
 fn podman_engine_failure_is_not_a_workload_status() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
     let argv = vec!["/no/such/program".to_owned()];
     let record = launch_once(&launcher, &InstanceSpec::new(Workload::Command(argv), images.paths.clone())).unwrap();
     assert!(matches!(record.outcome, Outcome::Failed { .. }), "{:?}; console: {}", record.outcome, record.console);
@@ -84,8 +76,8 @@ fn podman_engine_failure_is_not_a_workload_status() {
 #[test]
 fn podman_deadline_kills_idle() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
     let mut spec = InstanceSpec::new(Workload::Idle, images.paths.clone());
     spec.timeout = Duration::from_secs(3);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -97,8 +89,8 @@ fn podman_deadline_kills_idle() {
 #[test]
 fn podman_prepared_but_never_launched_instance_leaves_nothing() {
     let _serial = common::serial();
-    let Some(launcher) = launcher() else { return };
-    let Some(images) = common::container_images() else { return };
+    let launcher = require!(launcher());
+    let images = require!(common::container_images());
     let instance =
         boxbench_core::Launcher::prepare(&launcher, &InstanceSpec::new(Workload::Hello, images.paths.clone())).unwrap();
     drop(instance);

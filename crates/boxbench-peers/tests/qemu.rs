@@ -10,33 +10,29 @@ use std::time::Duration;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, Launcher, Outcome, Workload};
 use boxbench_peers::{GuestKind, Machine, QemuLauncher, QemuOptions};
+use boxbench_testkit::require;
 
-fn launcher(options: QemuOptions) -> Option<QemuLauncher> {
+/// The launcher, or why this host cannot run it.
+fn launcher(options: QemuOptions) -> Result<QemuLauncher, String> {
     if !common::is_root() {
-        eprintln!("skipping: QEMU tests need root (cgroups)");
-        return None;
+        return Err("QEMU tests need root (cgroups)".to_owned());
     }
-    match QemuLauncher::new(options) {
-        Ok(launcher) => Some(launcher),
-        Err(e) => {
-            eprintln!("skipping: {e}");
-            None
-        }
-    }
+    QemuLauncher::new(options).map_err(|e| e.to_string())
 }
 
-fn own_guest(machine: Machine) -> Option<(QemuLauncher, ImagePaths)> {
+/// QEMU with boxbench's own guest on `machine`, or why this host cannot run it.
+fn own_guest(machine: Machine) -> Result<(QemuLauncher, ImagePaths), String> {
     if !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("skipping: boxbench's own guest runs under KVM and this host has no /dev/kvm");
-        return None;
+        return Err("boxbench's own guest runs under KVM and this host has no /dev/kvm".to_owned());
     }
     let launcher = launcher(QemuOptions { machine, guest: GuestKind::Boxbench, ..Default::default() })?;
     let images = ImagePaths { kernel: Some(boxbench_guest::elf_path().to_owned()), ..Default::default() };
-    Some((launcher, images))
+    Ok((launcher, images))
 }
 
-/// A Linux kernel: $BOXBENCH_TEST_KERNEL, else the Debian cloud kernel the images crate unpacks.
-fn linux_images() -> Option<ImagePaths> {
+/// A Linux kernel ($BOXBENCH_TEST_KERNEL, else the Debian cloud kernel the images crate unpacks) and
+/// boxbench's initramfs, or why there are none.
+fn linux_images() -> Result<ImagePaths, String> {
     let out = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../guest-images/out");
     let kernel = std::env::var_os("BOXBENCH_TEST_KERNEL").map(PathBuf::from).or_else(|| {
         std::fs::read_dir(out.join("debian-cloud/boot"))
@@ -48,15 +44,11 @@ fn linux_images() -> Option<ImagePaths> {
     let initrd = out.join("initramfs.cpio.gz");
     match kernel {
         Some(kernel) if initrd.is_file() => {
-            Some(ImagePaths { kernel: Some(kernel), initrd: Some(initrd), ..Default::default() })
+            Ok(ImagePaths { kernel: Some(kernel), initrd: Some(initrd), ..Default::default() })
         }
-        _ => {
-            eprintln!(
-                "skipping: no Linux kernel and initramfs (set BOXBENCH_TEST_KERNEL, or build guest-images/out with the \
-                 Debian cloud kernel, package linux-image-cloud-amd64)"
-            );
-            None
-        }
+        _ => Err("no Linux kernel and initramfs (set BOXBENCH_TEST_KERNEL, or build guest-images/out with the \
+                  Debian cloud kernel, package linux-image-cloud-amd64: boxbench images build)"
+            .to_owned()),
     }
 }
 
@@ -76,7 +68,7 @@ fn assert_nothing_left(launcher: &QemuLauncher) {
 
 fn own_guest_boots_and_resets(machine: Machine) {
     let _serial = common::serial();
-    let Some((launcher, images)) = own_guest(machine) else { return };
+    let (launcher, images) = require!(own_guest(machine));
     let mut spec = InstanceSpec::new(Workload::Hello, images);
     spec.memory_limit_bytes = Some(64 << 20);
     spec.timeout = Duration::from_secs(120);
@@ -103,13 +95,13 @@ fn qemu_q35_boots_own_guest_under_kvm() {
 #[test]
 fn qemu_deadline_kills_a_spinning_guest() {
     let _serial = common::serial();
-    let Some(_) = own_guest(Machine::Microvm) else { return };
+    require!(own_guest(Machine::Microvm));
     let options = QemuOptions {
         guest: GuestKind::Boxbench,
         extra_kernel_args: vec![boxbench_guest::TEST_SPIN.to_owned()],
         ..Default::default()
     };
-    let Some(launcher) = launcher(options) else { return };
+    let launcher = require!(launcher(options));
     let images = ImagePaths { kernel: Some(boxbench_guest::elf_path().to_owned()), ..Default::default() };
     let mut spec = InstanceSpec::new(Workload::Hello, images);
     spec.timeout = Duration::from_secs(2);
@@ -123,8 +115,8 @@ fn qemu_deadline_kills_a_spinning_guest() {
 #[test]
 fn qemu_microvm_linux_hello_and_exit_status() {
     let _serial = common::serial();
-    let Some(images) = linux_images() else { return };
-    let Some(launcher) = launcher(QemuOptions::default()) else { return };
+    let images = require!(linux_images());
+    let launcher = require!(launcher(QemuOptions::default()));
     let mut spec = InstanceSpec::new(Workload::Hello, images.clone());
     spec.timeout = Duration::from_secs(120);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -138,7 +130,7 @@ fn qemu_microvm_linux_hello_and_exit_status() {
     // The guest's /init reports a missing workload with status 127: the last boxbench.workload wins.
     let options =
         QemuOptions { extra_kernel_args: vec!["boxbench.workload=no-such-workload".into()], ..Default::default() };
-    let Some(launcher) = self::launcher(options) else { return };
+    let launcher = require!(self::launcher(options));
     let record = launch_once(&launcher, &spec).unwrap();
     assert_eq!(record.outcome, Outcome::Exited { code: 127 }, "console tail: {}", record.console_tail(20));
     assert_eq!(record.phases.workload_ms, None);
@@ -148,8 +140,8 @@ fn qemu_microvm_linux_hello_and_exit_status() {
 #[test]
 fn qemu_q35_linux_hello() {
     let _serial = common::serial();
-    let Some(images) = linux_images() else { return };
-    let Some(launcher) = launcher(QemuOptions { machine: Machine::Q35, ..Default::default() }) else { return };
+    let images = require!(linux_images());
+    let launcher = require!(launcher(QemuOptions { machine: Machine::Q35, ..Default::default() }));
     let mut spec = InstanceSpec::new(Workload::Hello, images);
     spec.timeout = Duration::from_secs(120);
     let record = launch_once(&launcher, &spec).unwrap();
@@ -160,8 +152,8 @@ fn qemu_q35_linux_hello() {
 #[test]
 fn qemu_deadline_kills_an_idle_linux_guest() {
     let _serial = common::serial();
-    let Some(images) = linux_images() else { return };
-    let Some(launcher) = launcher(QemuOptions::default()) else { return };
+    let images = require!(linux_images());
+    let launcher = require!(launcher(QemuOptions::default()));
     let mut spec = InstanceSpec::new(Workload::Idle, images);
     // Long enough for a TCG boot on a loaded two-core host (a few seconds), short for a test.
     spec.timeout = Duration::from_secs(30);
@@ -174,7 +166,7 @@ fn qemu_deadline_kills_an_idle_linux_guest() {
 #[test]
 fn linux_guest_without_initrd_is_refused() {
     let _serial = common::serial();
-    let Some(launcher) = launcher(QemuOptions::default()) else { return };
+    let launcher = require!(launcher(QemuOptions::default()));
     let dir = tempfile::tempdir().unwrap();
     let kernel = dir.path().join("vmlinuz");
     std::fs::write(&kernel, b"not really a kernel").unwrap();

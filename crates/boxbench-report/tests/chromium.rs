@@ -1,6 +1,7 @@
 //! The HTML report in a real browser: headless Chromium (Debian's `chromium`) loads it from disk and
 //! must build an SVG element per plot and paint the plots (their colours appear in a screenshot).
-//! Skipped, saying why, where Chromium is not installed.
+//! Where Chromium is not installed it is a skip through boxbench-testkit (a failure under
+//! `BOXBENCH_REQUIRE_ALL=1`).
 
 mod common;
 
@@ -14,11 +15,13 @@ const CHROMIUM_DEADLINE: Duration = Duration::from_secs(120);
 /// The second bar colour of every plot (Okabe–Ito orange), used nowhere in the page's own style.
 const PLOT_ORANGE: [u8; 3] = [230, 159, 0];
 
-fn find_chromium() -> Option<PathBuf> {
-    let path = std::env::var_os("PATH")?;
+/// Chromium on PATH, or why there is none.
+fn find_chromium() -> Result<PathBuf, &'static str> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
     std::env::split_paths(&path)
         .flat_map(|dir| ["chromium", "chromium-browser"].map(|name| dir.join(name)))
         .find(|candidate| candidate.is_file())
+        .ok_or("chromium is not installed (Debian package chromium)")
 }
 
 /// Runs headless Chromium on `page` with `mode` (`--dump-dom` or `--screenshot=…`), in a fresh
@@ -65,10 +68,7 @@ fn run_chromium(chromium: &Path, page: &Path, mode: &str) -> Output {
 
 #[test]
 fn html_report_renders_its_plots_in_headless_chromium() {
-    let Some(chromium) = find_chromium() else {
-        eprintln!("skipping: chromium is not installed (Debian package `chromium`)");
-        return;
-    };
+    let chromium = boxbench_testkit::require!(find_chromium());
     let dir = tempfile::tempdir().unwrap();
     let files = write_report(&common::full_results(), &dir.path().join("report")).unwrap();
 

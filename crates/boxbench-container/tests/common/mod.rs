@@ -27,11 +27,10 @@ pub struct Fixture {
 }
 
 impl Fixture {
-    /// Builds the fixture, or `None` (after saying why) when the host has no busybox.
-    pub fn build() -> Option<Self> {
+    /// Builds the fixture, or says why this host cannot (it has no busybox).
+    pub fn build() -> Result<Self, String> {
         if !Path::new(HOST_BUSYBOX).exists() {
-            eprintln!("skipping: {HOST_BUSYBOX} is missing (install busybox-static)");
-            return None;
+            return Err(format!("{HOST_BUSYBOX} is missing (Debian package busybox-static)"));
         }
         let dir = tempfile::tempdir().expect("temp dir");
         let fixture = Self { dir };
@@ -53,7 +52,7 @@ impl Fixture {
         }
         std::fs::write(rootfs.join("boxbench/sentinel"), SENTINEL).expect("sentinel");
         fixture.write_config(&fixture.config());
-        Some(fixture)
+        Ok(fixture)
     }
 
     pub fn bundle(&self) -> PathBuf {

@@ -1,5 +1,6 @@
 //! Fixtures shared by the peer tests: a container root filesystem and bundle (boxbench's built image
-//! when the images helper has made it, else a busybox one made here), skip checks, and leak checks.
+//! when the images helper has made it, else a busybox one made here), what the tests need, and leak
+//! checks.
 #![allow(dead_code)] // each test binary uses its own subset of these helpers
 
 use std::fs;
@@ -33,10 +34,11 @@ fn project_root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }
 
-pub fn container_images() -> Option<ContainerImages> {
+/// [`ContainerImages`], or why this host has none.
+pub fn container_images() -> Result<ContainerImages, String> {
     let built = project_root().join("guest-images/out");
     if built.join("bundle/config.json").is_file() && built.join("rootfs.tar").is_file() {
-        return Some(ContainerImages {
+        return Ok(ContainerImages {
             paths: ImagePaths {
                 bundle: Some(built.join("bundle")),
                 rootfs: Some(built.join("bundle/rootfs")),
@@ -46,7 +48,10 @@ pub fn container_images() -> Option<ContainerImages> {
             _dir: None,
         });
     }
-    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(PathBuf::from).find(|p| p.is_file())?;
+    let busybox = ["/bin/busybox", "/usr/bin/busybox"].into_iter().map(PathBuf::from).find(|p| p.is_file()).ok_or(
+        "no busybox to build a root filesystem (Debian package busybox-static), nor a built bundle in \
+         guest-images/out (boxbench images build)",
+    )?;
     let dir = tempfile::tempdir().unwrap();
     let bundle = dir.path().join("bundle");
     let rootfs = bundle.join("rootfs");
@@ -85,7 +90,7 @@ pub fn container_images() -> Option<ContainerImages> {
     let status =
         std::process::Command::new("tar").arg("-cf").arg(&rootfs_tar).arg("-C").arg(&rootfs).arg(".").status().unwrap();
     assert!(status.success(), "tar of the test rootfs failed");
-    Some(ContainerImages {
+    Ok(ContainerImages {
         paths: ImagePaths { bundle: Some(bundle), rootfs: Some(rootfs), ..ImagePaths::default() },
         rootfs_tar,
         _dir: Some(dir),
