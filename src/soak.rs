@@ -554,22 +554,16 @@ mod tests {
     #[test]
     fn an_open_file_and_an_instance_cgroup_are_leftovers_until_released() {
         let _turn = SNAPSHOTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let Ok(host) = CgroupHost::detect() else {
-            eprintln!("skipping: no cgroup memory controller");
-            return;
-        };
+        let host = boxbench_testkit::require!(CgroupHost::detect());
         let scope = SnapshotScope { backend: "soak-test".into(), image_paths: Vec::new() };
         let before = scope.snapshot().unwrap();
         // Other tests run in this process at the same time and open and close their own files: 64
         // held open here stand out from that traffic.
         let files: Vec<fs::File> = (0..64).map(|_| fs::File::open("/proc/self/status").unwrap()).collect();
-        let cgroup = match boxbench_core::cgroup::InstanceCgroup::create(&host, "soak-test") {
-            Ok(cgroup) => cgroup,
-            Err(e) => {
-                eprintln!("skipping: cannot make a cgroup here: {e}");
-                return;
-            }
-        };
+        let cgroup = boxbench_testkit::require!(
+            boxbench_core::cgroup::InstanceCgroup::create(&host, "soak-test")
+                .map_err(|e| format!("cannot make a cgroup here: {e}"))
+        );
         let leftovers = Leftovers::between(&before, &scope.snapshot().unwrap());
         assert!(leftovers.fds >= 32, "{leftovers:?}");
         assert!(leftovers.cgroups.contains(&cgroup.path().to_owned()), "{leftovers:?}");

@@ -71,11 +71,11 @@ fn others_may_execute(path: &Path) -> bool {
 /// for containers; the micro-VM needs /dev/kvm, and beyond it (in /dev/kvm's group) its cgroup.
 fn not_root_rows() -> Vec<Row> {
     if on_path("setpriv").is_none() {
-        eprintln!("skipping the not-root rows: no setpriv (util-linux) on PATH");
+        boxbench_testkit::skip("the not-root rows: no setpriv on PATH (Debian package util-linux)");
         return Vec::new();
     }
     if !others_may_execute(Path::new(BOXBENCH)) {
-        eprintln!("skipping the not-root rows: an unprivileged user cannot execute {BOXBENCH}");
+        boxbench_testkit::skip(format_args!("the not-root rows: an unprivileged user cannot execute {BOXBENCH}"));
         return Vec::new();
     }
     let as_user = |name, args: &[&str], expect: &[&str], run_as| Row {
@@ -92,7 +92,7 @@ fn not_root_rows() -> Vec<Row> {
     let microvm = ["run", "-b", "microvm", "--guest", "boxbench"];
     let cgroup_refused: &[&str] = &["microvm launch: /sys/fs/cgroup/", "Permission denied"];
     match fs::metadata("/dev/kvm") {
-        Err(_) => eprintln!("skipping the micro-VM not-root rows: no /dev/kvm"),
+        Err(e) => boxbench_testkit::skip(format_args!("the micro-VM not-root rows: /dev/kvm: {e}")),
         Ok(kvm) => {
             let mode = kvm.permissions().mode();
             let refused: &[&str] =
@@ -329,10 +329,7 @@ fn command(row: &Row) -> Command {
 
 #[test]
 fn every_bad_input_is_refused_in_one_line_naming_it_and_leaves_nothing() {
-    if !common::is_root() {
-        eprintln!("skipping: the container and micro-VM backends need root");
-        return;
-    }
+    boxbench_testkit::require!(common::is_root(), "the container and micro-VM backends need root");
     let dir = tempfile::tempdir().unwrap();
     let rows = rows(dir.path());
     assert!(rows.len() >= 25);
@@ -362,10 +359,7 @@ fn every_bad_input_is_refused_in_one_line_naming_it_and_leaves_nothing() {
 
 #[test]
 fn a_closed_stdout_is_a_one_line_error_after_the_instances_are_gone() {
-    if !common::is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return;
-    }
+    boxbench_testkit::require!(common::is_root(), "the container backend needs root");
     let temp_before = common::temp_entries();
     // A pipe whose reading end is closed before boxbench writes its report, as `boxbench run | true`.
     let (reader, writer) = std::io::pipe().unwrap();

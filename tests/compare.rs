@@ -5,14 +5,14 @@ mod common;
 
 use std::process::{Command, Stdio};
 
+use boxbench_testkit::require;
+
 const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
 
 #[test]
 fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
-    if !common::is_root() || !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("skipping: the container and micro-VM backends need root and /dev/kvm");
-        return;
-    }
+    require!(common::is_root(), "the container and micro-VM backends need root");
+    require!(std::path::Path::new("/dev/kvm").exists(), "the micro-VM backend needs /dev/kvm");
     let out = tempfile::tempdir().unwrap();
     let report = out.path().join("report");
     let temp_before = common::temp_entries();

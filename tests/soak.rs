@@ -7,6 +7,8 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
 
+use boxbench_testkit::require;
+
 const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
 
 fn soak_json(backend: &str, count: u32) -> serde_json::Value {
@@ -35,19 +37,14 @@ fn assert_clean_soak(report: &serde_json::Value, count: u64) {
 
 #[test]
 fn fifty_container_launches_leave_the_host_clean() {
-    if !common::is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return;
-    }
+    require!(common::is_root(), "the container backend needs root");
     assert_clean_soak(&soak_json("container", 50), 50);
 }
 
 #[test]
 fn twenty_microvm_launches_leave_the_host_clean() {
-    if !common::is_root() || !std::path::Path::new("/dev/kvm").exists() {
-        eprintln!("skipping: the micro-VM backend needs root and /dev/kvm");
-        return;
-    }
+    require!(common::is_root(), "the micro-VM backend needs root");
+    require!(std::path::Path::new("/dev/kvm").exists(), "the micro-VM backend needs /dev/kvm");
     assert_clean_soak(&soak_json("microvm", 20), 20);
 }
 
@@ -90,10 +87,7 @@ fn interrupt_tears_down(args: &[&str]) {
 
 #[test]
 fn sigint_during_a_soak_kills_the_instances_and_exits_non_zero() {
-    if !common::is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return;
-    }
+    require!(common::is_root(), "the container backend needs root");
     interrupt_tears_down(&[
         "soak",
         "--backend",
@@ -109,19 +103,13 @@ fn sigint_during_a_soak_kills_the_instances_and_exits_non_zero() {
 
 #[test]
 fn sigint_during_a_run_kills_the_instance_and_exits_non_zero() {
-    if !common::is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return;
-    }
+    require!(common::is_root(), "the container backend needs root");
     interrupt_tears_down(&["run", "--backend", "container", "--runs", "1000", "--workload", "idle"]);
 }
 
 #[test]
 fn sigint_during_a_compare_stops_it_without_a_report_and_exits_non_zero() {
-    if !common::is_root() {
-        eprintln!("skipping: the container backend needs root");
-        return;
-    }
+    require!(common::is_root(), "the container backend needs root");
     let out = tempfile::tempdir().unwrap();
     let report_dir = out.path().join("report");
     let report = report_dir.display().to_string();
