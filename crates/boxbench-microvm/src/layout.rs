@@ -96,6 +96,12 @@ pub const I8042_COMMAND_PORT: u16 = 0x64;
 /// The PC reset-control register (Linux's `reboot=p` path writes here).
 pub const RESET_CONTROL_PORT: u16 = 0xcf9;
 
+/// The CMOS real-time clock's index port (bit 7 masks NMIs).
+pub const RTC_INDEX_PORT: u16 = 0x70;
+
+/// The CMOS real-time clock's data port: the register the index port selected.
+pub const RTC_DATA_PORT: u16 = 0x71;
+
 /// The guest-physical RAM ranges of a guest with `mem_bytes` of memory: everything below the MMIO
 /// gap, and what does not fit there above 4 GiB.
 pub fn ram_ranges(mem_bytes: u64) -> Vec<(GuestAddress, u64)> {

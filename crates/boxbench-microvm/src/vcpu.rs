@@ -146,8 +146,8 @@ mod tests {
     use crate::devices::IgnoredAccesses;
     use crate::devices::serial::SerialPort;
     use crate::layout::{
-        BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, SERIAL_PORT_BASE,
-        SERIAL_PORT_LEN,
+        BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, RTC_DATA_PORT,
+        RTC_INDEX_PORT, SERIAL_PORT_BASE, SERIAL_PORT_LEN,
     };
     use crate::observer::IgnoreMilestones;
 
@@ -158,7 +158,7 @@ mod tests {
 
     fn is_device_port(port: u16) -> bool {
         (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_LEN).contains(&port)
-            || [I8042_DATA_PORT, I8042_COMMAND_PORT, RESET_CONTROL_PORT].contains(&port)
+            || [I8042_DATA_PORT, I8042_COMMAND_PORT, RESET_CONTROL_PORT, RTC_INDEX_PORT, RTC_DATA_PORT].contains(&port)
     }
 
     #[test]
@@ -187,7 +187,8 @@ mod tests {
             }
         }
         assert_eq!(devices.ignored(), IgnoredAccesses { port_io: unknown_accesses, mmio: 0 });
-        assert_eq!(unknown_accesses, 3 * 2 * (0x1_0000 - 11));
+        // 8 serial ports, 2 of the i8042, the reset-control port and 2 of the real-time clock.
+        assert_eq!(unknown_accesses, 3 * 2 * (0x1_0000 - 13));
     }
 
     #[test]

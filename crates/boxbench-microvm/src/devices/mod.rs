@@ -10,14 +10,15 @@
 pub mod boot_timer;
 pub mod i8042;
 pub mod reset;
+pub mod rtc;
 pub mod serial;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use crate::layout::{
-    BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, SERIAL_PORT_BASE,
-    SERIAL_PORT_LEN,
+    BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, RTC_DATA_PORT,
+    RTC_INDEX_PORT, SERIAL_PORT_BASE, SERIAL_PORT_LEN,
 };
 use crate::observer::VmObserver;
 
@@ -45,6 +46,7 @@ pub struct Devices {
     serial: Mutex<serial::SerialPort>,
     i8042: Mutex<i8042::I8042>,
     reset_control: Mutex<reset::ResetControl>,
+    rtc: Mutex<rtc::Rtc>,
     boot_timer: boot_timer::BootTimer,
     ignored_port_io: AtomicU64,
     ignored_mmio: AtomicU64,
@@ -57,6 +59,7 @@ impl Devices {
             serial: Mutex::new(serial),
             i8042: Mutex::new(i8042::I8042::default()),
             reset_control: Mutex::new(reset::ResetControl::default()),
+            rtc: Mutex::new(rtc::Rtc::default()),
             boot_timer: boot_timer::BootTimer::new(observer),
             ignored_port_io: AtomicU64::new(0),
             ignored_mmio: AtomicU64::new(0),
@@ -72,6 +75,7 @@ impl Devices {
                 self.i8042.lock().unwrap_or_else(PoisonError::into_inner).read(port)
             }
             RESET_CONTROL_PORT => self.reset_control.lock().unwrap_or_else(PoisonError::into_inner).read(),
+            RTC_INDEX_PORT | RTC_DATA_PORT => self.rtc.lock().unwrap_or_else(PoisonError::into_inner).read(port),
             _ => {
                 self.ignored_port_io.fetch_add(1, Ordering::Relaxed);
                 data.fill(0xff);
@@ -87,7 +91,11 @@ impl Devices {
     /// A guest `out` to `port` of `data`, whatever its length (the devices take its low byte; an
     /// empty write reaches no device); returns a reset request if the write was one.
     pub fn port_write(&self, port: u16, data: &[u8]) -> Option<ResetSource> {
-        let known = is_serial(port) || matches!(port, I8042_DATA_PORT | I8042_COMMAND_PORT | RESET_CONTROL_PORT);
+        let known = is_serial(port)
+            || matches!(
+                port,
+                I8042_DATA_PORT | I8042_COMMAND_PORT | RESET_CONTROL_PORT | RTC_INDEX_PORT | RTC_DATA_PORT
+            );
         let value = match data.first() {
             Some(&value) if known => value,
             _ => {
@@ -103,6 +111,10 @@ impl Devices {
             RESET_CONTROL_PORT => {
                 let mut reset = self.reset_control.lock().unwrap_or_else(PoisonError::into_inner);
                 reset.write(value).then_some(ResetSource::ResetControl)
+            }
+            RTC_INDEX_PORT | RTC_DATA_PORT => {
+                self.rtc.lock().unwrap_or_else(PoisonError::into_inner).write(port, value);
+                None
             }
             serial => {
                 self.serial.lock().unwrap_or_else(PoisonError::into_inner).write(serial_offset(serial), value);
@@ -180,6 +192,16 @@ mod tests {
         assert_eq!(devices.port_write(I8042_COMMAND_PORT, &[0xfe]), Some(ResetSource::I8042));
         assert_eq!(devices.port_write(RESET_CONTROL_PORT, &[0x2]), None);
         assert_eq!(devices.port_write(RESET_CONTROL_PORT, &[0x6]), Some(ResetSource::ResetControl));
+        assert_eq!(devices.ignored(), IgnoredAccesses::default());
+    }
+
+    #[test]
+    fn the_real_time_clock_answers_its_ports() {
+        let devices = devices();
+        assert_eq!(devices.port_write(RTC_INDEX_PORT, &[0x0d]), None);
+        let mut data = [0u8; 1];
+        devices.port_read(RTC_DATA_PORT, &mut data);
+        assert_eq!(data, [0x80], "register D says the clock is valid");
         assert_eq!(devices.ignored(), IgnoredAccesses::default());
     }
 }
