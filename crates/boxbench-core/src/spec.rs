@@ -7,6 +7,17 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+/// Kernel parameters every VMM gives a Linux guest: the console on the first serial port, no wait
+/// for a reset on panic, and `quiet`. Each console byte is a VM exit; under nested virtualisation a
+/// verbose boot log costs seconds, and the workload's marker is printed by userspace either way.
+pub const LINUX_GUEST_ARGS: &str = "console=ttyS0 panic=-1 quiet";
+
+/// Kernel parameters for a VMM whose i8042 keyboard controller is there only to reset the machine
+/// (boxbench's, Firecracker's): no AUX port, no multiplexer, no PnP lookup, no keyboard probing.
+/// Without them Linux's i8042 driver waits out its command timeouts, seconds under nested
+/// virtualisation. Firecracker's default command line says the same.
+pub const I8042_RESET_ONLY_ARGS: &str = "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
+
 /// The workload an instance runs. Named workloads are scripts in the guest image
 /// (`/boxbench/workloads/NAME`); a command is run as given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]

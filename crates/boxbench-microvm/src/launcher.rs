@@ -17,6 +17,7 @@ use std::time::Instant;
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::host::KvmFlavour;
+use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, LINUX_GUEST_ARGS};
 use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
     Timeline, Workload,
@@ -128,13 +129,15 @@ impl MicroVmLauncher {
         self.kvm == KvmFlavour::Pvm && self.options.guest == GuestKind::MicroVmLinux
     }
 
-    /// The command line for `workload`: a serial console, reboot at once on panic, the workload's name,
+    /// The command line for `workload`: what every VMM gives a Linux guest
+    /// ([`LINUX_GUEST_ARGS`]), the i8042 settings of a reset-only controller, the workload's name,
     /// how to reboot (through the keyboard controller, or on kvm_pvm with boxbench's micro-VM kernel its
     /// whole compatibility set with `reboot=p`, the reset-control port; the VMM treats both as a clean
     /// exit), then the user's additions.
     pub fn cmdline(&self, workload: &Workload) -> String {
         let reboot = if self.pvm_compat() { kvm_pvm_cmdline() } else { "reboot=k" };
-        let mut cmdline = format!("console=ttyS0 panic=-1 boxbench.workload={} {reboot}", workload.name());
+        let mut cmdline =
+            format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} boxbench.workload={} {reboot}", workload.name());
         let extra = self.options.cmdline_extra.trim();
         if !extra.is_empty() {
             cmdline.push(' ');

@@ -16,6 +16,7 @@ use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
+use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, LINUX_GUEST_ARGS};
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Timeline, Workload};
 use serde_json::{Value, json};
 
@@ -86,10 +87,7 @@ impl FirecrackerLauncher {
 /// Firecracker); both guests are told their workload (boxbench's own stays up after its marker for
 /// `idle`).
 pub fn boot_args(spec: &InstanceSpec) -> String {
-    let mut words =
-        vec!["console=ttyS0", "reboot=k", "panic=-1", "pci=off"].into_iter().map(str::to_owned).collect::<Vec<_>>();
-    words.push(format!("boxbench.workload={}", spec.workload.name()));
-    words.join(" ")
+    format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload={}", spec.workload.name())
 }
 
 /// Firecracker's `--config-file` JSON for `spec`: boot source and machine, no drives.
@@ -258,7 +256,7 @@ mod tests {
                 "boot-source": {
                     "kernel_image_path": "/img/vmlinux",
                     "initrd_path": "/img/initramfs.cpio",
-                    "boot_args": "console=ttyS0 reboot=k panic=-1 pci=off boxbench.workload=idle",
+                    "boot_args": format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload=idle"),
                 },
                 "drives": [],
                 "machine-config": {"vcpu_count": 2, "mem_size_mib": 100},
@@ -272,7 +270,7 @@ mod tests {
         let config = config_json(&spec, Path::new("/g.elf"));
         assert_eq!(
             config["boot-source"]["boot_args"],
-            "console=ttyS0 reboot=k panic=-1 pci=off boxbench.workload=hello"
+            format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload=hello")
         );
         assert!(config["boot-source"].get("initrd_path").is_none());
         assert_eq!(config["machine-config"]["mem_size_mib"], 256);

@@ -30,6 +30,7 @@ use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
+use boxbench_core::spec::LINUX_GUEST_ARGS;
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, READY_MARKER, Record, Workload};
 
 use crate::process::{ChildSetup, Streams};
@@ -74,7 +75,8 @@ impl Machine {
 
     fn argument(self) -> &'static str {
         match self {
-            Machine::Microvm => "microvm,acpi=off",
+            // A Linux guest without an RTC probes its legacy ports for seconds (`rtc_cmos`).
+            Machine::Microvm => "microvm,acpi=off,rtc=on",
             Machine::Q35 => "q35",
         }
     }
@@ -226,7 +228,7 @@ impl QemuLauncher {
     }
 
     fn kernel_command_line(&self, spec: &InstanceSpec) -> String {
-        let mut words = vec!["console=ttyS0".to_owned(), "reboot=t".to_owned(), "panic=-1".to_owned()];
+        let mut words = vec![LINUX_GUEST_ARGS.to_owned(), "reboot=t".to_owned()];
         // Both guests read their workload here: Linux's /init runs it, boxbench's own guest stays up
         // after its marker for `idle`.
         words.push(format!("boxbench.workload={}", spec.workload.name()));
@@ -466,10 +468,10 @@ mod tests {
         spec.vcpus = 2;
         let args = launcher(QemuOptions::default(), false).arguments(&spec, Path::new("/img/vmlinuz"));
         let line = args.join(" ");
-        assert!(line.starts_with("-M microvm,acpi=off -accel tcg -nodefaults"), "{line}");
+        assert!(line.starts_with("-M microvm,acpi=off,rtc=on -accel tcg -nodefaults"), "{line}");
         assert!(line.contains("-serial stdio -monitor none -no-reboot -m 128M -smp 2"), "{line}");
         assert!(line.contains("-kernel /img/vmlinuz -initrd /img/initramfs.cpio.gz"), "{line}");
-        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 boxbench.workload=uname");
+        assert_eq!(args.last().unwrap(), "console=ttyS0 panic=-1 quiet reboot=t boxbench.workload=uname");
         assert!(!line.contains("i8042"));
     }
 
@@ -481,7 +483,7 @@ mod tests {
         let args = launcher(options, true).arguments(&spec, Path::new("/g.elf"));
         let line = args.join(" ");
         assert!(line.contains("-accel kvm") && line.contains("-device i8042") && line.contains("-m 256M"), "{line}");
-        assert_eq!(args.last().unwrap(), "console=ttyS0 reboot=t panic=-1 boxbench.workload=hello x=1");
+        assert_eq!(args.last().unwrap(), "console=ttyS0 panic=-1 quiet reboot=t boxbench.workload=hello x=1");
     }
 
     #[test]
@@ -496,7 +498,7 @@ mod tests {
         assert!(line.contains("-cpu host,-arch-capabilities -device isa-debug-exit,iobase=0xcf9,iosize=1"), "{line}");
         assert_eq!(
             args.last().unwrap(),
-            "console=ttyS0 reboot=t panic=-1 boxbench.workload=hello pvm_compat.syscall_via_fault reboot=p"
+            "console=ttyS0 panic=-1 quiet reboot=t boxbench.workload=hello pvm_compat.syscall_via_fault reboot=p"
         );
         // Under TCG the guest is not on kvm_pvm: nothing of the compatibility applies.
         let tcg = launcher(options, false).arguments(&spec, Path::new("/img/vmlinux")).join(" ");
