@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boxbench::backends::{BackendChoice, BackendOptions};
-use boxbench::compare::{CompareProgress, CompareSettings, compare, timestamp};
+use boxbench::compare::{CompareProgress, CompareSettings, compare};
 use boxbench_core::Record;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -89,7 +89,7 @@ impl CompareProgress for Bar {
 
 /// Runs `boxbench compare`.
 pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
-    let out = args.out.clone().unwrap_or_else(|| reports_dir().join(timestamp()));
+    let out = args.out.clone().unwrap_or_else(|| boxbench::reports::timestamped(""));
     let settings = CompareSettings {
         runs: args.runs as usize,
         warmup: args.warmup as usize,
@@ -147,9 +147,4 @@ pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     let files = boxbench_report::write_comparison(&hosts, &args.out)?;
     crate::write_stdout(&format!("report: {}\n", files.report_md.display()))?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// The workspace's `reports/` directory.
-fn reports_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports")
 }

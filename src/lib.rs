@@ -5,4 +5,5 @@ pub mod backends;
 pub mod compare;
 pub mod images;
 pub mod output;
+pub mod reports;
 pub mod soak;

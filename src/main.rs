@@ -8,6 +8,7 @@ mod doctor;
 mod images_cmd;
 mod run;
 mod soak_cmd;
+mod svm_host_cmd;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -37,6 +38,8 @@ enum Command {
     Report(compare_cmd::ReportArgs),
     /// N launches of one backend, P at once, then a check that nothing was left on the host.
     Soak(soak_cmd::SoakArgs),
+    /// Runs a boxbench command inside an L1 host with emulated AMD-V and a pure cgroup v2 (QEMU TCG).
+    SvmHost(svm_host_cmd::SvmHostArgs),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +51,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => compare_cmd::compare_cmd(&args),
         Command::Report(args) => compare_cmd::report_cmd(&args),
         Command::Soak(args) => soak_cmd::soak_cmd(&args),
+        Command::SvmHost(args) => svm_host_cmd::svm_host_cmd(&args),
     };
     match result {
         Ok(code) => code,

@@ -1,0 +1,135 @@
+//! The L1 host's init, in two stages of busybox shell, and the markers it prints for the host.
+//!
+//! Stage 1 (`/init`) leaves the initramfs: the kernel unpacks it into `rootfs`, which `pivot_root(2)`
+//! refuses to leave (EINVAL), and every container runtime pivots — so the root is copied into a
+//! tmpfs and `switch_root` runs stage 2 there. Stage 2 (`/sbin/l1-init`) sets up what a real
+//! user's host has (proc, sysfs, devtmpfs, devpts, cgroup v2 alone at `/sys/fs/cgroup` with the
+//! controllers a systemd host enables, loopback), loads the KVM modules, reads the command from
+//! QEMU's fw_cfg, runs it in `/out`, sends `/out` back as a base64 tar on the second serial port,
+//! and powers off.
+
+use std::path::Path;
+
+/// Printed on the console once the modules are loaded and /dev/kvm exists, before the command.
+pub const READY_MARKER: &str = "BOXBENCH_L1_READY";
+/// Printed on the console after the command, followed by its exit status.
+pub const EXIT_MARKER: &str = "BOXBENCH_L1_EXIT=";
+/// Printed on the console, followed by what failed, when the L1 cannot run the command.
+pub const FAILED_MARKER: &str = "BOXBENCH_L1_FAILED: ";
+/// Brackets the base64 tar of `/out` on the second serial port.
+pub const OUT_BEGIN: &str = "BOXBENCH_OUT_BEGIN";
+/// Ends the base64 tar of `/out` on the second serial port.
+pub const OUT_END: &str = "BOXBENCH_OUT_END";
+/// The fw_cfg file that carries the command script (QEMU's `-fw_cfg name=...`).
+pub const COMMAND_FW_CFG: &str = "opt/boxbench/command";
+/// The directory the command runs in and whose contents come back to the host.
+pub const OUT_DIR: &str = "/out";
+/// The environment variable that points `compare`'s default report directory into [`OUT_DIR`].
+pub const REPORTS_DIR_ENV: &str = "BOXBENCH_REPORTS_DIR";
+
+/// The first stage, `/init`: copies the root into a tmpfs and switches to it.
+pub fn stage1() -> String {
+    "#!/bin/busybox sh
+# The initramfs is the kernel's rootfs, which pivot_root cannot leave: container runtimes need a
+# real mount as /, so the root moves into a tmpfs first.
+/bin/busybox mkdir -p /l1root
+/bin/busybox mount -t tmpfs -o mode=0755 l1root /l1root
+for entry in /*; do
+    case $entry in
+        /l1root|/proc|/sys|/dev|/init) ;;
+        *) /bin/busybox cp -a \"$entry\" /l1root/ ;;
+    esac
+done
+/bin/busybox mkdir -p /l1root/proc /l1root/sys /l1root/dev
+exec /bin/busybox switch_root /l1root /sbin/l1-init
+"
+    .to_owned()
+}
+
+/// The second stage, `/sbin/l1-init`, loading `modules` (paths inside the L1) in order.
+pub fn stage2(modules: &[&Path]) -> String {
+    let modules: Vec<String> = modules.iter().map(|m| shell_quote(&m.to_string_lossy())).collect();
+    format!(
+        "#!/bin/busybox sh
+/bin/busybox --install -s /bin
+export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root
+fail() {{ echo \"{FAILED_MARKER}$*\"; poweroff -f; sleep 60; }}
+mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev \\
+    || fail 'mounting /proc, /sys and /dev'
+mkdir -p /dev/pts /dev/shm /dev/mqueue /tmp /run /root {OUT_DIR}
+mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
+ln -sf pts/ptmx /dev/ptmx
+mount -t tmpfs -o mode=1777 shm /dev/shm
+mount -t mqueue mqueue /dev/mqueue
+mount -t tmpfs -o mode=1777 tmpfs /tmp
+mount -t tmpfs tmpfs /run
+# cgroup v2 alone, as on most users' hosts, with the controllers systemd enables for its children.
+mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail 'mounting cgroup2 at /sys/fs/cgroup'
+for controller in cpu io memory pids; do
+    echo \"+$controller\" > /sys/fs/cgroup/cgroup.subtree_control 2>/dev/null
+done
+ip link set lo up
+hostname boxbench-l1
+for module in {modules}; do
+    insmod \"$module\" || fail \"loading $module\"
+done
+[ -c /dev/kvm ] || fail '/dev/kvm is missing after loading kvm_amd'
+command=/sys/firmware/qemu_fw_cfg/by_name/{COMMAND_FW_CFG}/raw
+[ -r \"$command\" ] || fail \"no command in fw_cfg ($command)\"
+cp \"$command\" /run/command.sh
+echo {READY_MARKER}
+cd {OUT_DIR}
+{REPORTS_DIR_ENV}={OUT_DIR} sh /run/command.sh </dev/null
+echo \"{EXIT_MARKER}$?\"
+stty -F /dev/ttyS1 raw -echo 2>/dev/null
+{{ echo {OUT_BEGIN}; tar -C {OUT_DIR} -cf - . | base64; echo {OUT_END}; }} > /dev/ttyS1
+sync
+poweroff -f
+",
+        modules = modules.join(" ")
+    )
+}
+
+/// The command script: `program` with `args`, each quoted for the shell.
+pub fn command_script(program: &Path, args: &[String]) -> String {
+    let mut line = shell_quote(&program.to_string_lossy());
+    for arg in args {
+        line.push(' ');
+        line.push_str(&shell_quote(arg));
+    }
+    format!("#!/bin/sh\n{line}\n")
+}
+
+/// `text` in single quotes, a quote inside it as `'\''`.
+fn shell_quote(text: &str) -> String {
+    format!("'{}'", text.replace('\'', r"'\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::process::Command;
+
+    #[test]
+    fn the_command_script_passes_every_argument_through_unchanged() {
+        let args: Vec<String> =
+            ["compare", "-n", "2", "it's", "two words", "$HOME", "`id`", "a\\b", ""].map(str::to_owned).to_vec();
+        let script = command_script(Path::new("/usr/bin/printf"), &[vec!["%s\\n".to_owned()], args.clone()].concat());
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        let printed = String::from_utf8(out.stdout).unwrap();
+        let lines: Vec<&str> = printed.split('\n').collect();
+        assert_eq!(&lines[..args.len()], args.iter().map(String::as_str).collect::<Vec<_>>().as_slice());
+    }
+
+    #[test]
+    fn stage2_loads_the_modules_in_order_and_brackets_the_output() {
+        let script = stage2(&[Path::new("/lib/modules/r/irqbypass.ko"), Path::new("/lib/modules/r/kvm.ko")]);
+        assert!(script.contains("for module in '/lib/modules/r/irqbypass.ko' '/lib/modules/r/kvm.ko'; do"));
+        assert!(script.contains(READY_MARKER) && script.contains(EXIT_MARKER) && script.contains(OUT_END));
+        assert!(script.contains("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
+        let checked = Command::new("sh").arg("-n").arg("-c").arg(&script).status().unwrap();
+        assert!(checked.success(), "stage 2 is not valid shell");
+        let checked = Command::new("sh").arg("-n").arg("-c").arg(stage1()).status().unwrap();
+        assert!(checked.success(), "stage 1 is not valid shell");
+    }
+}
