@@ -79,7 +79,9 @@ command=/sys/firmware/qemu_fw_cfg/by_name/{COMMAND_FW_CFG}/raw
 cp \"$command\" /run/command.sh
 echo {READY_MARKER}
 cd {OUT_DIR}
-{REPORTS_DIR_ENV}={OUT_DIR} sh /run/command.sh </dev/null
+# Through a pipe, as from a CI job: the console is a terminal, and progress bars would redraw on it.
+set -o pipefail
+{REPORTS_DIR_ENV}={OUT_DIR} sh /run/command.sh </dev/null 2>&1 | cat
 echo \"{EXIT_MARKER}$?\"
 stty -F /dev/ttyS1 raw -echo 2>/dev/null
 {{ echo {OUT_BEGIN}; tar -C {OUT_DIR} -cf - . | base64; echo {OUT_END}; }} > /dev/ttyS1
