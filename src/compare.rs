@@ -15,7 +15,7 @@ use boxbench_report::{
     DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind,
 };
 
-use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice};
+use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice, KernelChoice};
 
 /// What `compare` runs and how often.
 #[derive(Debug, Clone)]
@@ -77,6 +77,9 @@ impl SeriesPlan {
                 GuestChoice::Linux => "linux",
             };
             cmd.push_str(&format!(" --guest {guest}"));
+            if self.options.guest() == GuestChoice::Linux && self.options.kernel == Some(KernelChoice::DebianCloud) {
+                cmd.push_str(" --kernel debian-cloud");
+            }
             if matches!(self.choice, BackendChoice::QemuMicrovm | BackendChoice::QemuQ35) {
                 let accel = match self.options.accel {
                     AccelChoice::Auto => "auto",

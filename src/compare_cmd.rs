@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use boxbench::backends::{BackendChoice, BackendOptions};
+use boxbench::backends::{BackendChoice, BackendOptions, KernelChoice};
 use boxbench::compare::{CompareProgress, CompareSettings, compare};
 use boxbench_core::Record;
 use clap::Args;
@@ -51,10 +51,24 @@ pub struct CompareArgs {
     /// What compare does by default now (kept so that older command lines still run).
     #[arg(long, hide = true, conflicts_with = "no_start_dockerd")]
     pub start_dockerd: bool,
+    /// The kernel of the Linux VM series: `microvm` (boxbench's micro-VM kernel) or `debian-cloud`
+    /// (Debian's unmodified cloud kernel); every VMM boots the same one with the same initramfs.
+    #[arg(long, value_enum, default_value = "microvm")]
+    pub kernel: LinuxKernel,
     /// Skip building the full-OS VM disk (Debian minbase by mmdebstrap, built once, a few minutes),
     /// whose size claim 3 is judged on.
     #[arg(long)]
     pub no_full_os: bool,
+}
+
+/// The `--kernel` values of `compare`: named kernels only, since the own-guest series take a path
+/// as their guest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LinuxKernel {
+    /// boxbench's micro-VM kernel.
+    Microvm,
+    /// Debian's cloud kernel.
+    DebianCloud,
 }
 
 /// Arguments of `boxbench report`.
@@ -101,6 +115,10 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         options: BackendOptions {
             firecracker: args.firecracker.clone(),
             start_dockerd: !args.no_start_dockerd,
+            kernel: Some(match args.kernel {
+                LinuxKernel::Microvm => KernelChoice::MicroVm,
+                LinuxKernel::DebianCloud => KernelChoice::DebianCloud,
+            }),
             ..BackendOptions::default()
         },
         command_line: std::env::args().collect(),
