@@ -63,7 +63,10 @@ pub fn svm_host_cmd(args: &SvmHostArgs) -> anyhow::Result<ExitCode> {
         kernel,
         busybox: PathBuf::from("/bin/busybox"),
         programs,
-        files: vec![boxbench_guest::elf_path().to_owned(), boxbench_guest::bzimage_path().to_owned()],
+        files: [boxbench_guest::elf_path().to_owned(), boxbench_guest::bzimage_path().to_owned()]
+            .into_iter()
+            .chain(boxbench_report::plots::default_font_files())
+            .collect(),
         images_dir,
     };
     let image = boxbench_svmhost::prepare(&sources, builder.out_dir())?;

@@ -194,6 +194,12 @@ fn draw_error(kind: PlotKind, error: impl std::fmt::Display) -> PlotError {
     PlotError::Draw { plot: kind.name().to_owned(), message: error.to_string() }
 }
 
+/// The default font files the plots read, those of them that exist (a host that runs boxbench
+/// elsewhere, such as an svm-host L1, carries them).
+pub fn default_font_files() -> Vec<PathBuf> {
+    [DEFAULT_FONT, DEFAULT_BOLD_FONT].iter().map(PathBuf::from).filter(|p| p.is_file()).collect()
+}
+
 /// Registers the fonts plotters renders text with, once per process.
 pub fn register_fonts() -> Result<(), PlotError> {
     static REGISTERED: OnceLock<Result<(), String>> = OnceLock::new();
