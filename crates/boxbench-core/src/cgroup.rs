@@ -140,6 +140,8 @@ static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 pub struct InstanceCgroup {
     host: CgroupHost,
     path: PathBuf,
+    /// Where processes are placed: the cgroup itself, or its leaf for a nesting runtime.
+    process_dir: PathBuf,
     removed: bool,
 }
 
@@ -155,7 +157,7 @@ impl InstanceCgroup {
         loop {
             let made = prepare_root(host, &root).and_then(|()| fs::create_dir(&path).map_err(io_err(&path)));
             match made {
-                Ok(()) => return Ok(Self { host: host.clone(), path, removed: false }),
+                Ok(()) => return Ok(Self { host: host.clone(), process_dir: path.clone(), path, removed: false }),
                 Err(CgroupError::Io { source, .. })
                     if source.kind() == io::ErrorKind::NotFound && attempts < ROOT_RACE_ATTEMPTS =>
                 {
@@ -166,9 +168,30 @@ impl InstanceCgroup {
         }
     }
 
+    /// The cgroup of an instance whose tool (an OCI runtime) nests its container's cgroup in it. On
+    /// cgroup v2 a cgroup with processes cannot give its children controllers (the "no internal
+    /// processes" rule), so the tool's processes go into the leaf `NAME/runtime` and the runtime's
+    /// container cgroup beside it; the instance's memory peak covers both. On v1 it is
+    /// [`create`](Self::create).
+    pub fn create_for_nesting_runtime(host: &CgroupHost, backend: &str) -> Result<Self, CgroupError> {
+        let mut cgroup = Self::create(host, backend)?;
+        if host.memory_version == MemoryVersion::V2 {
+            enable_memory_controller(&cgroup.path)?;
+            let leaf = cgroup.path.join(RUNTIME_LEAF);
+            fs::create_dir(&leaf).map_err(io_err(&leaf))?;
+            cgroup.process_dir = leaf;
+        }
+        Ok(cgroup)
+    }
+
     /// The cgroup's directory.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// The `cgroup.procs` file processes are placed through (the leaf's, for a nesting runtime).
+    pub fn procs_path(&self) -> PathBuf {
+        self.process_dir.join("cgroup.procs")
     }
 
     /// The cgroup's path relative to its hierarchy's root (what runtimes take as `cgroupsPath`).
@@ -213,7 +236,7 @@ impl InstanceCgroup {
 
     /// Moves process `pid` (and, on v1, only that task's thread group) into the cgroup.
     pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        let path = self.path.join("cgroup.procs");
+        let path = self.procs_path();
         fs::write(&path, pid.to_string()).map_err(io_err(&path))
     }
 
@@ -297,6 +320,9 @@ impl Drop for InstanceCgroup {
         let _ = self.remove_now();
     }
 }
+
+/// The leaf a nesting runtime's processes run in (see [`InstanceCgroup::create_for_nesting_runtime`]).
+const RUNTIME_LEAF: &str = "runtime";
 
 /// How often `InstanceCgroup::create` makes the shared root again after a concurrent removal.
 const ROOT_RACE_ATTEMPTS: u32 = 100;

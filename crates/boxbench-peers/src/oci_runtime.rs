@@ -141,7 +141,7 @@ impl OciRuntimeLauncher {
         let (mut config, rootfs) = bundle_template(spec, self.runtime.name())?;
         check_workload(&rootfs, &spec.workload)?;
         let id = format!("boxbench-{}-{}", std::process::id(), NEXT_CONTAINER.fetch_add(1, Ordering::Relaxed));
-        let run = ToolRun::new(self.runtime.name(), &self.cgroups)?;
+        let run = ToolRun::for_nesting_runtime(self.runtime.name(), &self.cgroups)?;
         let cgroup_relative = run.cgroup().map(InstanceCgroup::relative_path).unwrap_or_default();
         let container_cgroup = cgroup_relative.join("container");
         let template_path = spec.images.bundle.as_ref().map_or_else(|| rootfs.clone(), |b| b.join("config.json"));

@@ -111,7 +111,7 @@ impl ToolProcess {
                 (Some(read), write)
             }
         };
-        let procs_path = cgroup.path().join("cgroup.procs");
+        let procs_path = cgroup.procs_path();
         let procs = OpenOptions::new()
             .write(true)
             .open(&procs_path)

@@ -54,8 +54,17 @@ impl ToolRun {
     /// Creates the instance cgroup of a `backend` instance. It has no limit of its own: each tool
     /// applies the spec's memory limit where that tool puts it (a container's cgroup, a VM's memory).
     pub fn new(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
-        let cgroup = InstanceCgroup::create(host, backend)?;
-        Ok(Self { backend: backend.to_owned(), cgroup: Some(Arc::new(cgroup)), process: None, timeline: None })
+        Ok(Self::in_cgroup(backend, InstanceCgroup::create(host, backend)?))
+    }
+
+    /// Like [`new`](Self::new), for a tool that nests its container's cgroup in the instance cgroup
+    /// (an OCI runtime): see [`InstanceCgroup::create_for_nesting_runtime`].
+    pub fn for_nesting_runtime(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
+        Ok(Self::in_cgroup(backend, InstanceCgroup::create_for_nesting_runtime(host, backend)?))
+    }
+
+    fn in_cgroup(backend: &str, cgroup: InstanceCgroup) -> Self {
+        Self { backend: backend.to_owned(), cgroup: Some(Arc::new(cgroup)), process: None, timeline: None }
     }
 
     /// The instance cgroup (until it is removed).
