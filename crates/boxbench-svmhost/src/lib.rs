@@ -80,8 +80,11 @@ impl TryFrom<SvmHostRequest> for SvmHostConfig {
         if !(low..=high).contains(&request.memory_mib) {
             return Err(setting("--memory", format!("{} MiB is out of range ({low} to {high})", request.memory_mib)));
         }
-        if request.timeout.is_zero() || request.boot_timeout.is_zero() {
+        if request.timeout.is_zero() {
             return Err(setting("--timeout", "must be positive".to_owned()));
+        }
+        if request.boot_timeout.is_zero() {
+            return Err(setting("--boot-timeout", "must be positive".to_owned()));
         }
         if !request.qemu.is_file() {
             return Err(SvmHostError::NoQemu(request.qemu));
@@ -150,10 +153,11 @@ mod tests {
 
     #[test]
     fn settings_out_of_range_are_named() {
-        let cases: [(SvmHostRequest, &str); 4] = [
+        let cases: [(SvmHostRequest, &str); 5] = [
             (SvmHostRequest { cpus: 0, ..request() }, "--cpus: 0 is out of range (1 to 8)"),
             (SvmHostRequest { memory_mib: 64, ..request() }, "--memory: 64 MiB is out of range (1024 to 16384)"),
             (SvmHostRequest { timeout: Duration::ZERO, ..request() }, "--timeout: must be positive"),
+            (SvmHostRequest { boot_timeout: Duration::ZERO, ..request() }, "--boot-timeout: must be positive"),
             (
                 SvmHostRequest { qemu: PathBuf::from("/nonexistent/qemu"), ..request() },
                 "/nonexistent/qemu not found (install the Debian package qemu-system-x86)",
