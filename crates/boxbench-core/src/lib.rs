@@ -16,6 +16,7 @@ pub mod host;
 pub mod interrupt;
 pub mod launcher;
 pub mod measure;
+pub mod mountinfo;
 pub mod pss;
 pub mod record;
 pub mod spec;

@@ -47,6 +47,7 @@ use crate::lock::{DirLock, LockError};
 use crate::progress::{Progress, StepState};
 use crate::sizes::{ArtefactSize, MEASURE_GZIP_LEVEL};
 use crate::{artefact, hex};
+use boxbench_core::mountinfo::mounts_under;
 
 /// The Debian release the disk is built from unless a [`FullOsRecipe`] says otherwise.
 pub const DEFAULT_SUITE: &str = "bookworm";
@@ -739,40 +740,6 @@ fn missing_package(output: &str) -> Option<String> {
     })
 }
 
-/// The mount points in `/proc/self/mountinfo` at or under `dir`.
-pub fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let Ok(mountinfo) = fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
-    let dir = fs::canonicalize(dir).unwrap_or_else(|_| dir.to_owned());
-    mountinfo
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mountinfo(field)))
-        .filter(|mount_point| mount_point.starts_with(&dir))
-        .collect()
-}
-
-/// A mountinfo path with its octal escapes (`\040` for a space) decoded.
-fn unescape_mountinfo(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal =
-            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(digits) => {
-                out.push(digits.iter().fold(0u8, |acc, d| acc.wrapping_mul(8).wrapping_add(d - b'0')));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 /// The staging directory `out/full-os/.work`: emptied when created (what is there is from an
 /// interrupted build, since the builder holds the lock) and removed when dropped, but never while
 /// something is mounted inside it.
@@ -925,15 +892,6 @@ mod tests {
         let text = (1..=10).map(|i| format!("line {i}\n\n")).collect::<String>();
         assert_eq!(tail(&text), "line 5 / line 6 / line 7 / line 8 / line 9 / line 10");
         assert_eq!(tail("one\n"), "one");
-    }
-
-    #[test]
-    fn mountinfo_escapes_are_decoded() {
-        assert_eq!(unescape_mountinfo(r"/a\040b/c\011d"), "/a b/c\td");
-        assert_eq!(unescape_mountinfo(r"/plain\x"), r"/plain\x");
-        assert!(mounts_under(Path::new("/")).contains(&PathBuf::from("/")));
-        let dir = tempfile::tempdir().unwrap();
-        assert!(mounts_under(dir.path()).is_empty());
     }
 
     #[test]

@@ -48,7 +48,11 @@ fn asked() -> bool {
 
 /// Nothing mounted under `dir`, and no staging directory.
 fn assert_nothing_left_behind(out_dir: &Path) {
-    assert!(full_os::mounts_under(out_dir).is_empty(), "{:?}", full_os::mounts_under(out_dir));
+    assert!(
+        boxbench_core::mountinfo::mounts_under(out_dir).is_empty(),
+        "{:?}",
+        boxbench_core::mountinfo::mounts_under(out_dir)
+    );
     assert!(!out_dir.join(full_os::DIR).join(".work").exists(), "staging directory left behind");
 }
 

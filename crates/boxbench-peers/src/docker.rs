@@ -23,6 +23,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use boxbench_core::cgroup::CgroupHost;
+use boxbench_core::mountinfo::mounts_under;
 use boxbench_core::pss::{pss_bytes, rss_bytes};
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher};
 use nix::sys::signal::{Signal, kill};
@@ -264,41 +265,6 @@ fn log_tail(log: &str, lines: usize) -> String {
         })
         .collect::<Vec<_>>()
         .join(" | ")
-}
-
-/// Mount points at or under `dir` in this mount namespace, deepest first.
-fn mounts_under(dir: &Path) -> Vec<PathBuf> {
-    let info = fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    let mut mounts: Vec<PathBuf> = info
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4))
-        .map(|field| PathBuf::from(unescape_mount_field(field)))
-        .filter(|mount| mount.starts_with(dir))
-        .collect();
-    mounts.sort_by_key(|m| std::cmp::Reverse(m.as_os_str().len()));
-    mounts
-}
-
-/// A mountinfo field with its octal escapes (`\040` for a space) decoded.
-fn unescape_mount_field(field: &str) -> String {
-    let bytes = field.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let octal =
-            bytes.get(i + 1..i + 4).filter(|d| bytes[i] == b'\\' && d.iter().all(|b| (b'0'..=b'7').contains(b)));
-        match octal {
-            Some(d) => {
-                out.push((d[0] - b'0') * 64 + (d[1] - b'0') * 8 + (d[2] - b'0'));
-                i += 4;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// What Docker will run on, as `compare` and `doctor` see it before launching anything.
@@ -711,14 +677,6 @@ exit 1
         let key = Path::new("/tmp/x/key.json");
         assert_eq!(private_config(&tool("20.10.24+dfsg1"), key), r#"{"deprecated-key-path":"/tmp/x/key.json"}"#);
         assert_eq!(private_config(&tool("27.3.1"), key), "{}");
-    }
-
-    #[test]
-    fn mount_points_are_decoded_and_found_under_a_directory() {
-        assert_eq!(unescape_mount_field(r"/tmp/a\040b\011c\134d"), "/tmp/a b\tc\\d");
-        assert_eq!(unescape_mount_field(r"/plain\0"), r"/plain\0");
-        assert!(mounts_under(Path::new("/")).first().is_some_and(|m| m != Path::new("/")), "deepest first");
-        assert!(mounts_under(Path::new("/nonexistent-boxbench")).is_empty());
     }
 
     #[test]
