@@ -3,16 +3,9 @@
 
 use std::process::{Command, Output};
 
-use boxbench_testkit::require;
+use boxbench_testkit::{is_root, require};
 
 const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
-        .unwrap_or(false)
-}
 
 fn boxbench(args: &[&str]) -> (Output, String) {
     let output = Command::new(BOXBENCH).args(args).output().unwrap();

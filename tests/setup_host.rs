@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
-use boxbench_testkit::require;
+use boxbench_testkit::{is_root, require};
 
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-host.sh");
 
@@ -34,13 +34,6 @@ const MUST_PROMISE: [&str; 16] = [
     "make",
     "apt-get",
 ];
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
-        .unwrap_or(false)
-}
 
 fn run_script(args: &[&str], path_prefix: Option<&Path>) -> Output {
     let mut command = Command::new(SCRIPT);

@@ -21,7 +21,7 @@ use boxbench_core::cgroup::CgroupMode;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Outcome, Phases, Record};
 use boxbench_microvm::launcher::{PVM_COMPAT_NOTE_PREFIX, PVM_EMULATED_NOTE};
-use boxbench_testkit::require;
+use boxbench_testkit::{is_root, require};
 use serde_json::Value;
 
 const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
@@ -70,13 +70,6 @@ fn l1_available() -> Result<(), String> {
             missing.join(", ")
         )),
     }
-}
-
-/// True when the tests run as root.
-fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status").is_ok_and(|status| {
-        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().next()) == Some("0")
-    })
 }
 
 /// The release of Debian's cloud kernel the guests boot (e.g. `6.1.0-57-cloud-amd64`).

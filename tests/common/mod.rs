@@ -4,13 +4,7 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::path::PathBuf;
 
-/// True when the tests run as root (the container and micro-VM backends need it).
-pub fn is_root() -> bool {
-    fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| s.lines().find_map(|l| l.strip_prefix("Uid:")).map(|v| v.split_whitespace().next() == Some("0")))
-        .unwrap_or(false)
-}
+pub use boxbench_testkit::is_root;
 
 /// Instance cgroups (in any hierarchy's `boxbench` directory) named with `pid`.
 pub fn cgroups_of(pid: u32) -> Vec<PathBuf> {

@@ -47,6 +47,13 @@ pub const REQUIRE_ALL_ENV: &str = "BOXBENCH_REQUIRE_ALL";
 /// The environment variable naming the file each skip is appended to.
 pub const SKIP_LOG_ENV: &str = "BOXBENCH_SKIP_LOG";
 
+/// True when the test runs as root (effective uid 0), the requirement most real tests share.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1)) == Some("0")
+    })
+}
+
 /// Skips the calling test because `why` (what is missing, and where possible which Debian package or
 /// setting provides it) — or, under `BOXBENCH_REQUIRE_ALL=1`, fails it. The caller returns after it.
 #[track_caller]

@@ -17,9 +17,7 @@ pub fn serial() -> MutexGuard<'static, ()> {
     SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-pub fn is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
+pub use boxbench_testkit::is_root;
 
 /// Container images: the project's built bundle if present, otherwise a busybox root filesystem and
 /// bundle in a temporary directory (kept alive by the returned guard).
