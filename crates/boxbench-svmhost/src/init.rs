@@ -56,13 +56,14 @@ export PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/r
 fail() {{ echo \"{FAILED_MARKER}$*\"; poweroff -f; sleep 60; }}
 mount -t proc proc /proc && mount -t sysfs sysfs /sys && mount -t devtmpfs devtmpfs /dev \\
     || fail 'mounting /proc, /sys and /dev'
+# The root is a tmpfs already: /tmp and /run stay directories of it, so programs the payload carries
+# under them (a boxbench binary in /tmp) stay visible.
 mkdir -p /dev/pts /dev/shm /dev/mqueue /tmp /run /root {OUT_DIR}
+chmod 1777 /tmp
 mount -t devpts -o newinstance,ptmxmode=0666 devpts /dev/pts
 ln -sf pts/ptmx /dev/ptmx
 mount -t tmpfs -o mode=1777 shm /dev/shm
 mount -t mqueue mqueue /dev/mqueue
-mount -t tmpfs -o mode=1777 tmpfs /tmp
-mount -t tmpfs tmpfs /run
 # cgroup v2 alone, as on most users' hosts, with the controllers systemd enables for its children.
 mount -t cgroup2 cgroup2 /sys/fs/cgroup || fail 'mounting cgroup2 at /sys/fs/cgroup'
 for controller in cpu io memory pids; do
