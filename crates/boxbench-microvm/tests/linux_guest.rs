@@ -64,8 +64,15 @@ fn micro_vm_kernel_boots_to_the_marker_with_its_own_release() {
     let (kernel, initramfs) = require!(guest());
     let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let pvm = KvmFlavour::detect() == KvmFlavour::Pvm;
-    let launcher = launcher(GuestKind::MicroVmLinux);
+    // The guest boots `quiet`; the patch logs each switch at info level (6), which this test reads:
+    // the console shows levels below `loglevel`.
+    let launcher = MicroVmLauncher::new(MicroVmOptions {
+        guest: GuestKind::MicroVmLinux,
+        cmdline_extra: "loglevel=7".to_owned(),
+        ..MicroVmOptions::default()
+    });
     let cmdline = launcher.cmdline(&Workload::Uname);
+    assert!(cmdline.contains(" quiet ") && cmdline.ends_with(" loglevel=7"), "{cmdline}");
     if pvm {
         assert!(cmdline.contains(kvm_pvm_cmdline()) && !cmdline.contains("reboot=k"), "{cmdline}");
     } else {
