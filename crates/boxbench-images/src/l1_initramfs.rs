@@ -146,14 +146,28 @@ impl L1Payload {
     /// Adds the tree under `source` at `dest`: directories, regular files and symlinks as they are
     /// (a symlink is kept as a link); other file types are left out.
     pub fn add_tree(&mut self, dest: &Path, source: &Path) -> Result<(), L1InitramfsError> {
+        self.add_tree_where(dest, source, &|_| true)
+    }
+
+    /// [`add_tree`](Self::add_tree) of the entries whose source path `keep` accepts (a directory it
+    /// refuses is left out whole).
+    pub fn add_tree_where(
+        &mut self,
+        dest: &Path,
+        source: &Path,
+        keep: &dyn Fn(&Path) -> bool,
+    ) -> Result<(), L1InitramfsError> {
         self.add_dir(dest)?;
         for dirent in fs::read_dir(source).map_err(io_err(source))? {
             let dirent = dirent.map_err(io_err(source))?;
             let path = dirent.path();
+            if !keep(&path) {
+                continue;
+            }
             let file_type = dirent.file_type().map_err(io_err(&path))?;
             let target = dest.join(dirent.file_name());
             if file_type.is_dir() {
-                self.add_tree(&target, &path)?;
+                self.add_tree_where(&target, &path, keep)?;
             } else if file_type.is_symlink() {
                 self.add_symlink(&target, &fs::read_link(&path).map_err(io_err(&path))?)?;
             } else if file_type.is_file() {

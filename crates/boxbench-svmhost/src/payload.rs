@@ -182,7 +182,12 @@ fn add_images(payload: &mut L1Payload, images_dir: &Path) -> Result<(), PayloadE
         }
     }
     let out = images_dir.join("out");
-    add_tree_except(payload, &out, &out)?;
+    let keep = |path: &Path| {
+        let relative = path.strip_prefix(&out).unwrap_or(path);
+        let lock = path.extension().is_some_and(|e| e == "lock") || path.file_name().is_some_and(|n| n == ".lock");
+        !lock && !IMAGES_LEFT_OUT.iter().any(|left| relative == Path::new(left))
+    };
+    payload.add_tree_where(&out, &out, &keep)?;
     let cache = out.join("cache");
     if cache.is_dir() {
         for dirent in fs::read_dir(&cache).map_err(io_err(&cache))? {
@@ -193,33 +198,6 @@ fn add_images(payload: &mut L1Payload, images_dir: &Path) -> Result<(), PayloadE
             if wanted && path.is_file() {
                 payload.add_file(&path, &path)?;
             }
-        }
-    }
-    Ok(())
-}
-
-/// Adds the tree `dir` (whose root is `root`) without the paths of [`IMAGES_LEFT_OUT`] and lock files.
-fn add_tree_except(payload: &mut L1Payload, root: &Path, dir: &Path) -> Result<(), PayloadError> {
-    let io_err = |path: &Path| {
-        let path = path.to_owned();
-        move |source| PayloadError::Io { path, source }
-    };
-    payload.add_dir(dir)?;
-    for dirent in fs::read_dir(dir).map_err(io_err(dir))? {
-        let dirent = dirent.map_err(io_err(dir))?;
-        let path = dirent.path();
-        let relative = path.strip_prefix(root).unwrap_or(&path);
-        let name = dirent.file_name().to_string_lossy().into_owned();
-        if IMAGES_LEFT_OUT.iter().any(|left| relative == Path::new(left)) || name.ends_with(".lock") {
-            continue;
-        }
-        let file_type = dirent.file_type().map_err(io_err(&path))?;
-        if file_type.is_dir() {
-            add_tree_except(payload, root, &path)?;
-        } else if file_type.is_symlink() {
-            payload.add_symlink(&path, &fs::read_link(&path).map_err(io_err(&path))?)?;
-        } else if file_type.is_file() {
-            payload.add_file(&path, &path)?;
         }
     }
     Ok(())
