@@ -306,32 +306,20 @@ fn assert_no_pvm_notes(record: &Record, run: &SvmHost) {
     assert!(pvm.is_empty(), "kvm_pvm notes on an SVM host: {pvm:?}\n{}", run.context());
 }
 
+/// One `uname` launch of a Linux guest, as JSON: `run -b BACKEND --guest linux --kernel KERNEL
+/// --workload uname -n 1 --json --timeout 180`, then `extra`.
+fn linux_uname_run<'a>(backend: &'a str, kernel: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = vec!["run", "-b", backend, "--guest", "linux", "--kernel", kernel, "--workload", "uname"];
+    args.extend(["-n", "1", "--json", "--timeout", "180"]);
+    args.extend_from_slice(extra);
+    args
+}
+
 /// boxbench's VMM booting Debian's unmodified cloud bzImage with the busybox initramfs to `uname`.
 fn own_vmm_boots_the_cloud_kernel(vcpus: &str) {
     require!(l1_available());
     let release = debian_cloud_release();
-    let run = svm_host(
-        GUEST_RUN_TIMEOUT_S,
-        &[],
-        &[
-            "run",
-            "-b",
-            "microvm",
-            "--guest",
-            "linux",
-            "--kernel",
-            "debian-cloud",
-            "--workload",
-            "uname",
-            "--vcpus",
-            vcpus,
-            "-n",
-            "1",
-            "--json",
-            "--timeout",
-            "180",
-        ],
-    );
+    let run = svm_host(GUEST_RUN_TIMEOUT_S, &[], &linux_uname_run("microvm", "debian-cloud", &["--vcpus", vcpus]));
     run.assert_success();
     let json = run.json();
     assert_eq!(json["host"]["kvm"], serde_json::to_value(KvmFlavour::Svm).unwrap(), "\n{}", run.context());
@@ -420,26 +408,7 @@ fn own_vmm_leaves_nothing_behind_after_cloud_kernel_guests() {
 #[test]
 fn own_vmm_boots_the_microvm_kernel_without_kvm_pvm_parameters() {
     require!(l1_available());
-    let run = svm_host(
-        GUEST_RUN_TIMEOUT_S,
-        &[],
-        &[
-            "run",
-            "-b",
-            "microvm",
-            "--guest",
-            "linux",
-            "--kernel",
-            "microvm",
-            "--workload",
-            "uname",
-            "-n",
-            "1",
-            "--json",
-            "--timeout",
-            "180",
-        ],
-    );
+    let run = svm_host(GUEST_RUN_TIMEOUT_S, &[], &linux_uname_run("microvm", "microvm", &[]));
     run.assert_success();
     let record = run.record();
     assert_exited_cleanly(&record, &run);
@@ -451,28 +420,7 @@ fn own_vmm_boots_the_microvm_kernel_without_kvm_pvm_parameters() {
 #[test]
 fn qemu_boots_the_unmodified_cloud_kernel_under_kvm() {
     require!(l1_available());
-    let run = svm_host(
-        GUEST_RUN_TIMEOUT_S,
-        &[],
-        &[
-            "run",
-            "-b",
-            "qemu-microvm",
-            "--guest",
-            "linux",
-            "--kernel",
-            "debian-cloud",
-            "--accel",
-            "kvm",
-            "--workload",
-            "uname",
-            "-n",
-            "1",
-            "--json",
-            "--timeout",
-            "180",
-        ],
-    );
+    let run = svm_host(GUEST_RUN_TIMEOUT_S, &[], &linux_uname_run("qemu-microvm", "debian-cloud", &["--accel", "kvm"]));
     run.assert_success();
     let record = run.record();
     assert_exited_cleanly(&record, &run);
