@@ -13,8 +13,8 @@ use boxbench_microvm::devices::Devices;
 use boxbench_microvm::devices::serial::SerialPort;
 use boxbench_microvm::hypervisor::VcpuExit;
 use boxbench_microvm::layout::{
-    BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, SERIAL_PORT_BASE,
-    SERIAL_PORT_LEN,
+    BOOT_TIMER_ADDR, BOOT_TIMER_LEN, I8042_COMMAND_PORT, I8042_DATA_PORT, RESET_CONTROL_PORT, RTC_DATA_PORT,
+    RTC_INDEX_PORT, SERIAL_PORT_BASE, SERIAL_PORT_LEN,
 };
 use boxbench_microvm::observer::IgnoreMilestones;
 use boxbench_microvm::vcpu::handle_exit;
@@ -35,7 +35,7 @@ enum Exit {
 
 fn is_device_port(port: u16) -> bool {
     (SERIAL_PORT_BASE..SERIAL_PORT_BASE + SERIAL_PORT_LEN).contains(&port)
-        || [I8042_DATA_PORT, I8042_COMMAND_PORT, RESET_CONTROL_PORT].contains(&port)
+        || [I8042_DATA_PORT, I8042_COMMAND_PORT, RESET_CONTROL_PORT, RTC_INDEX_PORT, RTC_DATA_PORT].contains(&port)
 }
 
 fn is_device_address(address: u64) -> bool {
