@@ -84,7 +84,7 @@ impl Rtc {
         match port {
             RTC_INDEX_PORT => self.index = value & INDEX_MASK,
             RTC_DATA_PORT => match self.index {
-                REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH | REG_YEAR | REG_CENTURY => {}
+                index if is_time_register(index) => {}
                 REG_A => self.ram[usize::from(REG_A)] = value & !REG_A_UIP,
                 // Read-only: interrupt flags and the battery status.
                 REG_C | REG_D => {}
@@ -96,11 +96,7 @@ impl Rtc {
 
     /// The value of register `index` now.
     fn register(&mut self, index: u8) -> u8 {
-        let time_register = matches!(
-            index,
-            REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH | REG_YEAR | REG_CENTURY
-        );
-        if !time_register {
+        if !is_time_register(index) {
             return self.ram[usize::from(index & INDEX_MASK)];
         }
         let now = (self.clock)();
@@ -125,6 +121,11 @@ impl Rtc {
             _ => encode(now.year.div_euclid(100).clamp(0, 99) as u8),
         }
     }
+}
+
+/// True for the registers that read the clock (the host's time) rather than the CMOS RAM.
+fn is_time_register(index: u8) -> bool {
+    matches!(index, REG_SECONDS | REG_MINUTES | REG_HOURS | REG_WEEKDAY | REG_DAY | REG_MONTH | REG_YEAR | REG_CENTURY)
 }
 
 #[cfg(test)]
