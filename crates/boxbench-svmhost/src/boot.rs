@@ -2,9 +2,9 @@
 //! command wrote.
 //!
 //! The L1 is a q35 machine (ACPI, so `poweroff -f` ends QEMU) with an EPYC CPU with SVM: TCG
-//! emulates AMD-V with nested paging for it. Its console (first serial port) streams to the caller line by line; the second
-//! serial port carries `/out` back as a base64 tar into a file; the command comes in through
-//! fw_cfg. Two deadlines bound it: one to reach the init's ready line, one for the whole run. QEMU
+//! emulates AMD-V with nested paging for it. Its console (first serial port) streams to the caller
+//! line by line; the second serial port carries `/out` back as a base64 tar into a file; the
+//! command comes in through fw_cfg. Two deadlines bound it: one to reach the init's ready line, one for the whole run. QEMU
 //! dies with boxbench (`PR_SET_PDEATHSIG`), is killed on a deadline or Ctrl-C, and its temporary
 //! directory is removed whatever happened.
 
