@@ -28,7 +28,17 @@ const QEMU_FIRMWARE_DIRS: [&str; 2] = ["/usr/share/qemu", "/usr/share/seabios"];
 /// Where the guest images live under the images directory, and what of them the L1 leaves out:
 /// build trees, locks, downloads other than busybox's `.deb` and apt's recorded answers, the
 /// full-OS disk (hundreds of MB) and the L1 archives themselves.
-const IMAGES_LEFT_OUT: [&str; 6] = ["linux-build", "full-os", "svm-host", ".work", "debian-cloud/lib", "cache"];
+fn images_left_out() -> [PathBuf; 6] {
+    use boxbench_images::{full_os, kernel, l1_initramfs, microvm_kernel};
+    [
+        PathBuf::from(microvm_kernel::BUILD_DIR),
+        PathBuf::from(full_os::DIR),
+        PathBuf::from(l1_initramfs::L1_DIR),
+        PathBuf::from(".work"),
+        Path::new(kernel::UNPACK_DIR).join("lib"),
+        PathBuf::from("cache"),
+    ]
+}
 
 /// The L1 payload could not be put together.
 #[derive(Debug, thiserror::Error)]
@@ -164,7 +174,7 @@ fn parse_ldd(text: &str) -> Result<Vec<PathBuf>, String> {
     Ok(libraries)
 }
 
-/// Adds the guest-images directory: the recipes and the built images, less [`IMAGES_LEFT_OUT`],
+/// Adds the guest-images directory: the recipes and the built images, less [`images_left_out`],
 /// plus busybox's `.deb` and apt's recorded answers from the download cache (the image builder
 /// checks its stamps against them; the L1 has no apt).
 fn add_images(payload: &mut L1Payload, images_dir: &Path) -> Result<(), PayloadError> {
@@ -182,10 +192,11 @@ fn add_images(payload: &mut L1Payload, images_dir: &Path) -> Result<(), PayloadE
         }
     }
     let out = images_dir.join("out");
+    let left_out = images_left_out();
     let keep = |path: &Path| {
         let relative = path.strip_prefix(&out).unwrap_or(path);
         let lock = path.extension().is_some_and(|e| e == "lock") || path.file_name().is_some_and(|n| n == ".lock");
-        !lock && !IMAGES_LEFT_OUT.iter().any(|left| relative == Path::new(left))
+        !lock && !left_out.iter().any(|left| relative == left)
     };
     payload.add_tree_where(&out, &out, &keep)?;
     let cache = out.join("cache");
