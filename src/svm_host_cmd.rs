@@ -23,6 +23,10 @@ pub struct SvmHostArgs {
     /// Deadline for the L1 to reach its init, in seconds.
     #[arg(long, default_value_t = 300)]
     pub boot_timeout: u64,
+    /// How long, in seconds, the L1 may stop sending its heartbeat before it counts as stopped and
+    /// QEMU is killed (an L1 can stall as a whole, its own clock with it; see the README).
+    #[arg(long, default_value_t = 180)]
+    pub stall_timeout: u64,
     /// Where what the command wrote in its working directory comes back to (default:
     /// reports/svm-host-<UTC timestamp>/).
     #[arg(long)]
@@ -45,6 +49,7 @@ pub fn svm_host_cmd(args: &SvmHostArgs) -> anyhow::Result<ExitCode> {
         memory_mib: args.memory,
         timeout: Duration::from_secs(args.timeout),
         boot_timeout: Duration::from_secs(args.boot_timeout),
+        stall_timeout: Duration::from_secs(args.stall_timeout),
         qemu: args.qemu.clone(),
     })?;
     boxbench_core::interrupt::install()?;

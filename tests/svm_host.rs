@@ -28,8 +28,9 @@ const BOXBENCH: &str = env!("CARGO_BIN_EXE_boxbench");
 /// The QEMU `svm-host` runs the L1 with by default.
 const QEMU: &str = "/usr/bin/qemu-system-x86_64";
 /// The deadline given to `svm-host` for a command that boots Linux guests inside: a guest takes
-/// 10-15 s there, the L1 about 10 s; the rest is room for a loaded machine. An L1 that hangs (seen by
-/// hand while boxbench's VMM ran a Linux guest) fails the test at this deadline instead of stalling CI.
+/// 10-15 s there, the L1 about 10 s; the rest is room for a loaded machine. An L1 that stops as a
+/// whole (seen in long runs while boxbench's VMM ran Linux guests) is ended sooner by svm-host's
+/// heartbeat watch.
 const GUEST_RUN_TIMEOUT_S: u64 = 300;
 /// The deadline for a command that boots no VM inside.
 const PLAIN_RUN_TIMEOUT_S: u64 = 180;
@@ -171,6 +172,20 @@ fn tail(text: &str, bytes: usize) -> &str {
 /// its own `TMPDIR`; kills it if it outlives its own deadline by [`WATCHDOG_GRACE`]; checks it left
 /// no QEMU and no scratch directory; and says how long it took.
 fn svm_host(timeout_s: u64, host_args: &[&str], inner: &[&str]) -> SvmHost {
+    svm_host_with(timeout_s, host_args, inner, L1Fault::None)
+}
+
+/// What the test does to the L1 while it runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum L1Fault {
+    None,
+    /// Stops QEMU with SIGSTOP once the L1's heartbeat has begun: the L1 stops as a whole, as in
+    /// the stalls seen in long runs.
+    FreezeWhenReady,
+}
+
+/// [`svm_host`], doing `fault` to the L1 on the way.
+fn svm_host_with(timeout_s: u64, host_args: &[&str], inner: &[&str], fault: L1Fault) -> SvmHost {
     let _one = one_l1_at_a_time();
     let scratch = tempfile::Builder::new().prefix("svm-host-test-").tempdir().unwrap();
     let tmpdir = scratch.path().join("tmp");
@@ -196,11 +211,21 @@ fn svm_host(timeout_s: u64, host_args: &[&str], inner: &[&str]) -> SvmHost {
     // Seen once, QEMU running from the scratch directory in `tmpdir` proves svm-host honours
     // TMPDIR, so that finding nothing there afterwards means something.
     let mut saw_qemu = false;
+    let mut frozen = false;
     let status = loop {
         if let Some(status) = child.try_wait().unwrap() {
             break status;
         }
-        saw_qemu = saw_qemu || processes_running_from(&tmpdir).iter().any(|p| p.contains("qemu-system-x86_64"));
+        let qemu: Vec<String> =
+            processes_running_from(&tmpdir).into_iter().filter(|p| p.contains("qemu-system-x86_64")).collect();
+        saw_qemu = saw_qemu || !qemu.is_empty();
+        if fault == L1Fault::FreezeWhenReady && !frozen && heartbeat_began(&tmpdir) {
+            for process in &qemu {
+                let pid = process.split_whitespace().next().unwrap();
+                assert!(Command::new("kill").args(["-STOP", pid]).status().unwrap().success());
+                frozen = true;
+            }
+        }
         if started.elapsed() > watchdog {
             let _ = child.kill();
             let _ = child.wait();
@@ -230,8 +255,18 @@ fn svm_host(timeout_s: u64, host_args: &[&str], inner: &[&str]) -> SvmHost {
         run.args
     ));
     assert!(saw_qemu, "no QEMU was seen running from svm-host's TMPDIR {}\n{}", tmpdir.display(), run.context());
+    assert_eq!(frozen, fault == L1Fault::FreezeWhenReady, "the L1 was not frozen as asked\n{}", run.context());
     assert_nothing_left(&tmpdir, &run);
     run
+}
+
+/// Whether an L1 heartbeat file under svm-host's scratch directory in `tmpdir` has its first beat.
+fn heartbeat_began(tmpdir: &Path) -> bool {
+    fs::read_dir(tmpdir)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .any(|scratch| fs::metadata(scratch.path().join("heartbeat")).is_ok_and(|m| m.len() > 0))
 }
 
 /// A line on the test process's stderr, past libtest's capture (the per-boot times belong in CI's log).
@@ -514,12 +549,13 @@ fn bad_settings_are_one_line_naming_the_setting() {
     let out = tempfile::tempdir().unwrap();
     let out = out.path().join("out");
     let out = out.to_str().unwrap();
-    let rows: [(&[&str], &[&str]); 5] = [
+    let rows: [(&[&str], &[&str]); 6] = [
         (&["--qemu", "/nonexistent"], &["/nonexistent", "qemu-system-x86"]),
         (&["--cpus", "0"], &["--cpus", "0"]),
         (&["--cpus", "9"], &["--cpus", "9"]),
         (&["--memory", "64"], &["--memory", "64 MiB"]),
         (&["--timeout", "0"], &["--timeout"]),
+        (&["--stall-timeout", "10"], &["--stall-timeout", "at least 30 s"]),
     ];
     for (bad, expect) in rows {
         let args = [bad, &["--out", out, "--", "doctor"][..]].concat();
@@ -570,6 +606,33 @@ fn an_inner_command_that_fails_gives_its_status_and_its_message() {
     assert!(inner[0].contains("rootfs /nonexistent"), "\n{}", run.context());
     assert!(run.error_lines().is_empty(), "svm-host itself did not fail\n{}", run.context());
     assert!(run.stderr.contains("the command exited with status 1"), "\n{}", run.context());
+}
+
+#[test]
+fn an_l1_that_stops_as_a_whole_is_found_by_its_silent_heartbeat_and_killed() {
+    require!(l1_available());
+    let stall = 30;
+    let run = svm_host_with(
+        PLAIN_RUN_TIMEOUT_S,
+        &["--stall-timeout", &stall.to_string()],
+        &["run", "-b", "container", "--workload", "idle", "--timeout", "600"],
+        L1Fault::FreezeWhenReady,
+    );
+    assert!(!run.status.success(), "\n{}", run.context());
+    let errors = run.error_lines();
+    assert_eq!(errors.len(), 1, "one error line expected\n{}", run.context());
+    assert!(
+        errors[0].starts_with("boxbench: ")
+            && errors[0].contains(&format!("the L1 host stopped: no heartbeat for {stall} s"))
+            && errors[0].contains("QEMU killed"),
+        "\n{}",
+        run.context()
+    );
+    assert!(
+        run.elapsed < Duration::from_secs(PLAIN_RUN_TIMEOUT_S),
+        "the stall was found only at the whole-run deadline\n{}",
+        run.context()
+    );
 }
 
 #[test]

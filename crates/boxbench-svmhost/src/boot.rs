@@ -3,10 +3,13 @@
 //!
 //! The L1 is a q35 machine (ACPI, so `poweroff -f` ends QEMU) with an EPYC CPU with SVM: TCG
 //! emulates AMD-V with nested paging for it. Its console (first serial port) streams to the caller
-//! line by line; the second serial port carries `/out` back as a base64 tar into a file; the
-//! command comes in through fw_cfg. Two deadlines bound it: one to reach the init's ready line, one for the whole run. QEMU
-//! dies with boxbench (`PR_SET_PDEATHSIG`), is killed on a deadline or Ctrl-C, and its temporary
-//! directory is removed whatever happened.
+//! line by line; the second serial port carries `/out` back as a base64 tar into a file, the third
+//! the L1's heartbeat into another; the command comes in through fw_cfg. Three deadlines bound it:
+//! one to reach the init's ready line, one for the whole run, and one for the heartbeat's silence —
+//! an L1 can stop as a whole (its clock with it, so no deadline inside fires; seen a few times in
+//! long runs of Linux guests under our VMM, cause unknown), and the heartbeat ends such a run in
+//! minutes instead of at the whole-run deadline. QEMU dies with boxbench (`PR_SET_PDEATHSIG`), is
+//! killed on a deadline or Ctrl-C, and its temporary directory is removed whatever happened.
 
 use std::collections::VecDeque;
 use std::fs;
@@ -19,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 
-use crate::init::{self, EXIT_MARKER, FAILED_MARKER, OUT_BEGIN, OUT_END, READY_MARKER};
+use crate::init::{self, EXIT_MARKER, FAILED_MARKER, HEARTBEAT_INTERVAL_S, OUT_BEGIN, OUT_END, READY_MARKER};
 
 /// The L1's CPU model: an EPYC with SVM, less the features TCG cannot emulate (QEMU would warn
 /// about each on every boot). `-cpu max` made nested boots 1.7× slower for no cause found.
@@ -47,6 +50,9 @@ pub enum BootError {
     /// QEMU ended before the command's exit line.
     #[error("QEMU ended ({status}) before the command finished{tail}")]
     Ended { status: String, tail: String },
+    /// The L1's heartbeat stopped: the L1 as a whole stopped running.
+    #[error("the L1 host stopped: no heartbeat for {seconds} s (its clock or CPUs stalled; QEMU killed){tail}")]
+    Stalled { seconds: u64, tail: String },
     /// Ctrl-C or SIGTERM.
     #[error("interrupted (QEMU killed)")]
     Interrupted,
@@ -75,6 +81,8 @@ pub struct BootSettings {
     pub boot_timeout: Duration,
     /// How long the whole run may take.
     pub timeout: Duration,
+    /// How long the L1's heartbeat may be silent once it is ready.
+    pub stall_timeout: Duration,
 }
 
 /// What the L1 gave back.
@@ -88,9 +96,18 @@ pub struct BootOutcome {
     pub total_time: Duration,
 }
 
-/// QEMU's arguments for `settings`, with the command in `command_file` and the out channel into
-/// `out_file`.
-pub fn qemu_args(settings: &BootSettings, command_file: &Path, out_file: &Path) -> Vec<String> {
+/// Where QEMU writes the L1's serial channels other than the console.
+#[derive(Debug, Clone)]
+pub struct Channels {
+    /// The base64 tar of `/out` (second serial port).
+    pub out: PathBuf,
+    /// The heartbeat (third serial port).
+    pub heartbeat: PathBuf,
+}
+
+/// QEMU's arguments for `settings`, with the command in `command_file` and the other serial
+/// channels into `channels`.
+pub fn qemu_args(settings: &BootSettings, command_file: &Path, channels: &Channels) -> Vec<String> {
     let cmdline = format!("console=ttyS0 quiet panic=-1 {}", boxbench_core::host::EMULATED_CPU_PARAM);
     [
         "-accel",
@@ -115,9 +132,13 @@ pub fn qemu_args(settings: &BootSettings, command_file: &Path, out_file: &Path) 
         "-serial",
         "chardev:console",
         "-chardev",
-        &format!("file,id=out,path={}", out_file.display()),
+        &format!("file,id=out,path={}", channels.out.display()),
         "-serial",
         "chardev:out",
+        "-chardev",
+        &format!("file,id=heartbeat,path={}", channels.heartbeat.display()),
+        "-serial",
+        "chardev:heartbeat",
         "-fw_cfg",
         &format!("name={},file={}", init::COMMAND_FW_CFG, command_file.display()),
         "-kernel",
@@ -157,13 +178,13 @@ pub fn run(
     let scratch =
         tempfile::Builder::new().prefix("boxbench-svm-host-").tempdir().map_err(io("a temporary directory"))?;
     let command_file = scratch.path().join("command.sh");
-    let out_file = scratch.path().join("out.b64");
+    let channels = Channels { out: scratch.path().join("out.b64"), heartbeat: scratch.path().join("heartbeat") };
     fs::write(&command_file, command_script).map_err(io("writing the command file"))?;
 
     let started = Instant::now();
     let mut command = Command::new(&settings.qemu);
     command
-        .args(qemu_args(settings, &command_file, &out_file))
+        .args(qemu_args(settings, &command_file, &channels))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -209,6 +230,7 @@ pub fn run(
     };
     let mut boot_time = None;
     let mut exit_status = None;
+    let mut heartbeat = Heartbeat::new(&channels.heartbeat, settings.stall_timeout);
     loop {
         if boxbench_core::interrupt::requested() {
             return Err(BootError::Interrupted);
@@ -220,10 +242,16 @@ pub fn run(
         if elapsed > settings.timeout {
             return Err(BootError::Timeout { seconds: settings.timeout.as_secs(), tail: tail_text(&tail) });
         }
+        // Watched from the ready line on, and not once the command has ended (the L1 is powering
+        // off then).
+        if boot_time.is_some() && exit_status.is_none() && heartbeat.stalled() {
+            return Err(BootError::Stalled { seconds: settings.stall_timeout.as_secs(), tail: tail_text(&tail) });
+        }
         match lines.recv_timeout(boxbench_core::interrupt::POLL) {
             Ok(line) => {
                 if line == READY_MARKER {
                     boot_time = Some(started.elapsed());
+                    heartbeat.restart();
                     continue;
                 }
                 if let Some(what) = line.strip_prefix(FAILED_MARKER) {
@@ -250,10 +278,43 @@ pub fn run(
     };
     let total_time = started.elapsed();
     drop(qemu);
-    let text = fs::read_to_string(&out_file).map_err(io("reading the L1's out channel"))?;
+    let text = fs::read_to_string(&channels.out).map_err(io("reading the L1's out channel"))?;
     extract_out(&text, out_dir)?;
     Ok(BootOutcome { exit_status, boot_time: boot_time.unwrap_or(total_time), total_time })
 }
+
+/// The L1's heartbeat file, watched for growth.
+struct Heartbeat<'a> {
+    path: &'a Path,
+    limit: Duration,
+    bytes: u64,
+    last_growth: Instant,
+}
+
+impl<'a> Heartbeat<'a> {
+    fn new(path: &'a Path, limit: Duration) -> Self {
+        Self { path, limit, bytes: 0, last_growth: Instant::now() }
+    }
+
+    /// Starts the silence count afresh (the L1 has just become ready).
+    fn restart(&mut self) {
+        self.last_growth = Instant::now();
+    }
+
+    /// Whether the file has not grown for longer than the limit.
+    fn stalled(&mut self) -> bool {
+        let bytes = fs::metadata(self.path).map(|m| m.len()).unwrap_or(0);
+        if bytes != self.bytes {
+            self.bytes = bytes;
+            self.last_growth = Instant::now();
+        }
+        self.last_growth.elapsed() > self.limit
+    }
+}
+
+/// The shortest heartbeat silence that is not just a slow beat: several beats' worth, so an L1
+/// busy booting guests on every vCPU is not taken for a stopped one.
+pub const MIN_STALL_TIMEOUT: Duration = Duration::from_secs(HEARTBEAT_INTERVAL_S * 6);
 
 /// Unpacks the base64 tar between [`OUT_BEGIN`] and [`OUT_END`] in `text` into `out_dir`.
 fn extract_out(text: &str, out_dir: &Path) -> Result<(), BootError> {
@@ -285,16 +346,39 @@ mod tests {
             memory_mib: 4096,
             boot_timeout: Duration::from_secs(120),
             timeout: Duration::from_secs(600),
+            stall_timeout: Duration::from_secs(120),
         }
+    }
+
+    fn channels() -> Channels {
+        Channels { out: PathBuf::from("/t/out.b64"), heartbeat: PathBuf::from("/t/heartbeat") }
     }
 
     #[test]
     fn the_l1_is_an_epyc_with_svm_under_tcg_told_it_is_emulated() {
-        let args = qemu_args(&settings(), Path::new("/t/command.sh"), Path::new("/t/out.b64")).join(" ");
+        let args = qemu_args(&settings(), Path::new("/t/command.sh"), &channels()).join(" ");
         assert!(args.contains("-accel tcg -M q35 -cpu EPYC,+svm,") && args.contains(" -smp 2 -m 4096 "), "{args}");
         assert!(args.contains("-fw_cfg name=opt/boxbench/command,file=/t/command.sh"), "{args}");
-        assert!(args.contains("file,id=out,path=/t/out.b64"), "{args}");
+        assert!(args.contains("file,id=out,path=/t/out.b64 -serial chardev:out"), "{args}");
+        assert!(args.contains("file,id=heartbeat,path=/t/heartbeat -serial chardev:heartbeat"), "{args}");
         assert!(args.ends_with("console=ttyS0 quiet panic=-1 boxbench.emulated_cpu=tcg"), "{args}");
+    }
+
+    #[test]
+    fn a_heartbeat_file_that_stops_growing_is_a_stall_and_one_that_grows_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("heartbeat");
+        let mut heartbeat = Heartbeat::new(&path, Duration::from_millis(200));
+        assert!(!heartbeat.stalled(), "a missing file is silence, not yet a stall");
+        for beat in 1..=4 {
+            fs::write(&path, init::HEARTBEAT.repeat(beat)).unwrap();
+            std::thread::sleep(Duration::from_millis(100));
+            assert!(!heartbeat.stalled(), "beat {beat} arrived within the limit");
+        }
+        std::thread::sleep(Duration::from_millis(250));
+        assert!(heartbeat.stalled());
+        heartbeat.restart();
+        assert!(!heartbeat.stalled());
     }
 
     #[test]

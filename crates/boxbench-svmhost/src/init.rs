@@ -5,8 +5,8 @@
 //! tmpfs and `switch_root` runs stage 2 there. Stage 2 (`/sbin/l1-init`) sets up what a real
 //! user's host has (proc, sysfs, devtmpfs, devpts, cgroup v2 alone at `/sys/fs/cgroup` with the
 //! controllers a systemd host enables, loopback), loads the KVM modules, reads the command from
-//! QEMU's fw_cfg, runs it in `/out`, sends `/out` back as a base64 tar on the second serial port,
-//! and powers off.
+//! QEMU's fw_cfg, runs it in `/out` while a heartbeat goes out on the third serial port, sends
+//! `/out` back as a base64 tar on the second serial port, and powers off.
 
 use std::path::Path;
 
@@ -16,6 +16,11 @@ pub const READY_MARKER: &str = "BOXBENCH_L1_READY";
 pub const EXIT_MARKER: &str = "BOXBENCH_L1_EXIT=";
 /// Printed on the console, followed by what failed, when the L1 cannot run the command.
 pub const FAILED_MARKER: &str = "BOXBENCH_L1_FAILED: ";
+/// Written to the third serial port every [`HEARTBEAT_INTERVAL_S`] seconds once the L1 is ready, so
+/// the host can tell an L1 whose clock or CPUs stopped from a command that is merely quiet.
+pub const HEARTBEAT: &str = "BOXBENCH_L1_ALIVE";
+/// Seconds between two heartbeats.
+pub const HEARTBEAT_INTERVAL_S: u64 = 5;
 /// Brackets the base64 tar of `/out` on the second serial port.
 pub const OUT_BEGIN: &str = "BOXBENCH_OUT_BEGIN";
 /// Ends the base64 tar of `/out` on the second serial port.
@@ -79,6 +84,8 @@ command=/sys/firmware/qemu_fw_cfg/by_name/{COMMAND_FW_CFG}/raw
 [ -r \"$command\" ] || fail \"no command in fw_cfg ($command)\"
 cp \"$command\" /run/command.sh
 echo {READY_MARKER}
+# A heartbeat the host watches: it stops only if the L1 itself stops (its clock or its CPUs).
+while :; do echo {HEARTBEAT}; sleep {HEARTBEAT_INTERVAL_S}; done > /dev/ttyS2 2>/dev/null &
 cd {OUT_DIR}
 # Through a pipe, as from a CI job: the console is a terminal, and progress bars would redraw on it.
 set -o pipefail
@@ -129,6 +136,7 @@ mod tests {
         let script = stage2(&[Path::new("/lib/modules/r/irqbypass.ko"), Path::new("/lib/modules/r/kvm.ko")]);
         assert!(script.contains("for module in '/lib/modules/r/irqbypass.ko' '/lib/modules/r/kvm.ko'; do"));
         assert!(script.contains(READY_MARKER) && script.contains(EXIT_MARKER) && script.contains(OUT_END));
+        assert!(script.contains(&format!("echo {HEARTBEAT}; sleep {HEARTBEAT_INTERVAL_S}; done > /dev/ttyS2")));
         assert!(script.contains("mount -t cgroup2 cgroup2 /sys/fs/cgroup"));
         let checked = Command::new("sh").arg("-n").arg("-c").arg(&script).status().unwrap();
         assert!(checked.success(), "stage 2 is not valid shell");

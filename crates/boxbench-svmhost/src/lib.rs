@@ -58,6 +58,8 @@ pub struct SvmHostRequest {
     pub timeout: Duration,
     /// The deadline for the L1 to reach its init.
     pub boot_timeout: Duration,
+    /// How long the L1's heartbeat may be silent before the L1 counts as stopped.
+    pub stall_timeout: Duration,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
 }
@@ -85,6 +87,15 @@ impl TryFrom<SvmHostRequest> for SvmHostConfig {
         }
         if request.boot_timeout.is_zero() {
             return Err(setting("--boot-timeout", "must be positive".to_owned()));
+        }
+        if request.stall_timeout < boot::MIN_STALL_TIMEOUT {
+            return Err(setting(
+                "--stall-timeout",
+                format!(
+                    "must be at least {} s (the heartbeat comes every few seconds)",
+                    boot::MIN_STALL_TIMEOUT.as_secs()
+                ),
+            ));
         }
         if !request.qemu.is_file() {
             return Err(SvmHostError::NoQemu(request.qemu));
@@ -132,6 +143,7 @@ impl SvmHostConfig {
             memory_mib: self.request.memory_mib,
             boot_timeout: self.request.boot_timeout,
             timeout: self.request.timeout,
+            stall_timeout: self.request.stall_timeout,
         };
         Ok(boot::run(&settings, &init::command_script(program, args), out_dir, console)?)
     }
@@ -147,17 +159,22 @@ mod tests {
             memory_mib: 4096,
             timeout: Duration::from_secs(600),
             boot_timeout: Duration::from_secs(120),
+            stall_timeout: Duration::from_secs(120),
             qemu: PathBuf::from("/bin/sh"),
         }
     }
 
     #[test]
     fn settings_out_of_range_are_named() {
-        let cases: [(SvmHostRequest, &str); 5] = [
+        let cases: [(SvmHostRequest, &str); 6] = [
             (SvmHostRequest { cpus: 0, ..request() }, "--cpus: 0 is out of range (1 to 8)"),
             (SvmHostRequest { memory_mib: 64, ..request() }, "--memory: 64 MiB is out of range (1024 to 16384)"),
             (SvmHostRequest { timeout: Duration::ZERO, ..request() }, "--timeout: must be positive"),
             (SvmHostRequest { boot_timeout: Duration::ZERO, ..request() }, "--boot-timeout: must be positive"),
+            (
+                SvmHostRequest { stall_timeout: Duration::from_secs(5), ..request() },
+                "--stall-timeout: must be at least 30 s (the heartbeat comes every few seconds)",
+            ),
             (
                 SvmHostRequest { qemu: PathBuf::from("/nonexistent/qemu"), ..request() },
                 "/nonexistent/qemu not found (install the Debian package qemu-system-x86)",
