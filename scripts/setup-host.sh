@@ -18,9 +18,12 @@ set -euo pipefail
 # host busybox; cpio: initramfs checks; crun, runc, podman, docker.io: the real container peers;
 # gcc, binutils, make: boxbench's own guest; linux-source-6.1, bison, flex, bc, libelf-dev, xz-utils,
 # patch: the micro-VM kernel; mmdebstrap, e2fsprogs: the full-OS VM disk; fonts-dejavu-core: report
-# plots; chromium: the report's rendering test; iproute2: soak's network-namespace check.
+# plots; chromium: the report's rendering test; iproute2: soak's network-namespace check;
+# ansible-core, openssh-server, openssh-client: the fleet playbook (deploy/ansible/) and its test, which
+# runs it over real SSH against sshd on loopback addresses.
 packages=(busybox-static cpio crun runc podman docker.io gcc binutils make linux-source-6.1 bison flex bc
-          libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core chromium iproute2)
+          libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core chromium iproute2
+          ansible-core openssh-server openssh-client)
 # QEMU (the qemu-* peers, and qemu-img for the full-OS disk): qemu-system-x86 and qemu-utils must come
 # from one release. These machines ship a newer qemu-utils (bookworm-backports) that bookworm's
 # qemu-system-x86 conflicts with; asked for qemu-system-x86 alone, apt removes qemu-utils and qemu-img
@@ -55,6 +58,11 @@ patch	patch --version
 tar	tar --version
 gzip	gzip --version
 iproute2	ip -V
+ansible-core	ansible-playbook --version
+ansible-core	ansible --version
+openssh-server	/usr/sbin/sshd -V
+openssh-client	ssh -V
+openssh-client	test -x /usr/bin/ssh-keygen
 util-linux	setpriv --version
 apt	apt-get --version
 dpkg	dpkg-query --version
