@@ -97,6 +97,26 @@ fn meminfo_kib(meminfo: &str, field: &str) -> Option<u64> {
     meminfo.lines().find_map(|l| l.strip_prefix(field)?.split_whitespace().next()?.parse::<u64>().ok())
 }
 
+/// Where the machine's identity is kept: systemd's file, then D-Bus's older one (machine-id(5)).
+const MACHINE_ID_FILES: [&str; 2] = ["/etc/machine-id", "/var/lib/dbus/machine-id"];
+
+/// The stable identity of a host: `<16 hex digits>/<CPU model>/<kernel>`. The digits are the start
+/// of the SHA-256 of the machine id (`machine`, the contents of /etc/machine-id) with a boxbench
+/// prefix, as machine-id(5) asks of applications that publish an id derived from it; a machine
+/// without one (an initramfs host) is named by its `hostname` instead, marked `h` so the two kinds
+/// never collide. The CPU model and kernel are part of it because they decide the figures: the same
+/// machine after a kernel upgrade is another column of a fleet report.
+pub fn host_id(machine: &str, hostname: &str, cpu_model: &str, kernel: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let (kind, source) = match machine.trim() {
+        "" => ("h", hostname.trim()),
+        id => ("m", id),
+    };
+    let digest = Sha256::digest(format!("boxbench host id {kind}:{source}"));
+    let hex: String = digest.iter().take(8).map(|b| format!("{b:02x}")).collect();
+    format!("{kind}{hex}/{cpu_model}/{kernel}")
+}
+
 /// The facts a run is labelled with.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HostFacts {
@@ -119,6 +139,10 @@ pub struct HostFacts {
     /// The CPU is emulated (an L1 host of `boxbench svm-host`, booted with [`EMULATED_CPU_PARAM`]).
     #[serde(default)]
     pub cpu_emulated: bool,
+    /// The host's stable identity ([`host_id`]): runs of one machine with one CPU model and kernel
+    /// share it, so a fleet report merges them. Empty in results written before it existed.
+    #[serde(default)]
+    pub host_id: String,
 }
 
 impl HostFacts {
@@ -135,8 +159,12 @@ impl HostFacts {
             .ok()
             .and_then(|l| l.split_whitespace().next()?.parse().ok())
             .unwrap_or(0.0);
+        let kernel = fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default();
+        let machine = MACHINE_ID_FILES.iter().find_map(|path| fs::read_to_string(path).ok()).unwrap_or_default();
+        let hostname = fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
+        let host_id = host_id(&machine, &hostname, &cpu_model, &kernel);
         Self {
-            kernel: fs::read_to_string("/proc/sys/kernel/osrelease").map(|s| s.trim().to_owned()).unwrap_or_default(),
+            kernel,
             cpu_model,
             cpus: std::thread::available_parallelism().map_or(1, |n| n.get()),
             memory_bytes,
@@ -145,6 +173,7 @@ impl HostFacts {
             root: nix::unistd::geteuid().is_root(),
             load_average,
             cpu_emulated: cpu_emulated(&fs::read_to_string("/proc/cmdline").unwrap_or_default()),
+            host_id,
         }
     }
 
@@ -194,6 +223,37 @@ mod tests {
         assert!(cpu_emulated("console=ttyS0 boxbench.emulated_cpu=tcg quiet"));
         assert!(!cpu_emulated("console=ttyS0 boxbench.emulated_cpu=tcgx"));
         assert!(!cpu_emulated(""));
+    }
+
+    #[test]
+    fn host_id_is_stable_and_names_machine_cpu_and_kernel() {
+        let id = host_id("0123456789abcdef0123456789abcdef\n", "box", "AMD EPYC 7B13", "6.1.0-28-amd64");
+        assert_eq!(id, host_id("0123456789abcdef0123456789abcdef", "other", "AMD EPYC 7B13", "6.1.0-28-amd64"));
+        assert!(id.ends_with("/AMD EPYC 7B13/6.1.0-28-amd64"), "{id}");
+        let machine_part = id.split('/').next().unwrap_or_default();
+        assert_eq!(machine_part.len(), 17, "{id}");
+        assert!(machine_part.starts_with('m') && machine_part[1..].chars().all(|c| c.is_ascii_hexdigit()));
+        // The machine id itself is not published.
+        assert!(!id.contains("0123456789abcdef"));
+        // Another machine, kernel or CPU is another host.
+        assert_ne!(id, host_id("fedcba9876543210fedcba9876543210", "box", "AMD EPYC 7B13", "6.1.0-28-amd64"));
+        assert_ne!(id, host_id("0123456789abcdef0123456789abcdef", "box", "AMD EPYC 7B13", "6.1.0-29-amd64"));
+        assert_ne!(id, host_id("0123456789abcdef0123456789abcdef", "box", "Intel Xeon", "6.1.0-28-amd64"));
+    }
+
+    #[test]
+    fn a_host_without_machine_id_is_named_by_its_hostname() {
+        let a = host_id("", "l1-a\n", "QEMU", "6.1.0");
+        assert!(a.starts_with('h'), "{a}");
+        assert_eq!(a, host_id(" ", "l1-a", "QEMU", "6.1.0"));
+        assert_ne!(a, host_id("", "l1-b", "QEMU", "6.1.0"));
+    }
+
+    #[test]
+    fn detected_facts_carry_this_hosts_id() {
+        let facts = HostFacts::detect();
+        assert!(facts.host_id.ends_with(&format!("/{}/{}", facts.cpu_model, facts.kernel)), "{}", facts.host_id);
+        assert_eq!(facts.host_id, HostFacts::detect().host_id);
     }
 
     #[test]

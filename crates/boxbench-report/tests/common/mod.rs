@@ -27,6 +27,7 @@ pub fn host(kvm: KvmFlavour, cpus: usize, load: f64) -> HostSection {
             root: true,
             load_average: load,
             cpu_emulated: false,
+            host_id: String::new(),
         },
         load_before: LoadAverage { one: load, five: load, fifteen: load },
         load_after: LoadAverage { one: load, five: load, fifteen: load },
