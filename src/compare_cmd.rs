@@ -9,6 +9,7 @@ use anyhow::Context;
 use boxbench::backends::{BackendChoice, BackendOptions, KernelChoice};
 use boxbench::compare::{CompareProgress, CompareSettings, compare};
 use boxbench_core::Record;
+use boxbench_report::fleet::MissingHost;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -80,6 +81,13 @@ pub struct ReportArgs {
     /// The directory to write the report into.
     #[arg(long)]
     pub out: PathBuf,
+    /// A host that sent no results, and why (`HOST=REASON`; repeat the option): the report names it.
+    #[arg(long, value_name = "HOST=REASON")]
+    pub missing: Vec<String>,
+    /// A results file that cannot be read becomes a missing host (named by its directory) instead of
+    /// stopping the report. Either way, a missing host makes the exit status non-zero.
+    #[arg(long)]
+    pub keep_going: bool,
 }
 
 /// A progress bar over every launch of the run.
@@ -161,8 +169,28 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
 
 /// Runs `boxbench report`.
 pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
-    let hosts = boxbench_report::load_results(&args.results)?;
+    let mut missing = args.missing.iter().map(|spec| MissingHost::parse(spec)).collect::<Result<Vec<_>, _>>()?;
+    let mut hosts = if args.keep_going {
+        let mut all = Vec::new();
+        for path in &args.results {
+            match boxbench_report::load_file(path) {
+                Ok(results) => all.extend(results),
+                Err(e) => missing.push(MissingHost::unreadable(path, &e.to_string())),
+            }
+        }
+        if all.is_empty() {
+            let why: Vec<String> = missing.iter().map(|m| format!("{}: {}", m.host, m.reason)).collect();
+            anyhow::bail!("no readable results; {}", why.join("; "));
+        }
+        boxbench_report::MultiHost::merge(all)?
+    } else {
+        boxbench_report::load_results(&args.results)?
+    };
+    hosts.missing = missing;
     let files = boxbench_report::write_comparison(&hosts, &args.out)?;
     crate::write_stdout(&format!("report: {}\n", files.report_md.display()))?;
-    Ok(ExitCode::SUCCESS)
+    for m in &hosts.missing {
+        eprintln!("boxbench: missing host {}: {}", m.host, m.reason);
+    }
+    Ok(if hosts.missing.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

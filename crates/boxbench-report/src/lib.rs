@@ -18,6 +18,7 @@
 
 pub mod claims;
 pub mod document;
+pub mod fleet;
 pub mod plots;
 pub mod render;
 pub mod schema;
@@ -115,7 +116,7 @@ pub fn write_report(results: &Results, out_dir: &Path) -> Result<ReportFiles, Re
 /// `report.html` with a column per host, the comparison plots, and each host's full report under
 /// `hosts/<n>-<name>/`. One host gives the same report as [`write_report`].
 pub fn write_comparison(hosts: &MultiHost, out_dir: &Path) -> Result<ReportFiles, ReportError> {
-    if let [only] = hosts.hosts.as_slice() {
+    if let ([only], true) = (hosts.hosts.as_slice(), hosts.missing.is_empty()) {
         return write_report(only, out_dir);
     }
     let mut output = Output::default();
@@ -124,32 +125,37 @@ pub fn write_comparison(hosts: &MultiHost, out_dir: &Path) -> Result<ReportFiles
 }
 
 /// Reads results files: each a `results.json` of one host or a saved comparison of several, merged in
-/// the order given.
+/// the order given (the runs of one host into one column).
 pub fn load_results(paths: &[PathBuf]) -> Result<MultiHost, ReportError> {
     if paths.is_empty() {
         return Err(ReportError::NoInput);
     }
     let mut all = Vec::new();
     for path in paths {
-        let text = fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.clone(), source })?;
-        let parse_error = |source| ReportError::Parse { path: path.clone(), source };
-        let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
-        let version = value.get("schema_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
-        if version != u64::from(SCHEMA_VERSION) {
-            let found = u32::try_from(version).unwrap_or(u32::MAX);
-            return Err(ReportError::Schema {
-                path: path.clone(),
-                source: schema::SchemaError::UnsupportedVersion { found },
-            });
-        }
-        if value.get("hosts").is_some() {
-            let multi: MultiHost = serde_json::from_str(&text).map_err(parse_error)?;
-            all.extend(multi.hosts);
-        } else {
-            all.push(serde_json::from_str::<Results>(&text).map_err(parse_error)?);
-        }
+        all.extend(load_file(path)?);
     }
     MultiHost::merge(all).map_err(|source| ReportError::Schema { path: paths[0].clone(), source })
+}
+
+/// Reads one results file: the hosts it holds.
+pub fn load_file(path: &Path) -> Result<Vec<Results>, ReportError> {
+    let text = fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_owned(), source })?;
+    let parse_error = |source| ReportError::Parse { path: path.to_owned(), source };
+    let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
+    let version = value.get("schema_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    if version != u64::from(SCHEMA_VERSION) {
+        let found = u32::try_from(version).unwrap_or(u32::MAX);
+        return Err(ReportError::Schema {
+            path: path.to_owned(),
+            source: schema::SchemaError::UnsupportedVersion { found },
+        });
+    }
+    if value.get("hosts").is_some() {
+        let multi: MultiHost = serde_json::from_str(&text).map_err(parse_error)?;
+        Ok(multi.hosts)
+    } else {
+        Ok(vec![serde_json::from_str::<Results>(&text).map_err(parse_error)?])
+    }
 }
 
 /// The paths one report call created, removed again if the call fails.

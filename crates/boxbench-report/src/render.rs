@@ -346,6 +346,7 @@ pub fn multi_host_document(hosts: &MultiHost, host_dirs: &[String]) -> Document 
         .map(|((name, dir), r)| format!("**{name}**: {} — full report in `{dir}/report.html`", r.host.facts.label()))
         .collect();
     doc.list(links);
+    crate::fleet::sections(&mut doc, hosts, &columns, &verdicts);
 
     doc.heading(2, "Claims");
     let claims = crate::claims::Claim::ALL;

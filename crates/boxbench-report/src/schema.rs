@@ -592,12 +592,16 @@ pub struct UnameEvidence {
 pub struct MultiHost {
     /// [`SCHEMA_VERSION`] of the writer.
     pub schema_version: u32,
-    /// One results document per host, in the order they were given.
+    /// One results document per host (its runs merged), ordered by [`crate::fleet::HostGroup`].
     pub hosts: Vec<Results>,
+    /// Hosts of the fleet that sent no usable results, each with why.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub missing: Vec<crate::fleet::MissingHost>,
 }
 
 impl MultiHost {
-    /// Merges `results` (each checked for its version) into one comparison.
+    /// Merges `results` (each checked for its version) into one comparison: the runs of one host
+    /// ([`crate::fleet::merge_runs`]) become one column.
     pub fn merge(results: Vec<Results>) -> Result<Self, SchemaError> {
         if results.is_empty() {
             return Err(SchemaError::NothingToMerge);
@@ -605,7 +609,7 @@ impl MultiHost {
         for r in &results {
             r.check_version()?;
         }
-        Ok(Self { schema_version: SCHEMA_VERSION, hosts: results })
+        Ok(Self { schema_version: SCHEMA_VERSION, hosts: crate::fleet::merge_runs(results), missing: Vec::new() })
     }
 
     /// A column heading for each host: its label, or its kernel and CPU count, made unique.
