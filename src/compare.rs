@@ -40,6 +40,9 @@ pub struct CompareSettings {
     pub options: BackendOptions,
     /// The command line, recorded in the results.
     pub command_line: Vec<String>,
+    /// The name the results give the host (default: its hostname); a fleet run passes the
+    /// inventory's name, so the report's columns and its missing hosts use the same names.
+    pub label: Option<String>,
 }
 
 /// One series to measure: a backend with its guest and accelerator settings.
@@ -259,9 +262,10 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     };
 
     // The label names the machine; the facts' own line (kernel, CPUs, KVM, cgroups) follows it.
-    let hostname =
-        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default();
-    let host = HostSection::capture(hostname, facts, load_before);
+    let label = settings.label.clone().unwrap_or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_default()
+    });
+    let host = HostSection::capture(label, facts, load_before);
     let run_settings = RunSettings {
         command_line: settings.command_line.clone(),
         runs_per_series: settings.runs,

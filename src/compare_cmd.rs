@@ -56,6 +56,9 @@ pub struct CompareArgs {
     /// (Debian's unmodified cloud kernel); every VMM boots the same one with the same initramfs.
     #[arg(long, value_enum, default_value = "microvm")]
     pub kernel: LinuxKernel,
+    /// The name the results give this host (default: its hostname).
+    #[arg(long, value_name = "NAME")]
+    pub label: Option<String>,
     /// Skip building the full-OS VM disk (Debian minbase by mmdebstrap, built once, a few minutes),
     /// whose size claim 3 is judged on.
     #[arg(long)]
@@ -130,6 +133,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
             ..BackendOptions::default()
         },
         command_line: std::env::args().collect(),
+        label: args.label.clone(),
     };
     boxbench_core::interrupt::install()?;
     boxbench::images::build_default(false).context("building the guest images")?;

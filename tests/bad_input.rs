@@ -303,6 +303,32 @@ fn rows(dir: &Path) -> Vec<Row> {
             "error: invalid value '0' for '--parallel <PARALLEL>'",
         ),
     ]);
+    // `boxbench report` over files that are not boxbench's results (a fleet's bad host).
+    fs::write(dir.join("not-results.json"), b"{\"name\": \"a package.json\"}\n").unwrap();
+    fs::write(dir.join("other-schema.json"), b"{\"schema_version\": 99, \"hosts\": []}\n").unwrap();
+    let report_out = p("report-out");
+    rows.extend([
+        row(
+            "report of a JSON that is not results",
+            &["report", &p("not-results.json"), "--out", &report_out],
+            &format!("{}: not a boxbench results document", p("not-results.json")),
+        ),
+        row(
+            "report of another schema version",
+            &["report", &p("other-schema.json"), "--out", &report_out],
+            &format!("{}: schema_version 99 is not supported", p("other-schema.json")),
+        ),
+        row(
+            "report --keep-going with no readable file",
+            &["report", "--keep-going", &p("text"), &p("other-schema.json"), "--out", &report_out],
+            "no readable results",
+        ),
+        row(
+            "report --missing without a reason",
+            &["report", &p("other-schema.json"), "--missing", "web-1", "--out", &report_out],
+            "--missing \"web-1\": expected HOST=REASON",
+        ),
+    ]);
     rows.extend(not_root_rows());
     rows
 }
@@ -355,6 +381,7 @@ fn every_bad_input_is_refused_in_one_line_naming_it_and_leaves_nothing() {
         // The child is reaped; its pid names any cgroup it made.
         common::assert_clean_after(pid, &temp_before, name);
     }
+    assert!(!dir.path().join("report-out").exists(), "a refused report wrote its output directory");
 }
 
 #[test]

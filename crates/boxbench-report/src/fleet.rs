@@ -292,15 +292,18 @@ fn summary_line(outcomes: &[Outcome], groups: &[(HostGroup, Vec<usize>)]) -> Str
             .map(|(g, _)| group_letter(g))
             .collect()
     };
-    let hosts = |n: usize| if n == 1 { "host".to_owned() } else { "hosts".to_owned() };
     for (want, words) in [
-        (Outcome::Holds, "holds"),
-        (Outcome::DoesNotHold, "does not hold"),
-        (Outcome::Inconclusive, "is inconclusive"),
-        (Outcome::InPart, "holds in part"),
+        (Outcome::Holds, "holds on"),
+        (Outcome::DoesNotHold, "does not hold on"),
+        (Outcome::Inconclusive, "inconclusive on"),
+        (Outcome::InPart, "holds in part on"),
     ] {
         if count(want) == total {
-            return format!("{words} on all {total} {}", hosts(total));
+            return match (want, total) {
+                (_, 1) => format!("{words} the one host"),
+                (Outcome::DoesNotHold, _) => format!("does not hold on any of the {total} hosts"),
+                _ => format!("{words} all {total} hosts"),
+            };
         }
     }
     let mut parts = Vec::new();
@@ -358,6 +361,8 @@ mod tests {
         let groups = vec![g(vec![0, 1]), g(vec![2])];
         use Outcome::*;
         assert_eq!(summary_line(&[Holds, Holds, Holds], &groups), "holds on all 3 hosts");
+        assert_eq!(summary_line(&[DoesNotHold; 3], &groups), "does not hold on any of the 3 hosts");
+        assert_eq!(summary_line(&[Inconclusive], &[g(vec![0])]), "inconclusive on the one host");
         assert_eq!(
             summary_line(&[Holds, Holds, DoesNotHold], &groups),
             "holds on 2 of 3 (all of group A); does not hold on 1 of 3 (all of group B)"

@@ -58,6 +58,12 @@ pub enum ReportError {
         /// Where and why parsing failed.
         source: serde_json::Error,
     },
+    /// A JSON file that is not a results document at all (it has no `schema_version`).
+    #[error("{path}: not a boxbench results document (no schema_version)")]
+    NotResults {
+        /// The file.
+        path: PathBuf,
+    },
     /// A results file has a schema this boxbench does not read.
     #[error("{path}: {source}")]
     Schema {
@@ -142,7 +148,10 @@ pub fn load_file(path: &Path) -> Result<Vec<Results>, ReportError> {
     let text = fs::read_to_string(path).map_err(|source| ReportError::Read { path: path.to_owned(), source })?;
     let parse_error = |source| ReportError::Parse { path: path.to_owned(), source };
     let value: serde_json::Value = serde_json::from_str(&text).map_err(parse_error)?;
-    let version = value.get("schema_version").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let version = value
+        .get("schema_version")
+        .and_then(serde_json::Value::as_u64)
+        .ok_or_else(|| ReportError::NotResults { path: path.to_owned() })?;
     if version != u64::from(SCHEMA_VERSION) {
         let found = u32::try_from(version).unwrap_or(u32::MAX);
         return Err(ReportError::Schema {
