@@ -440,6 +440,25 @@ fn own_vmm_leaves_nothing_behind_after_cloud_kernel_guests() {
     assert_eq!(leftovers["fds"], 0, "file descriptors left in the L1\n{}", run.context());
 }
 
+/// Short-lived VMs two at a time: each first VM created and last destroyed makes the L1's kernel
+/// live-patch its scheduler, which under multi-threaded TCG stopped the L1 as a whole within the
+/// first few dozen launches (see `L1_ACCEL` in the svmhost crate's boot module).
+#[test]
+fn the_l1_keeps_running_through_hundreds_of_short_lived_vms() {
+    require!(l1_available());
+    let count = 200;
+    let run = svm_host(
+        GUEST_RUN_TIMEOUT_S,
+        &[],
+        &["soak", "-b", "microvm", "--guest", "boxbench", "--count", &count.to_string(), "--parallel", "2", "--json"],
+    );
+    run.assert_success();
+    let report = run.json();
+    assert_eq!(report["launches"], count, "\n{}", run.context());
+    assert_eq!(report["succeeded"], count, "\n{}", run.context());
+    assert_eq!(report["leftovers"]["processes"], serde_json::json!([]), "\n{}", run.context());
+}
+
 #[test]
 fn own_vmm_boots_the_microvm_kernel_without_kvm_pvm_parameters() {
     require!(l1_available());
