@@ -188,6 +188,8 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     require!(on_path("ansible-playbook"));
     require!(on_path("ssh-keygen"));
     require!(on_path("unshare"));
+    require!(on_path("useradd"));
+    require!(on_path("userdel"));
     require!(Path::new("/usr/sbin/sshd").exists().then_some(()).ok_or("openssh-server is not installed"));
     require!(Path::new("/etc/machine-id").exists().then_some(()).ok_or("this host has no /etc/machine-id"));
 
