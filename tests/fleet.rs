@@ -1,6 +1,7 @@
 //! deploy/ansible/fleet.yml for real: ansible-playbook over real SSH to two sshd on loopback
-//! addresses, a host where nothing listens, and a host whose compare overruns its deadline; then the
-//! merged report, and nothing left behind.
+//! addresses, a host where nothing listens, a host whose compare overruns its deadline, and a host
+//! reached as a login user that is not root and has no sudo; then the merged report, and nothing left
+//! behind.
 //!
 //! The second sshd runs in mount and UTS namespaces of its own with its own /etc/machine-id and
 //! hostname: to boxbench it is a second machine (another host id), as a systemd-nspawn machine would
@@ -10,6 +11,7 @@
 use std::collections::BTreeSet;
 use std::fs;
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -87,6 +89,68 @@ impl Drop for Sshd {
     }
 }
 
+/// An unprivileged login user of this test (no sudo rights: none are given, and this host may not
+/// have sudo at all), with a temporary home holding the test's client key. Removed with its home
+/// (`userdel -r`) when dropped, after its processes (sshd sessions closing) have gone.
+struct LoginUser {
+    name: String,
+    uid: u32,
+    home: PathBuf,
+}
+
+impl LoginUser {
+    fn create(name: &str, home: &Path, public_key: &Path) -> Self {
+        // '*': no password, but not a locked account, which sshd without PAM refuses even with a key.
+        let status = Command::new("useradd")
+            .args(["--create-home", "--shell", "/bin/sh", "--password", "*", "--home-dir"])
+            .arg(home)
+            .arg(name)
+            .status()
+            .unwrap();
+        assert!(status.success(), "useradd {name}");
+        let user = Self { name: name.to_owned(), uid: fs::metadata(home).unwrap().uid(), home: home.to_owned() };
+        let ssh = home.join(".ssh");
+        fs::create_dir(&ssh).unwrap();
+        fs::copy(public_key, ssh.join("authorized_keys")).unwrap();
+        let status = Command::new("chown").arg("-R").arg(format!("{name}:")).arg(&ssh).status().unwrap();
+        assert!(status.success(), "chown {}", ssh.display());
+        user
+    }
+
+    /// Pids of the processes running as this user.
+    fn processes(&self) -> Vec<u32> {
+        fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|e| e.file_name().to_string_lossy().parse::<u32>().ok().map(|pid| (pid, e)))
+            .filter(|(_, e)| e.metadata().is_ok_and(|m| m.uid() == self.uid))
+            .map(|(pid, _)| pid)
+            .collect()
+    }
+
+    /// Waits for the user's processes to end (sessions close within moments of the play's end; a
+    /// minute covers a loaded host); returns those still running after that.
+    fn wait_for_no_processes(&self) -> Vec<u32> {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = self.processes();
+            if left.is_empty() || Instant::now() > deadline {
+                return left;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for LoginUser {
+    fn drop(&mut self) {
+        for pid in self.wait_for_no_processes() {
+            let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
+        }
+        let _ = Command::new("userdel").arg("--remove").arg(&self.name).stderr(Stdio::null()).status();
+    }
+}
+
 /// A port nothing listens on now at `addr`.
 fn free_port(addr: Ipv4Addr) -> u16 {
     TcpListener::bind((addr, 0)).unwrap().local_addr().unwrap().port()
@@ -124,6 +188,8 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     require!(on_path("ansible-playbook"));
     require!(on_path("ssh-keygen"));
     require!(on_path("unshare"));
+    require!(on_path("useradd"));
+    require!(on_path("userdel"));
     require!(Path::new("/usr/sbin/sshd").exists().then_some(()).ok_or("openssh-server is not installed"));
     require!(Path::new("/etc/machine-id").exists().then_some(()).ok_or("this host has no /etc/machine-id"));
 
@@ -143,6 +209,12 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     let privsep = Path::new("/run/sshd");
     let made_privsep = !privsep.exists();
     fs::create_dir_all(privsep).unwrap();
+
+    // The user's home is outside the test's directory, which only root may enter.
+    let home_parent = tempfile::tempdir().unwrap();
+    fs::set_permissions(home_parent.path(), fs::Permissions::from_mode(0o755)).unwrap();
+    let user_name = format!("bbfleet{}", std::process::id());
+    let user = LoginUser::create(&user_name, &home_parent.path().join("home"), &dir.join("client_key.pub"));
 
     let loopback_b = Ipv4Addr::new(127, 0, 0, 2);
     let (port_a, port_b) = (free_port(Ipv4Addr::LOCALHOST), free_port(loopback_b));
@@ -169,6 +241,7 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
                 "loop-b": host("127.0.0.2", port_b),
                 "gone": host("127.0.0.3", port_gone),
                 "late": late,
+                "plain": {"ansible_host": "127.0.0.1", "ansible_port": port_a, "ansible_user": user_name},
             },
             "vars": {
                 "ansible_user": "root",
@@ -206,8 +279,8 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     let log = format!("{}{}", String::from_utf8_lossy(&output.stdout), String::from_utf8_lossy(&output.stderr));
     fs::write(dir.join("ansible.log"), &log).unwrap();
 
-    // Two hosts failed: the play says so.
-    assert!(!output.status.success(), "the play exited 0 with two hosts failed:\n{log}");
+    // Three hosts failed: the play says so.
+    assert!(!output.status.success(), "the play exited 0 with three hosts failed:\n{log}");
 
     // Both reachable hosts' results came back, each its own host, each with this host's KVM flavour.
     let this_host = HostFacts::detect();
@@ -233,6 +306,15 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     assert_eq!(overran.lines().count(), 1, "{overran}");
     assert!(overran.contains("Run boxbench compare: over its deadline"), "{overran}");
     assert!(!fleet.join("late/results.json").exists());
+    let no_root = error("plain");
+    assert_eq!(no_root.lines().count(), 1, "{no_root}");
+    if on_path("sudo").is_ok() {
+        // sudo is there but gives this user nothing: Ansible's become says so ("Missing sudo password").
+        assert!(no_root.contains("sudo"), "{no_root}");
+    } else {
+        let cause = format!("not root: logged in as {user_name} (uid {}) and sudo is not installed", user.uid);
+        assert!(no_root.contains(&cause), "{no_root}");
+    }
 
     // One merged report: two host columns, the missing hosts named with their errors.
     let comparison: serde_json::Value = serde_json::from_str(
@@ -243,13 +325,14 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     assert_eq!(hosts.len(), 2);
     let missing: Vec<&str> =
         comparison["missing"].as_array().unwrap().iter().map(|m| m["host"].as_str().unwrap()).collect();
-    assert_eq!(BTreeSet::from_iter(missing), BTreeSet::from(["gone", "late"]));
+    assert_eq!(BTreeSet::from_iter(missing), BTreeSet::from(["gone", "late", "plain"]));
     let md = fs::read_to_string(fleet.join("report.md")).unwrap();
     let kvm_row = md.lines().find(|l| l.starts_with("| KVM |")).unwrap();
     assert_eq!(kvm_row.matches(this_host.kvm.label()).count(), 2, "{kvm_row}");
     assert!(md.contains("| claim |") && md.contains("loop-a") && md.contains("loop-b"), "{md}");
     assert!(md.contains(&format!("**gone**: {}", gone.trim())), "{md}");
     assert!(md.contains("**late**: Run boxbench compare: over its deadline"), "{md}");
+    assert!(md.contains(&format!("**plain**: {}", no_root.trim())), "{md}");
     assert!(fleet.join("report.html").exists());
 
     // Nothing left on either host or on the control machine: no working directory, no process of
@@ -264,6 +347,13 @@ fn the_playbook_measures_each_host_over_ssh_and_merges_one_report() {
     }
     let left = processes_mentioning(&dir.display().to_string());
     assert!(left.is_empty(), "processes left: {left:?}");
+    let left = user.wait_for_no_processes();
+    assert!(left.is_empty(), "processes of {user_name} left: {left:?}");
+    let home = user.home.clone();
+    drop(user);
+    let passwd = fs::read_to_string("/etc/passwd").unwrap();
+    assert!(!passwd.lines().any(|l| l.starts_with(&format!("{user_name}:"))), "{user_name} not removed");
+    assert!(!home.exists(), "{} left", home.display());
     if made_privsep {
         fs::remove_dir(privsep).unwrap();
     }
