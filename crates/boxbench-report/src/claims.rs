@@ -24,6 +24,10 @@ pub const MARGIN: f64 = 1.10;
 /// The size from which an image "reaches GB": 10^9 bytes.
 pub const GB: u64 = 1_000_000_000;
 
+/// The group of a container backend that runs an application kernel in user space (gVisor): a third
+/// kind beside containers on the host's kernel and VMs, shown for context, never deciding a verdict.
+pub const APPLICATION_KERNEL: &str = "application kernel in user space (gVisor)";
+
 /// Below this many launches a series' median is flagged as resting on few samples.
 pub const FEW_LAUNCHES: usize = 5;
 
@@ -252,7 +256,7 @@ fn series_candidates<'a>(
     results
         .series
         .iter()
-        .filter(|s| s.workload == workload)
+        .filter(|s| s.workload == workload && !results.is_application_kernel(&s.backend))
         .filter_map(|s| {
             let summary = get(s)?;
             Some(Candidate {
@@ -266,6 +270,43 @@ fn series_candidates<'a>(
         .collect()
 }
 
+/// The application-kernel series of `workload` (see [`APPLICATION_KERNEL`]), as candidates for the
+/// summary `get` picks.
+fn application_kernel_candidates<'a>(
+    results: &'a Results,
+    workload: &str,
+    unit: Unit,
+    get: impl Fn(&Series) -> Option<Summary>,
+) -> Vec<Candidate<'a>> {
+    results
+        .series
+        .iter()
+        .filter(|s| s.workload == workload && results.is_application_kernel(&s.backend))
+        .filter_map(|s| {
+            Some(Candidate {
+                name: s.name(),
+                group: APPLICATION_KERNEL.to_owned(),
+                vm_kind: None,
+                figure: Figure::Summary { unit, summary: get(s)? },
+                series: Some(s),
+            })
+        })
+        .collect()
+}
+
+/// Context rows placing the application kernels between the two kinds: each against every container,
+/// and every VM against each.
+fn application_kernel_context(
+    metric: &str,
+    kernels: &[Candidate],
+    vms: &[Candidate],
+    containers: &[Candidate],
+) -> Vec<Evidence> {
+    let mut rows = pair_up(metric, kernels, containers, vm_larger);
+    rows.extend(pair_up(metric, vms, kernels, vm_larger));
+    rows
+}
+
 /// The first workload of `preferred` (then any other) that has both a VM and a container series
 /// with the figure `get` picks.
 fn comparable_workload(
@@ -274,7 +315,12 @@ fn comparable_workload(
     get: &dyn Fn(&Series) -> Option<Summary>,
 ) -> Option<String> {
     let has = |workload: &str, vm: bool| {
-        results.series.iter().any(|s| s.workload == workload && s.vm_kind.is_some() == vm && get(s).is_some())
+        results.series.iter().any(|s| {
+            s.workload == workload
+                && s.vm_kind.is_some() == vm
+                && !results.is_application_kernel(&s.backend)
+                && get(s).is_some()
+        })
     };
     let others = results.series.iter().map(|s| s.workload.as_str());
     preferred.iter().copied().chain(others).find(|w| has(w, true) && has(w, false)).map(str::to_owned)
@@ -480,7 +526,14 @@ fn judge_start_time(results: &Results) -> ClaimVerdict {
     let evidence = pair_up(decisive_metric, &vms, &containers, vm_larger);
     let (context_vms, context_containers) =
         split(series_candidates(results, &workload, Unit::Milliseconds, context_get));
-    let context = pair_up(context_metric, &context_vms, &context_containers, vm_larger);
+    let mut context = pair_up(context_metric, &context_vms, &context_containers, vm_larger);
+    for (get, metric, vms, containers) in [
+        (decisive_get, decisive_metric, &vms, &containers),
+        (context_get, context_metric, &context_vms, &context_containers),
+    ] {
+        let kernels = application_kernel_candidates(results, &workload, Unit::Milliseconds, get);
+        context.extend(application_kernel_context(metric, &kernels, vms, containers));
+    }
     let rests_on = kinds_of(&evidence);
     let caveats = caveats(results, &rests_on, &series_of(&[&vms, &containers]), true);
     ClaimVerdict {
@@ -510,9 +563,12 @@ fn judge_memory(results: &Results) -> ClaimVerdict {
         let (v, c) = split(series_candidates(results, &workload, Unit::Bytes, |s| s.memory.get(metric)));
         context.extend(pair_up(name, &v, &c, vm_larger));
     }
+    let kernels = application_kernel_candidates(results, &workload, Unit::Bytes, peak);
+    context.extend(application_kernel_context("cgroup peak per instance", &kernels, &vms, &containers));
     let density: Vec<Candidate> = results
         .density
         .iter()
+        .filter(|d| !results.is_application_kernel(&d.backend))
         .filter_map(|d| {
             Some(Candidate {
                 name: format!(
@@ -601,11 +657,13 @@ fn judge_image_sizes(results: &Results) -> ClaimVerdict {
 
 /// Claim 4: each `uname` console against the host's kernel release. Containers must print the host's
 /// release (else the claim does not hold); the verdict then says for which VM kinds the VM printed
-/// another.
+/// another. An application kernel's console (gVisor) is context with a caveat naming it: it is
+/// neither kind.
 fn judge_kernel(results: &Results) -> ClaimVerdict {
     let claim = Claim::KernelSharing;
     let seen = results.uname_evidence();
     let mut evidence = Vec::new();
+    let mut context = Vec::new();
     let mut caveats = Vec::new();
     for u in &seen {
         let (Some(text), Some(uses_host)) = (&u.seen, u.uses_host_kernel) else {
@@ -615,10 +673,24 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
             ));
             continue;
         };
+        let application_kernel = results.is_application_kernel(&u.backend);
+        if application_kernel && !uses_host {
+            caveats.push(format!(
+                "{} printed `{text}`, not the host's `{}`: its container runs on gVisor's application kernel in \
+                 user space, neither sharing the host's kernel nor booting one (a third kind the claim's two do \
+                 not cover); shown for context, left out of the verdict.",
+                VmKind::instance_name(None, &u.backend, "uname"),
+                u.host_kernel
+            ));
+        }
+        // A container "uses the host's kernel" and a VM "its own"; an application kernel's row says
+        // whether it fits the container half of the claim (it does not when it prints its own).
         let supports = if u.vm_kind.is_some() { !uses_host } else { uses_host };
-        evidence.push(Evidence {
+        let rows = if application_kernel { &mut context } else { &mut evidence };
+        rows.push(Evidence {
             metric: "uname -r".to_owned(),
-            group: u.vm_kind.map_or("container", VmKind::label).to_owned(),
+            group: if application_kernel { APPLICATION_KERNEL } else { u.vm_kind.map_or("container", VmKind::label) }
+                .to_owned(),
             vm_kind: u.vm_kind,
             subject: VmKind::instance_name(u.vm_kind, &u.backend, "uname"),
             subject_figure: Figure::Text { text: text.clone() },
@@ -645,7 +717,7 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
         rests_on: kinds_of(&evidence),
         workload: Some("uname".to_owned()),
         evidence,
-        context: Vec::new(),
+        context,
         caveats,
     }
 }

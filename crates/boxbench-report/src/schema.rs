@@ -78,6 +78,10 @@ pub struct Results {
     pub images: Vec<ImageSize>,
     /// One density step per backend.
     pub density: Vec<DensityResult>,
+    /// The container backends whose workload runs on an application kernel in user space (gVisor's
+    /// runsc): neither the host's kernel nor a VM's. The claims treat them as a third kind.
+    #[serde(default)]
+    pub application_kernels: Vec<String>,
     /// Facts about the run as a whole a reader needs (e.g. backends skipped and why).
     pub notes: Vec<String>,
 }
@@ -93,8 +97,15 @@ impl Results {
             series: Vec::new(),
             images: Vec::new(),
             density: Vec::new(),
+            application_kernels: Vec::new(),
             notes: Vec::new(),
         }
+    }
+
+    /// True when `backend`'s containers run on an application kernel (see
+    /// [`application_kernels`](Self::application_kernels)).
+    pub fn is_application_kernel(&self, backend: &str) -> bool {
+        self.application_kernels.iter().any(|b| b == backend)
     }
 
     /// Checks that this boxbench can read the document.

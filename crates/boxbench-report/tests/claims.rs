@@ -5,7 +5,7 @@ mod common;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Outcome, Phases};
 use boxbench_report::Results;
-use boxbench_report::claims::{Claim, ClaimVerdict, Finding, Verdict, judge};
+use boxbench_report::claims::{APPLICATION_KERNEL, Claim, ClaimVerdict, Finding, Verdict, judge};
 use boxbench_report::schema::{ImageKind, Series, VmKind};
 use common::*;
 
@@ -272,4 +272,43 @@ fn full_results_verdicts_follow_the_data() {
         Verdict::HoldsOnlyFor(vec!["debian minbase raw ext4 (full-OS VM disk)".to_owned()])
     );
     assert_eq!(verdicts[3].verdict, Verdict::Holds);
+}
+
+/// gVisor's runsc declared as an application kernel: its `uname` (gVisor's own release) is context with
+/// a caveat, not a container contradicting claim 4; in claims 1 and 2 it is placed between the
+/// containers and the VMs by context rows, and decides nothing.
+#[test]
+fn an_application_kernel_is_a_third_kind_shown_between_containers_and_vms() {
+    let mut results = with_series(vec![
+        uname_series("container", None, HOST_KERNEL),
+        uname_series("runsc", None, "4.4.0"),
+        uname_series("qemu-tcg", Some(VmKind::LinuxTcg), "6.1.0-tiny"),
+        series("container", None, &[2.0, 2.1, 2.2], 1),
+        series("runsc", None, &[150.0, 160.0, 170.0], 20),
+        series("qemu-tcg", Some(VmKind::LinuxTcg), &[900.0, 950.0, 1000.0], 60),
+    ]);
+    results.application_kernels = vec!["runsc".to_owned()];
+
+    let kernel = verdict_of(&results, Claim::KernelSharing);
+    assert_eq!(kernel.verdict, Verdict::Holds);
+    assert!(kernel.evidence.iter().all(|e| !e.subject.starts_with("runsc")));
+    let row = kernel.context.iter().find(|e| e.subject == "runsc × uname").expect("runsc's row in context");
+    assert_eq!(row.group, APPLICATION_KERNEL);
+    assert_eq!(row.finding, Finding::Contradicts, "it does not use the host's kernel");
+    assert!(kernel.caveats.iter().any(|c| c.contains("runsc × uname printed `4.4.0`")), "{:?}", kernel.caveats);
+
+    for claim in [Claim::VmSlowerToStart, Claim::ContainerUsesLessMemory] {
+        let v = verdict_of(&results, claim);
+        assert_eq!(v.verdict, Verdict::Holds, "{claim:?}");
+        assert!(v.evidence.iter().all(|e| !e.subject.starts_with("runsc") && !e.reference.starts_with("runsc")));
+        let above_container =
+            v.context.iter().find(|e| e.subject == "runsc × hello" && e.reference == "container × hello");
+        let below_vm = v.context.iter().find(|e| e.subject.starts_with("qemu-tcg") && e.reference == "runsc × hello");
+        assert_eq!(above_container.map(|e| e.finding), Some(Finding::Supports), "{claim:?}: {:?}", v.context);
+        assert_eq!(below_vm.map(|e| e.finding), Some(Finding::Supports), "{claim:?}: {:?}", v.context);
+    }
+
+    // Undeclared, the same console is a container that contradicts the claim.
+    results.application_kernels.clear();
+    assert_eq!(verdict_of(&results, Claim::KernelSharing).verdict, Verdict::DoesNotHold);
 }
