@@ -22,7 +22,7 @@ pub mod tool;
 
 pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, daemon_plan};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
-pub use oci_runtime::{OciRuntime, OciRuntimeLauncher};
+pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERSION};
 pub use podman::{PodmanLauncher, PodmanOptions};
 pub use probe::{PeerStatus, probe_all};
 pub use qemu::{Accel, GuestKind, Machine, PvmCompat, QemuLauncher, QemuOptions};
@@ -30,7 +30,8 @@ pub use qemu::{Accel, GuestKind, Machine, PvmCompat, QemuLauncher, QemuOptions};
 use boxbench_core::{LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
-pub const BACKENDS: [&str; 7] = ["crun", "runc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker"];
+pub const BACKENDS: [&str; 9] =
+    ["crun", "runc", "youki", "runsc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker"];
 
 /// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options (docker:
 /// an already running daemon only). Engines import a root filesystem on its first `prepare`.
@@ -38,6 +39,8 @@ pub fn launcher_by_name(name: &str) -> Result<Box<dyn Launcher>, LaunchError> {
     match name {
         "crun" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Crun)?)),
         "runc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runc)?)),
+        "youki" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Youki)?)),
+        "runsc" => Ok(Box::new(OciRuntimeLauncher::new(OciRuntime::Runsc)?)),
         "podman" => Ok(Box::new(PodmanLauncher::new(PodmanOptions::default())?)),
         "docker" => Ok(Box::new(DockerLauncher::new(DockerOptions::default())?)),
         "qemu-microvm" => {

@@ -1,7 +1,7 @@
-//! crun and runc, the low-level OCI runtimes, driven as `RUNTIME run --bundle DIR ID`: what a
-//! container costs without any engine above the runtime.
+//! The low-level OCI runtimes — crun, runc, youki and gVisor's runsc — driven as `RUNTIME run
+//! --bundle DIR ID`: what a container costs without any engine above the runtime.
 //!
-//! Both take the same bundle and command line, so one module drives both. Each instance gets its own
+//! All take the same bundle and command line, so one module drives them. Each instance gets its own
 //! bundle directory holding a `config.json` derived from the spec's bundle (or a built-in one when
 //! only a root filesystem is given) and pointing at the shared, read-only root filesystem; the
 //! container's cgroup is nested under the instance cgroup, so the instance's memory peak covers the
@@ -9,6 +9,10 @@
 //! (`--root`), and their own error messages go to a per-instance `--log` file, which tells a runtime
 //! failure from a workload that exits non-zero. On every path (exit, error, deadline, kill, drop)
 //! an instance whose state is still present is removed with `delete --force`.
+//!
+//! runsc is not a shared-kernel container: its sandbox runs gVisor's own kernel (the Sentry) in user
+//! space, intercepting the workload's system calls; [`OciRuntime::is_application_kernel`] says so
+//! for the report.
 
 use std::fs;
 use std::io;
@@ -28,6 +32,13 @@ use crate::process::{ChildSetup, ProcessError, Streams, passthrough_outcome, run
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
 
+/// The youki release the set-up script installs (`cargo install --locked youki@VERSION`).
+pub const YOUKI_VERSION: &str = "0.7.0";
+
+/// The gVisor platform runsc intercepts system calls with. ptrace works on any host; this Debian
+/// release (2022-12) has no systrap, and its KVM platform never reaches the workload under kvm_pvm.
+pub const RUNSC_PLATFORM: &str = "ptrace";
+
 /// Which OCI runtime.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum OciRuntime {
@@ -35,20 +46,56 @@ pub enum OciRuntime {
     Crun,
     /// runc (Go).
     Runc,
+    /// youki (Rust).
+    Youki,
+    /// gVisor's runsc (Go): an application kernel in user space, not the host's.
+    Runsc,
 }
 
 impl OciRuntime {
+    /// Every runtime, in the order `compare` and `doctor` list them.
+    pub const ALL: [OciRuntime; 4] = [OciRuntime::Crun, OciRuntime::Runc, OciRuntime::Youki, OciRuntime::Runsc];
+
     /// The binary's and the backend's name.
     pub fn name(self) -> &'static str {
         match self {
             OciRuntime::Crun => "crun",
             OciRuntime::Runc => "runc",
+            OciRuntime::Youki => "youki",
+            OciRuntime::Runsc => "runsc",
         }
     }
 
-    /// The Debian package that provides it.
-    pub fn debian_package(self) -> &'static str {
-        self.name()
+    /// The Debian package that provides it (`None`: youki, installed from the Rust registry).
+    pub fn debian_package(self) -> Option<&'static str> {
+        match self {
+            OciRuntime::Youki => None,
+            other => Some(other.name()),
+        }
+    }
+
+    /// How a user gets it, for the error when it is missing.
+    pub fn install_hint(self) -> String {
+        match self.debian_package() {
+            Some(package) => format!("Debian package: {package}"),
+            None => format!("cargo install --locked youki@{YOUKI_VERSION}, as scripts/setup-host.sh does"),
+        }
+    }
+
+    /// True when the container runs on a kernel of its own in user space (gVisor), neither the host's
+    /// kernel nor a VM's.
+    pub fn is_application_kernel(self) -> bool {
+        self == OciRuntime::Runsc
+    }
+
+    /// Global options before the command. runsc: no network stack (the bundle's network namespace is
+    /// empty anyway; its default would copy the interfaces of boxbench's own namespace, the host's)
+    /// and the platform it intercepts system calls with.
+    fn global_options(self) -> Vec<String> {
+        match self {
+            OciRuntime::Runsc => vec!["--network=none".to_owned(), format!("--platform={RUNSC_PLATFORM}")],
+            _ => Vec::new(),
+        }
     }
 }
 
@@ -86,7 +133,7 @@ fn unsupported(e: ToolError) -> LaunchError {
 
 static NEXT_CONTAINER: AtomicU64 = AtomicU64::new(0);
 
-/// crun or runc as a boxbench backend.
+/// An OCI runtime as a boxbench backend.
 #[derive(Debug)]
 pub struct OciRuntimeLauncher {
     runtime: OciRuntime,
@@ -99,7 +146,7 @@ pub struct OciRuntimeLauncher {
 impl OciRuntimeLauncher {
     /// The runtime found on `PATH`.
     pub fn new(runtime: OciRuntime) -> Result<Self, LaunchError> {
-        let tool = Tool::find(runtime.name(), runtime.debian_package()).map_err(unsupported)?;
+        let tool = Tool::find_or(runtime.name(), &runtime.install_hint()).map_err(unsupported)?;
         Self::with_tool(runtime, tool)
     }
 
@@ -183,6 +230,12 @@ impl OciRuntimeLauncher {
             format!("ready_ms and userspace_ms are not observable from outside {name}"),
             format!("memory.peak_bytes covers {name} and the container; pss_bytes sums them at the marker"),
         ];
+        if self.runtime == OciRuntime::Runsc {
+            notes.push(format!(
+                "runsc ran gVisor's application kernel on its {RUNSC_PLATFORM} platform (--platform={RUNSC_PLATFORM}), \
+                 with --network=none; its workload's uname is gVisor's, not the host's"
+            ));
+        }
         if self.child_setup() == ChildSetup::PrivateMountsWithoutUnifiedCgroup {
             notes.push(format!(
                 "{name} ran in a private mount namespace with the cgroup v2 mount /sys/fs/cgroup/unified \
@@ -330,8 +383,11 @@ struct OciRuntimeInstance {
 }
 
 impl OciRuntimeInstance {
-    fn global_args(&self) -> [String; 2] {
-        [format!("--root={}", self.state_root.display()), format!("--log={}", self.log_path.display())]
+    fn global_args(&self) -> Vec<String> {
+        let mut args =
+            vec![format!("--root={}", self.state_root.display()), format!("--log={}", self.log_path.display())];
+        args.extend(self.runtime.global_options());
+        args
     }
 
     /// The runtime's own error messages (empty when it ran the workload without complaint).
@@ -351,16 +407,36 @@ impl OciRuntimeInstance {
         passthrough_outcome(status)
     }
 
+    /// What the runtime keeps of this container under `--root`: a directory named by its id (crun,
+    /// runc, youki), or files named `ID_sandbox:ID.state` and `.lock` (runsc).
+    fn state_entries(&self) -> Vec<PathBuf> {
+        let runsc_prefix = format!("{}_sandbox:", self.id);
+        fs::read_dir(&self.state_root)
+            .map(|dir| {
+                dir.flatten()
+                    .filter(|e| e.file_name().to_str().is_some_and(|n| n == self.id || n.starts_with(&runsc_prefix)))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     /// Removes the container if the runtime left its state (it did not get to delete it), the
     /// cgroups it made in other hierarchies, and the bundle directory. Idempotent.
     fn release_runtime_side(&mut self) -> Result<(), OciRuntimeError> {
         self.run.kill();
         let mut first_error = None;
-        if self.state_root.join(&self.id).exists() {
+        if !self.state_entries().is_empty() {
             let mut delete = Command::new(&self.binary);
             delete.args(self.global_args()).args(["delete", "--force", &self.id]);
             if let Err(e) = run_helper(delete, self.setup) {
                 first_error.get_or_insert(OciRuntimeError::from(e));
+            }
+            // runsc's `delete` leaves the container's lock file behind.
+            for entry in self.state_entries() {
+                if let Err(e) = fs::remove_file(&entry) {
+                    first_error.get_or_insert(io_error(&entry)(e));
+                }
             }
         }
         if let Err(e) = hierarchies::remove_beside_memory(&self.memory_root, &self.cgroup_relative) {

@@ -7,6 +7,7 @@ use boxbench_core::host::KvmFlavour;
 use serde::Serialize;
 
 use crate::docker::DaemonPlan;
+use crate::oci_runtime::{OciRuntime, RUNSC_PLATFORM};
 use crate::tool::{Tool, find_on_path};
 
 /// One peer backend's state on this host.
@@ -39,11 +40,20 @@ pub fn probe_all() -> Vec<PeerStatus> {
         cgroups.as_ref().err().map(|e| e.to_string())
     };
     let mut statuses = Vec::new();
-    for (name, binary_name, package) in
-        [("crun", "crun", Some("crun")), ("runc", "runc", Some("runc")), ("podman", "podman", Some("podman"))]
-    {
-        statuses.push(tool_status(name, find_on_path(binary_name), package, host_problem.clone()));
+    for runtime in OciRuntime::ALL {
+        let mut status =
+            tool_status(runtime.name(), find_on_path(runtime.name()), runtime.debian_package(), host_problem.clone());
+        if status.binary.is_none() && runtime.debian_package().is_none() {
+            status.detail = Some(format!("not found on PATH ({})", runtime.install_hint()));
+        } else if status.usable && runtime.is_application_kernel() {
+            status.detail = Some(format!(
+                "gVisor application kernel on the {RUNSC_PLATFORM} platform (this release has no systrap; \
+                 boxbench does not use its KVM platform)"
+            ));
+        }
+        statuses.push(status);
     }
+    statuses.push(tool_status("podman", find_on_path("podman"), Some("podman"), host_problem.clone()));
     let docker_client = crate::docker::default_client();
     let mut docker = tool_status("docker", docker_client, Some("docker.io"), host_problem.clone());
     if docker.usable {

@@ -11,9 +11,9 @@ use std::process::{Command, Stdio};
 /// A tool that could not be found or asked for its version.
 #[derive(Debug, thiserror::Error)]
 pub enum ToolError {
-    /// No executable of that name on `PATH`.
-    #[error("{name} not found on PATH (Debian package: {package})")]
-    NotFound { name: String, package: String },
+    /// No executable of that name on `PATH`; `install` says how to get it.
+    #[error("{name} not found on PATH ({install})")]
+    NotFound { name: String, install: String },
     /// A path given explicitly is not an executable file.
     #[error("{path} is not an executable file")]
     NotExecutable { path: PathBuf },
@@ -37,10 +37,16 @@ pub struct Tool {
 }
 
 impl Tool {
-    /// Finds `name` on `PATH` and asks it for its version; the error names `package` when missing.
+    /// Finds `name` on `PATH` and asks it for its version; the error names the Debian `package` when
+    /// missing.
     pub fn find(name: &str, package: &str) -> Result<Self, ToolError> {
+        Self::find_or(name, &format!("Debian package: {package}"))
+    }
+
+    /// Finds `name` on `PATH`; the error says `install` (how to get it) when missing.
+    pub fn find_or(name: &str, install: &str) -> Result<Self, ToolError> {
         let path = find_on_path(name)
-            .ok_or_else(|| ToolError::NotFound { name: name.to_owned(), package: package.to_owned() })?;
+            .ok_or_else(|| ToolError::NotFound { name: name.to_owned(), install: install.to_owned() })?;
         Self::at(name, &path)
     }
 

@@ -1,4 +1,4 @@
-//! crun and runc driven end to end on this host: marker, exit status, runtime failure, deadline kill,
+//! crun, runc, youki and runsc (gVisor) driven end to end on this host: marker, exit status, runtime failure, deadline kill,
 //! and nothing left behind after each.
 
 mod common;
@@ -155,6 +155,79 @@ fn runc_missing_workload_script_is_named() {
 }
 
 #[test]
+fn youki_hello_exits_cleanly() {
+    hello_exits_cleanly(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_hello_exits_cleanly() {
+    hello_exits_cleanly(OciRuntime::Runsc);
+}
+
+#[test]
+fn youki_failing_command_status_propagates() {
+    failing_command_status_propagates(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_failing_command_status_propagates() {
+    failing_command_status_propagates(OciRuntime::Runsc);
+}
+
+#[test]
+fn youki_runtime_failure_is_not_a_workload_status() {
+    runtime_failure_is_not_a_workload_status(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_runtime_failure_is_not_a_workload_status() {
+    runtime_failure_is_not_a_workload_status(OciRuntime::Runsc);
+}
+
+#[test]
+fn youki_deadline_kills_idle() {
+    deadline_kills_idle(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_deadline_kills_idle() {
+    deadline_kills_idle(OciRuntime::Runsc);
+}
+
+#[test]
+fn youki_missing_workload_script_is_named() {
+    missing_workload_script_is_named(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_missing_workload_script_is_named() {
+    missing_workload_script_is_named(OciRuntime::Runsc);
+}
+
+/// The kernel each runtime's container sees: youki's is the host's, runsc's is gVisor's own (claim
+/// 4's third kind), and the record says which platform gVisor used.
+#[test]
+fn uname_is_the_hosts_under_youki_and_gvisors_under_runsc() {
+    let _serial = common::serial();
+    let host = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap().trim().to_owned();
+    for runtime in [OciRuntime::Youki, OciRuntime::Runsc] {
+        let launcher = require!(launcher(runtime));
+        let images = require!(common::container_images());
+        let record = launch_once(&launcher, &InstanceSpec::new(Workload::Uname, images.paths.clone())).unwrap();
+        assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "console: {}", record.console);
+        let release = record.console.lines().next().unwrap_or_default().trim().to_owned();
+        assert!(!release.is_empty(), "console: {}", record.console);
+        if runtime.is_application_kernel() {
+            assert_ne!(release, host, "runsc's workload saw the host's kernel");
+            assert!(record.notes.iter().any(|n| n.contains("--platform=ptrace")), "notes: {:?}", record.notes);
+        } else {
+            assert_eq!(release, host);
+        }
+        assert_nothing_left(&launcher);
+    }
+}
+
+#[test]
 fn prepared_but_never_launched_instance_leaves_nothing() {
     let _serial = common::serial();
     let launcher = require!(launcher(OciRuntime::Crun));
@@ -202,4 +275,14 @@ fn crun_memory_limit_applies() {
 #[test]
 fn runc_memory_limit_applies() {
     memory_limit_applies(OciRuntime::Runc);
+}
+
+#[test]
+fn youki_memory_limit_applies() {
+    memory_limit_applies(OciRuntime::Youki);
+}
+
+#[test]
+fn runsc_memory_limit_applies() {
+    memory_limit_applies(OciRuntime::Runsc);
 }
