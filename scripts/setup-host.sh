@@ -15,20 +15,27 @@
 set -euo pipefail
 
 # busybox-static: the guest rootfs (the image builder downloads its .deb too) and the container tests'
-# host busybox; cpio: initramfs checks; crun, runc, podman, docker.io: the real container peers;
+# host busybox; cpio: initramfs checks; crun, runc, runsc (gVisor), podman, docker.io: the real
+# container peers; libseccomp-dev, pkg-config: building youki (below);
 # gcc, binutils, make: boxbench's own guest; linux-source-6.1, bison, flex, bc, libelf-dev, xz-utils,
 # patch: the micro-VM kernel; mmdebstrap, e2fsprogs: the full-OS VM disk; fonts-dejavu-core: report
 # plots; chromium: the report's rendering test; iproute2: soak's network-namespace check;
 # ansible-core, openssh-server, openssh-client: the fleet playbook (deploy/ansible/) and its test, which
 # runs it over real SSH against sshd on loopback addresses.
-packages=(busybox-static cpio crun runc podman docker.io gcc binutils make linux-source-6.1 bison flex bc
-          libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core chromium iproute2
-          ansible-core openssh-server openssh-client)
+packages=(busybox-static cpio crun runc runsc libseccomp-dev pkg-config podman docker.io gcc binutils make
+          linux-source-6.1 bison flex bc libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core
+          chromium iproute2 ansible-core openssh-server openssh-client)
 # QEMU (the qemu-* peers, and qemu-img for the full-OS disk): qemu-system-x86 and qemu-utils must come
 # from one release. These machines ship a newer qemu-utils (bookworm-backports) that bookworm's
 # qemu-system-x86 conflicts with; asked for qemu-system-x86 alone, apt removes qemu-utils and qemu-img
 # is gone. So both are installed together, pinned to one version (downgrading qemu-utils if need be).
 qemu_packages=(qemu-system-x86 qemu-utils)
+# youki, the Rust OCI runtime peer: not in Debian, built from the Rust registry into /usr/local/bin
+# (about 12 minutes of cargo on 2 cores, once: a second run finds this version there and builds
+# nothing). Its cgroup v1 and v2 managers, systemd driver and seccomp are features the crate leaves
+# off by default; without v1 it cannot run a container on a hybrid or v1 host.
+youki_version=0.7.0
+youki_features=v1,v2,systemd,seccomp
 
 # Every command (or file) the project runs, how to ask it to answer, and the package providing it.
 # Format: PACKAGE<TAB>COMMAND ARGS...; a COMMAND of `test` checks a file.
@@ -37,6 +44,10 @@ qemu-utils	qemu-img --version
 qemu-system-x86	qemu-system-x86_64 --version
 crun	crun --version
 runc	runc --version
+runsc	runsc --version
+cargo:youki	youki --version
+libseccomp-dev	test -f /usr/include/seccomp.h
+pkg-config	pkg-config --version
 podman	podman --version
 docker.io	/usr/bin/docker --version
 docker.io	dockerd --version
@@ -182,6 +193,26 @@ if [ ${#missing[@]} -gt 0 ] || [ ${#qemu_missing[@]} -gt 0 ]; then
         exit 1
     fi
     say "installed ${want[*]}"
+fi
+
+# youki from the Rust registry, unless this version with both cgroup managers is already on PATH
+# (`youki features` says which it was built with).
+youki_ready() {
+    [ "$(youki --version 2>/dev/null | sed -n 's/^youki version:* *//p' | head -n 1)" = "$youki_version" ] &&
+        youki features 2>/dev/null | tr -d ' \n' | grep -q '"cgroup":{"v1":true,"v2":true'
+}
+if youki_ready; then
+    say "youki $youki_version present: no build"
+else
+    command -v cargo >/dev/null 2>&1 || fail "cargo not found: youki is built with \`cargo install\` (install Rust first)"
+    say "building youki $youki_version (cargo install --locked, features $youki_features; about 12 minutes once)"
+    if ! cargo install -q --locked --root /usr/local --features "$youki_features" "youki@$youki_version" \
+           >"$work/youki.log" 2>&1; then
+        echo "setup-host: cargo install youki@$youki_version failed; cargo's last lines:" >&2
+        apt_tail "$work/youki.log" 12
+        exit 1
+    fi
+    say "built youki $youki_version into /usr/local/bin"
 fi
 
 # Every promised command answers. One line for whatever does not, with its package.

@@ -38,6 +38,10 @@ pub enum BackendChoice {
     Crun,
     /// runc running the OCI bundle.
     Runc,
+    /// youki running the OCI bundle.
+    Youki,
+    /// gVisor's runsc running the OCI bundle (an application kernel in user space).
+    Runsc,
     /// podman running the rootfs imported as an image.
     Podman,
     /// Docker running the rootfs imported as an image.
@@ -52,10 +56,12 @@ pub enum BackendChoice {
 
 impl BackendChoice {
     /// Every backend, containers first.
-    pub const ALL: [BackendChoice; 9] = [
+    pub const ALL: [BackendChoice; 11] = [
         BackendChoice::Container,
         BackendChoice::Crun,
         BackendChoice::Runc,
+        BackendChoice::Youki,
+        BackendChoice::Runsc,
         BackendChoice::Podman,
         BackendChoice::Docker,
         BackendChoice::Microvm,
@@ -71,12 +77,30 @@ impl BackendChoice {
             BackendChoice::Microvm => "microvm",
             BackendChoice::Crun => "crun",
             BackendChoice::Runc => "runc",
+            BackendChoice::Youki => "youki",
+            BackendChoice::Runsc => "runsc",
             BackendChoice::Podman => "podman",
             BackendChoice::Docker => "docker",
             BackendChoice::QemuMicrovm => "qemu-microvm",
             BackendChoice::QemuQ35 => "qemu-q35",
             BackendChoice::Firecracker => "firecracker",
         }
+    }
+
+    /// The OCI runtime this backend drives directly, if it is one.
+    pub fn oci_runtime(self) -> Option<OciRuntime> {
+        match self {
+            BackendChoice::Crun => Some(OciRuntime::Crun),
+            BackendChoice::Runc => Some(OciRuntime::Runc),
+            BackendChoice::Youki => Some(OciRuntime::Youki),
+            BackendChoice::Runsc => Some(OciRuntime::Runsc),
+            _ => None,
+        }
+    }
+
+    /// True for the backends whose container runs on a kernel of its own in user space (gVisor).
+    pub fn is_application_kernel(self) -> bool {
+        self.oci_runtime().is_some_and(OciRuntime::is_application_kernel)
     }
 
     /// True for the backends that boot a virtual machine.
@@ -133,7 +157,8 @@ pub struct BackendOptions {
     /// A root filesystem directory to run (containers); default: the built busybox rootfs.
     #[arg(long, conflicts_with = "bundle")]
     pub rootfs: Option<PathBuf>,
-    /// An OCI runtime bundle directory (`config.json` + its root) to run (container, crun, runc).
+    /// An OCI runtime bundle directory (`config.json` + its root) to run (container, crun, runc, youki,
+    /// runsc).
     #[arg(long)]
     pub bundle: Option<PathBuf>,
     /// What a VM boots; default: boxbench's own guest on hosts without hardware virtualisation (such
@@ -254,6 +279,8 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
         })),
         BackendChoice::Crun => Box::new(OciRuntimeLauncher::new(OciRuntime::Crun).map_err(wrap)?),
         BackendChoice::Runc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runc).map_err(wrap)?),
+        BackendChoice::Youki => Box::new(OciRuntimeLauncher::new(OciRuntime::Youki).map_err(wrap)?),
+        BackendChoice::Runsc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runsc).map_err(wrap)?),
         BackendChoice::Podman => Box::new(PodmanLauncher::new(PodmanOptions::default()).map_err(wrap)?),
         BackendChoice::Docker => Box::new(
             DockerLauncher::new(DockerOptions { start_dockerd: options.start_dockerd, ..DockerOptions::default() })
@@ -318,7 +345,7 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
     let built = crate::images::build_default(false)?;
     Ok(match choice {
         // The OCI runtimes run the bundle as crun and runc users do; the others take the rootfs.
-        BackendChoice::Crun | BackendChoice::Runc => {
+        _ if choice.oci_runtime().is_some() => {
             ImagePaths { rootfs: Some(built.rootfs), bundle: Some(built.bundle), ..ImagePaths::default() }
         }
         _ => ImagePaths { rootfs: Some(built.rootfs), ..ImagePaths::default() },

@@ -108,6 +108,8 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
         BackendChoice::Container,
         BackendChoice::Crun,
         BackendChoice::Runc,
+        BackendChoice::Youki,
+        BackendChoice::Runsc,
         BackendChoice::Podman,
         BackendChoice::Docker,
     ]
@@ -277,6 +279,9 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     let mut results = Results::new(timestamp(), host, run_settings);
     for series in ready {
         let Ready { plan, hello_records, uname_records, .. } = series;
+        if plan.choice.is_application_kernel() {
+            results.application_kernels.push(plan.choice.name().to_owned());
+        }
         for (workload, records) in [("hello", hello_records), ("uname", uname_records)] {
             if records.is_empty() {
                 continue;
@@ -555,7 +560,22 @@ mod tests {
             plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Boxbench)).map(|p| p.choice).collect();
         assert_eq!(own_guest_vmms, [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]);
         assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
-        assert_eq!(plan.iter().filter(|p| p.vm_kind.is_none()).count(), 5);
+        let containers: Vec<BackendChoice> = plan.iter().filter(|p| p.vm_kind.is_none()).map(|p| p.choice).collect();
+        assert_eq!(
+            containers,
+            [
+                BackendChoice::Container,
+                BackendChoice::Crun,
+                BackendChoice::Runc,
+                BackendChoice::Youki,
+                BackendChoice::Runsc,
+                BackendChoice::Podman,
+                BackendChoice::Docker
+            ]
+        );
+        let application_kernels: Vec<BackendChoice> =
+            containers.into_iter().filter(|c| c.is_application_kernel()).collect();
+        assert_eq!(application_kernels, [BackendChoice::Runsc]);
     }
 
     #[test]

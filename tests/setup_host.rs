@@ -16,11 +16,13 @@ use boxbench_testkit::{is_root, require};
 const SCRIPT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/setup-host.sh");
 
 /// The commands the issue names, which the script must promise (it may promise more).
-const MUST_PROMISE: [&str; 16] = [
+const MUST_PROMISE: [&str; 18] = [
     "qemu-img",
     "qemu-system-x86_64",
     "crun",
     "runc",
+    "runsc",
+    "youki",
     "podman",
     "/usr/bin/docker",
     "dockerd",
