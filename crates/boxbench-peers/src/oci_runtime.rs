@@ -35,6 +35,10 @@ use crate::tool::{Tool, ToolError};
 /// The youki release the set-up script installs (`cargo install --locked youki@VERSION`).
 pub const YOUKI_VERSION: &str = "0.7.0";
 
+/// The youki build features the set-up script asks for: both cgroup managers, the systemd driver and
+/// seccomp, which the crate leaves off by default.
+pub const YOUKI_FEATURES: &str = "v1,v2,systemd,seccomp";
+
 /// The gVisor platform runsc intercepts system calls with. ptrace works on any host; this Debian
 /// release (2022-12) has no systrap, and its KVM platform never reaches the workload under kvm_pvm.
 pub const RUNSC_PLATFORM: &str = "ptrace";
@@ -78,7 +82,9 @@ impl OciRuntime {
     pub fn install_hint(self) -> String {
         match self.debian_package() {
             Some(package) => format!("Debian package: {package}"),
-            None => format!("cargo install --locked youki@{YOUKI_VERSION}, as scripts/setup-host.sh does"),
+            None => format!(
+                "cargo install --locked --features {YOUKI_FEATURES} youki@{YOUKI_VERSION}, as scripts/setup-host.sh does"
+            ),
         }
     }
 
@@ -158,6 +164,9 @@ impl OciRuntimeLauncher {
 
     fn with_tool(runtime: OciRuntime, tool: Tool) -> Result<Self, LaunchError> {
         let cgroups = CgroupHost::detect()?;
+        if let Some(problem) = missing_cgroup_manager(runtime, &tool.path, cgroups.mode) {
+            return Err(LaunchError::Unsupported(problem));
+        }
         let workdir = tempfile::Builder::new()
             .prefix(&format!("boxbench-{}-", runtime.name()))
             .tempdir()
@@ -255,6 +264,26 @@ impl Launcher for OciRuntimeLauncher {
     fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
         Ok(Box::new(self.prepare_instance(spec)?))
     }
+}
+
+/// Why `runtime` at `binary` cannot manage this host's cgroups, if it cannot: youki's cgroup v1 and
+/// v2 managers are build features (`youki features` lists which it has), and a host in `mode` needs
+/// one of them. The other runtimes always have both.
+pub fn missing_cgroup_manager(runtime: OciRuntime, binary: &Path, mode: CgroupMode) -> Option<String> {
+    if runtime != OciRuntime::Youki {
+        return None;
+    }
+    let needed = if mode == CgroupMode::Unified { "v2" } else { "v1" };
+    let output = Command::new(binary).arg("features").output().ok()?;
+    let features: Value = serde_json::from_slice(&output.stdout).ok()?;
+    if features.pointer(&format!("/linux/cgroup/{needed}")) == Some(&Value::Bool(true)) {
+        return None;
+    }
+    Some(format!(
+        "{} was built without its cgroup {needed} manager, which this {mode} host needs (rebuild: {})",
+        binary.display(),
+        runtime.install_hint()
+    ))
 }
 
 /// The template configuration and the absolute root filesystem it runs from.
@@ -527,6 +556,29 @@ mod tests {
             customise_config(&mut config, &spec, Path::new("/r"), Path::new("/c")),
             Err(("process", "is not an object"))
         );
+    }
+
+    #[test]
+    fn setup_script_builds_the_youki_this_crate_names() {
+        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/setup-host.sh");
+        let text = fs::read_to_string(&script).unwrap();
+        assert!(text.contains(&format!("\nyouki_version={YOUKI_VERSION}\n")), "{}", script.display());
+        assert!(text.contains(&format!("\nyouki_features={YOUKI_FEATURES}\n")), "{}", script.display());
+    }
+
+    #[test]
+    fn only_youki_is_asked_for_its_cgroup_managers() {
+        for runtime in [OciRuntime::Crun, OciRuntime::Runc, OciRuntime::Runsc] {
+            assert_eq!(missing_cgroup_manager(runtime, Path::new("/nonexistent"), CgroupMode::Hybrid), None);
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("youki");
+        fs::write(&fake, "#!/bin/sh\necho '{\"linux\": {\"cgroup\": {\"v1\": false, \"v2\": true}}}'\n").unwrap();
+        fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        assert_eq!(missing_cgroup_manager(OciRuntime::Youki, &fake, CgroupMode::Unified), None);
+        let problem = missing_cgroup_manager(OciRuntime::Youki, &fake, CgroupMode::Hybrid).unwrap();
+        assert!(problem.contains("without its cgroup v1 manager"), "{problem}");
+        assert!(problem.contains(YOUKI_FEATURES), "{problem}");
     }
 
     #[test]

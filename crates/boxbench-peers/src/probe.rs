@@ -7,7 +7,7 @@ use boxbench_core::host::KvmFlavour;
 use serde::Serialize;
 
 use crate::docker::DaemonPlan;
-use crate::oci_runtime::{OciRuntime, RUNSC_PLATFORM};
+use crate::oci_runtime::{OciRuntime, RUNSC_PLATFORM, missing_cgroup_manager};
 use crate::tool::{Tool, find_on_path};
 
 /// One peer backend's state on this host.
@@ -45,6 +45,11 @@ pub fn probe_all() -> Vec<PeerStatus> {
             tool_status(runtime.name(), find_on_path(runtime.name()), runtime.debian_package(), host_problem.clone());
         if status.binary.is_none() && runtime.debian_package().is_none() {
             status.detail = Some(format!("not found on PATH ({})", runtime.install_hint()));
+        } else if let (true, Some(binary), Ok(host)) = (status.usable, &status.binary, &cgroups)
+            && let Some(problem) = missing_cgroup_manager(runtime, binary, host.mode)
+        {
+            status.usable = false;
+            status.detail = Some(problem);
         } else if status.usable && runtime.is_application_kernel() {
             status.detail = Some(format!(
                 "gVisor application kernel on the {RUNSC_PLATFORM} platform (this release has no systrap; \
