@@ -199,6 +199,13 @@ impl ToolProcess {
         }
     }
 
+    /// Sends the tool `signal` unless it has been reaped (the pid could be another process's then).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if self.status.is_none() {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), signal);
+        }
+    }
+
     /// Waits for the console's (and a separate stderr's) end of file and returns what they showed;
     /// call after the tool exited and everything that held its output is gone.
     pub fn take_output(&mut self) -> Output {

@@ -120,6 +120,13 @@ impl ToolRun {
         self.process.as_ref().is_some_and(ToolProcess::marker_seen)
     }
 
+    /// Sends the tool `signal` (nothing before launch or after it was reaped).
+    pub fn signal(&self, signal: nix::sys::signal::Signal) {
+        if let Some(process) = &self.process {
+            process.signal(signal);
+        }
+    }
+
     /// Kills the tool and everything in the instance cgroup.
     pub fn kill(&mut self) {
         if let Some(process) = self.process.as_mut() {
