@@ -31,7 +31,7 @@ packages=(busybox-static cpio crun runc runsc libseccomp-dev pkg-config podman d
 # is gone. So both are installed together, pinned to one version (downgrading qemu-utils if need be).
 qemu_packages=(qemu-system-x86 qemu-utils)
 # youki, the Rust OCI runtime peer: not in Debian, built from the Rust registry into /usr/local/bin
-# (about 12 minutes of cargo on 2 cores, once: a second run finds this version there and builds
+# (12–24 minutes of cargo on 2 shared cores, once: a second run finds this version there and builds
 # nothing). Its cgroup v1 and v2 managers, systemd driver and seccomp are features the crate leaves
 # off by default; without v1 it cannot run a container on a hybrid or v1 host.
 youki_version=0.7.0
@@ -205,7 +205,7 @@ if youki_ready; then
     say "youki $youki_version present: no build"
 else
     command -v cargo >/dev/null 2>&1 || fail "cargo not found: youki is built with \`cargo install\` (install Rust first)"
-    say "building youki $youki_version (cargo install --locked, features $youki_features; about 12 minutes once)"
+    say "building youki $youki_version (cargo install --locked, features $youki_features; 12–24 minutes, once)"
     if ! cargo install -q --locked --root /usr/local --features "$youki_features" "youki@$youki_version" \
            >"$work/youki.log" 2>&1; then
         echo "setup-host: cargo install youki@$youki_version failed; cargo's last lines:" >&2
