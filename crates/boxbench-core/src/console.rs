@@ -92,25 +92,57 @@ impl ConsoleCapture {
     }
 }
 
-/// Finds a marker in a byte stream that arrives in arbitrary chunks.
-#[derive(Debug)]
-struct MarkerScanner {
+/// Finds a marker in a byte stream that arrives in arbitrary chunks, down to one byte at a time (a
+/// VM's serial port). The one marker scan of boxbench: every console, whoever drains it, uses it.
+///
+/// A matcher that restarts at the marker's first byte after a mismatch misses a marker that follows
+/// a partial one ("BOXBOXBENCH_READY": "BOXB" ends in the marker's first byte). This one keeps, for
+/// each matched length, the longest proper prefix that is also a suffix (Knuth-Morris-Pratt), so a
+/// mismatch falls back to the longest partial match still alive and no byte is looked at twice.
+#[derive(Debug, Clone)]
+pub struct MarkerScanner {
     marker: &'static [u8],
-    /// The last `marker.len() - 1` bytes seen, in case the marker straddles two chunks.
-    carry: Vec<u8>,
+    /// `fallback[i]`: the length of the longest proper prefix of `marker[..=i]` that is also its suffix.
+    fallback: Vec<usize>,
+    /// How many of the marker's bytes the stream ends in.
+    matched: usize,
 }
 
 impl MarkerScanner {
-    fn new(marker: &'static str) -> Self {
-        Self { marker: marker.as_bytes(), carry: Vec::new() }
+    /// A scanner for `marker` (an empty marker is never found).
+    pub fn new(marker: &'static str) -> Self {
+        let marker = marker.as_bytes();
+        let mut fallback = vec![0; marker.len()];
+        let mut len = 0;
+        for i in 1..marker.len() {
+            while len > 0 && marker[i] != marker[len] {
+                len = fallback[len - 1];
+            }
+            if marker[i] == marker[len] {
+                len += 1;
+            }
+            fallback[i] = len;
+        }
+        Self { marker, fallback, matched: 0 }
     }
 
-    fn feed(&mut self, chunk: &[u8]) -> bool {
-        self.carry.extend_from_slice(chunk);
-        let found = self.carry.windows(self.marker.len()).any(|w| w == self.marker);
-        let keep = self.marker.len().saturating_sub(1);
-        if self.carry.len() > keep {
-            self.carry.drain(..self.carry.len() - keep);
+    /// Feeds the next bytes of the stream; true if a marker ends in them.
+    pub fn feed(&mut self, chunk: &[u8]) -> bool {
+        if self.marker.is_empty() {
+            return false;
+        }
+        let mut found = false;
+        for &byte in chunk {
+            while self.matched > 0 && byte != self.marker[self.matched] {
+                self.matched = self.fallback[self.matched - 1];
+            }
+            if byte == self.marker[self.matched] {
+                self.matched += 1;
+            }
+            if self.matched == self.marker.len() {
+                found = true;
+                self.matched = self.fallback[self.matched - 1];
+            }
         }
         found
     }
@@ -125,6 +157,33 @@ mod tests {
         let mut scanner = MarkerScanner::new("BOXBENCH_READY");
         assert!(!scanner.feed(b"booting...\nBOXBEN"));
         assert!(scanner.feed(b"CH_READY\n"));
+    }
+
+    #[test]
+    fn marker_after_a_partial_match_is_found_whole_or_byte_by_byte() {
+        let mut whole = MarkerScanner::new("BOXBENCH_READY");
+        assert!(whole.feed(b"BOXBOXBENCH_READY"));
+        let mut bytes = MarkerScanner::new("BOXBENCH_READY");
+        let found: Vec<bool> = b"BOXBOXBENCH_READY".iter().map(|b| bytes.feed(&[*b])).collect();
+        assert_eq!(found.iter().filter(|f| **f).count(), 1);
+        assert!(found[found.len() - 1]);
+    }
+
+    #[test]
+    fn overlapping_repeats_of_a_self_similar_marker_are_found_split_anywhere() {
+        // "ABAB" overlaps itself: "ABABAB" holds it twice; every split of the stream finds it.
+        let stream = b"xxABABABy";
+        for split in 0..=stream.len() {
+            let mut scanner = MarkerScanner::new("ABAB");
+            let (a, b) = stream.split_at(split);
+            let hits = usize::from(scanner.feed(a)) + usize::from(scanner.feed(b));
+            assert!(hits >= 1, "split at {split}");
+        }
+        let mut scanner = MarkerScanner::new("ABAB");
+        assert!(!scanner.feed(b"ABA"));
+        assert!(scanner.feed(b"B"));
+        assert!(scanner.feed(b"AB"), "the second, overlapping occurrence");
+        assert!(!scanner.feed(b"x"));
     }
 
     #[test]

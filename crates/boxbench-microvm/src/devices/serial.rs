@@ -9,6 +9,7 @@ use std::fs::File;
 use std::io::Write;
 use std::sync::Arc;
 
+use boxbench_core::console::MarkerScanner;
 use boxbench_core::{MonotonicNs, READY_MARKER};
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
@@ -32,38 +33,13 @@ impl Trigger for IrqTrigger {
     }
 }
 
-/// Finds the marker in a byte stream that arrives one byte at a time.
-#[derive(Debug)]
-struct MarkerScanner {
-    matched: usize,
-    seen: bool,
-}
-
-impl MarkerScanner {
-    /// Feeds one byte; true exactly once, on the byte that completes the first marker.
-    fn feed(&mut self, byte: u8) -> bool {
-        if self.seen {
-            return false;
-        }
-        let marker = READY_MARKER.as_bytes();
-        if byte == marker[self.matched] {
-            self.matched += 1;
-        } else {
-            // The marker has no repeated prefix, so a mismatch restarts at its first byte.
-            self.matched = usize::from(byte == marker[0]);
-        }
-        if self.matched == marker.len() {
-            self.seen = true;
-        }
-        self.seen
-    }
-}
-
 /// Where the guest's serial output goes.
 #[derive(Debug)]
 pub struct ConsoleSink {
     out: Option<File>,
     scanner: MarkerScanner,
+    /// The marker was seen: the observer is told about the first one only.
+    marker_seen: bool,
     observer: Arc<dyn VmObserver>,
 }
 
@@ -72,10 +48,11 @@ impl Write for ConsoleSink {
         if let Some(out) = &mut self.out {
             out.write_all(buf)?;
         }
-        for &byte in buf {
-            if self.scanner.feed(byte) {
-                self.observer.console_marker(MonotonicNs::now());
-            }
+        // vm-superio hands over one transmitted byte at a time, so the marker is stamped on the byte
+        // that completes it, while the vCPU is stopped on that write.
+        if !self.marker_seen && self.scanner.feed(buf) {
+            self.marker_seen = true;
+            self.observer.console_marker(MonotonicNs::now());
         }
         Ok(buf.len())
     }
@@ -95,7 +72,8 @@ impl SerialPort {
     /// A UART writing to `console` (`None`: output discarded, marker still detected).
     pub fn new(console: Option<File>, observer: Arc<dyn VmObserver>) -> Result<Self, SerialError> {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError)?;
-        let sink = ConsoleSink { out: console, scanner: MarkerScanner { matched: 0, seen: false }, observer };
+        let sink =
+            ConsoleSink { out: console, scanner: MarkerScanner::new(READY_MARKER), marker_seen: false, observer };
         Ok(Self { uart: Serial::new(IrqTrigger(irq), sink) })
     }
 
@@ -141,6 +119,18 @@ mod tests {
         drop(port);
         let text = std::io::read_to_string(File::from(reader)).unwrap();
         assert_eq!(text, "x BOXBENCH_BOXBENCH_READY\nBOXBENCH_READY\n");
+        assert_eq!(*markers.0.lock().unwrap(), 1);
+    }
+
+    #[test]
+    fn marker_after_a_partial_match_that_restarts_inside_itself_is_seen() {
+        // "BOXB" ends in the marker's first byte: after "BOXBOX" the scan must resume at "BOX", not
+        // at the start, or this stream's only marker is missed.
+        let markers = Arc::new(Markers::default());
+        let mut port = SerialPort::new(None, markers.clone()).unwrap();
+        for byte in b"BOXBOXBENCH_READY\n" {
+            port.write(0, *byte);
+        }
         assert_eq!(*markers.0.lock().unwrap(), 1);
     }
 
