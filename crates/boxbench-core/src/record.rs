@@ -33,6 +33,13 @@ impl Phases {
             _ => None,
         }
     }
+
+    /// The phase called `name` as a duration since launch start, for a benchmark sample: `None` when
+    /// the launch did not observe it (or it is not a finite, non-negative time), never a zero that
+    /// would pass for a very fast launch.
+    pub fn elapsed(&self, name: &str) -> Option<std::time::Duration> {
+        self.get(name).and_then(|ms| std::time::Duration::try_from_secs_f64(ms / 1e3).ok())
+    }
 }
 
 /// How an instance ended.
@@ -127,6 +134,18 @@ impl Record {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_missing_or_invalid_phase_is_no_sample() {
+        let phases =
+            Phases { userspace_ms: Some(f64::NAN), workload_ms: Some(-1.0), exit_ms: Some(2.5), ..Phases::default() };
+        assert_eq!(phases.elapsed("exit_ms"), Some(std::time::Duration::from_micros(2500)));
+        // The boot_time bench turned these into 0 ms samples (NaN.max(0.0) is 0).
+        assert_eq!(phases.elapsed("ready_ms"), None);
+        assert_eq!(phases.elapsed("userspace_ms"), None);
+        assert_eq!(phases.elapsed("workload_ms"), None);
+        assert_eq!(phases.elapsed("no_such_phase"), None);
+    }
 
     #[test]
     fn unobserved_phases_serialise_as_null() {
