@@ -1,6 +1,6 @@
 //! The `container` backend: [`ContainerLauncher`] checks a spec and its images and prepares a
-//! [`ContainerInstance`], whose launch creates the instance's cgroup, clones the container's init
-//! into it and waits for the workload to be executed; its record has the timeline, the console, the
+//! [`ContainerInstance`] with the instance's cgroup set up before the clock (the launch boundary,
+//! `boxbench_core::boundary`), whose launch clones the container's init into it and waits for the workload to be executed; its record has the timeline, the console, the
 //! cgroup's memory peak and the PSS at the marker.
 //!
 //! Inputs: `images.bundle` (an OCI runtime bundle) if set, else `images.rootfs` (a directory, run
@@ -22,7 +22,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use boxbench_core::cgroup::{CgroupError, CgroupHost, InstanceCgroup, MemoryVersion};
+use boxbench_core::boundary::{BoundaryError, LaunchBoundary, Started};
+use boxbench_core::cgroup::{CgroupError, CgroupHost, InstanceCgroup};
 use boxbench_core::console::ConsoleCapture;
 use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
@@ -70,6 +71,9 @@ pub enum ContainerError {
     /// The instance's cgroup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The set-up before the clock failed.
+    #[error(transparent)]
+    Boundary(#[from] BoundaryError),
     /// The container's init failed.
     #[error(transparent)]
     Process(#[from] ProcessError),
@@ -88,6 +92,7 @@ impl From<ContainerError> for LaunchError {
             | ContainerError::Namespace(_)
             | ContainerError::Setting { .. } => LaunchError::InvalidSpec(err.to_string()),
             ContainerError::Cgroup(cgroup) => LaunchError::Cgroup(cgroup),
+            ContainerError::Boundary(boundary) => LaunchError::Boundary(boundary),
             ContainerError::Process(_) | ContainerError::Lifecycle(_) => LaunchError::backend(err),
         }
     }
@@ -118,7 +123,8 @@ impl Launcher for ContainerLauncher {
 
     fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
         let prepared = Prepared::from_spec(spec)?;
-        Ok(Box::new(ContainerInstance { cgroups: self.cgroups.clone(), prepared, running: None, outcome: None }))
+        let boundary = LaunchBoundary::prepare(&self.cgroups, BACKEND, false, prepared.memory_limit)?;
+        Ok(Box::new(ContainerInstance { boundary: Some(boundary), prepared, running: None, outcome: None }))
     }
 }
 
@@ -279,7 +285,8 @@ impl Prepared {
 /// One launch of the container backend.
 #[derive(Debug)]
 pub struct ContainerInstance {
-    cgroups: CgroupHost,
+    /// The cgroup set up before the clock, until the launch starts the clock.
+    boundary: Option<LaunchBoundary>,
     prepared: Prepared,
     running: Option<Running>,
     outcome: Option<Outcome>,
@@ -295,6 +302,8 @@ struct Running {
     cgroup: Option<Arc<InstanceCgroup>>,
     ready_at: Option<MonotonicNs>,
     exec_at: Option<MonotonicNs>,
+    /// Where the clock started and stops.
+    boundary_note: String,
 }
 
 impl Drop for Running {
@@ -310,25 +319,11 @@ impl Drop for Running {
 
 impl ContainerInstance {
     fn start(&mut self) -> Result<(), ContainerError> {
-        if self.running.is_some() {
-            return Err(ContainerError::Lifecycle("launched twice"));
-        }
-        let timeline = Timeline::start();
-        let cgroup = InstanceCgroup::create(&self.cgroups, BACKEND)?;
-        if let Some(bytes) = self.prepared.memory_limit {
-            cgroup.set_memory_limit(bytes)?;
-        }
-        let membership = cgroup.path().join(match cgroup.memory_version() {
-            MemoryVersion::V1 => "tasks",
-            MemoryVersion::V2 => "cgroup.procs",
-        });
-        let membership_file = std::fs::OpenOptions::new()
-            .write(true)
-            .open(&membership)
-            .map_err(|source| CgroupError::Io { path: membership.clone(), source })?;
-        let cgroup = Arc::new(cgroup);
+        let boundary = self.boundary.take().ok_or(ContainerError::Lifecycle("launched twice"))?;
+        let Started { timeline, cgroup, join_file, steps } = boundary.start();
+        let boundary_note = boxbench_core::boundary::describe(&steps);
         let plan = &self.prepared.plan;
-        let (child, console_read) = process::spawn(plan, membership_file.into())?;
+        let (child, console_read) = process::spawn(plan, join_file.into())?;
         // From here on, an early return drops `child` (killed, reaped) and then `cgroup` (removed).
         let sampled = Arc::clone(&cgroup);
         let console = ConsoleCapture::spawn(File::from(console_read), READY_MARKER, move || {
@@ -336,8 +331,15 @@ impl ContainerInstance {
         })
         .map_err(|e| ProcessError::Handshake { pid: child.pid(), reason: format!("console reader thread: {e}") })?;
         // Put the console under Running's ordered cleanup before anything else can fail.
-        let mut running =
-            Running { timeline, child, console: Some(console), cgroup: Some(cgroup), ready_at: None, exec_at: None };
+        let mut running = Running {
+            timeline,
+            child,
+            console: Some(console),
+            cgroup: Some(cgroup),
+            ready_at: None,
+            exec_at: None,
+            boundary_note,
+        };
         match running.child.wait_exec(&plan.steps, &plan.exec) {
             Ok(times) => {
                 running.ready_at = Some(times.ready_at);
@@ -406,6 +408,7 @@ impl ContainerInstance {
                 "peak_bytes covers the container from its setup on; the namespaces made by clone(2) are charged \
                  to boxbench's own cgroup"
                     .to_owned(),
+                std::mem::take(&mut running.boundary_note),
             ],
             details_ms: Default::default(),
         })

@@ -210,9 +210,8 @@ impl Syscalls for LinuxSyscalls {
     }
 
     fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
-        // SAFETY: writes one byte from a static buffer to a descriptor the parent opened.
-        let written = Errno::result(unsafe { libc::write(procs, b"0".as_ptr().cast(), 1) })?;
-        if written == 1 { Ok(()) } else { Err(Errno::EIO) }
+        boxbench_core::boundary::join_writing_task(procs)
+            .map_err(|e| Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)))
     }
 
     fn reset_signals(&self) -> Result<(), Errno> {

@@ -189,6 +189,11 @@ impl InstanceCgroup {
         &self.path
     }
 
+    /// The directory processes are placed in: the cgroup itself, or its leaf for a nesting runtime.
+    pub fn process_dir(&self) -> &Path {
+        &self.process_dir
+    }
+
     /// The `cgroup.procs` file processes are placed through (the leaf's, for a nesting runtime).
     pub fn procs_path(&self) -> PathBuf {
         self.process_dir.join("cgroup.procs")

@@ -25,6 +25,9 @@ pub enum LaunchError {
     /// The per-instance cgroup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The set-up before the clock (cgroup, join file) failed.
+    #[error(transparent)]
+    Boundary(#[from] crate::boundary::BoundaryError),
     /// The backend itself failed; its own error says where.
     #[error(transparent)]
     Backend(Box<dyn std::error::Error + Send + Sync>),

@@ -8,7 +8,6 @@
 //! The child reports over two pipes: fixed-size [`ChildEvent`] records (milestones, memory, how the VM
 //! ended) and the raw serial output (boxbench's console capture reads it).
 
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -39,9 +38,9 @@ pub struct ChildSetup {
     pub plan: BootPlan,
     /// CPUID fixes for this host.
     pub quirks: CpuidQuirks,
-    /// The file of the instance cgroup that moves the writing task in ([`cgroup_join_file`]), as a C
-    /// string.
-    pub cgroup_join: CString,
+    /// The instance cgroup's join file, open for writing (the launch boundary's rule, in
+    /// `boxbench_core::boundary`: `tasks` on cgroup v1, `cgroup.procs` on v2).
+    pub cgroup_join: RawFd,
     /// The parent's pid, to notice a parent that died before `PR_SET_PDEATHSIG` took effect.
     pub parent: libc::pid_t,
 }
@@ -128,7 +127,7 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
     if orphaned {
         exit_now(EXIT_FAILED);
     }
-    close_other_fds(&[events_fd, console_fd]);
+    close_other_fds(&[events_fd, console_fd, setup.cgroup_join]);
     // SAFETY: `events_fd` and `console_fd` are open pipe write ends inherited from the parent, and
     // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
     // through _exit).
@@ -156,7 +155,7 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
 }
 
 fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result<(), String> {
-    join_cgroup(&setup.cgroup_join)?;
+    join_cgroup(setup.cgroup_join)?;
     reporter.send(&ChildEvent::CgroupJoined { at: MonotonicNs::now() });
     let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
     // The guest ranges are known once memory is allocated; the marker measurement needs them.
@@ -171,35 +170,15 @@ fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result
     Ok(())
 }
 
-/// The file through which the child moves itself into `cgroup`.
-///
-/// On cgroup v1 that is `tasks`, which moves only the writing thread: the child writes it while it is
-/// still single-threaded, so that moves the whole process, and the kernel skips the global
-/// thread-group lock `cgroup.procs` takes (whose write side waits for an RCU grace period: 4–16 ms
-/// measured on this loaded host, against well under a millisecond). Threads the child creates later
-/// start in its cgroup. On v2 (`tasks` does not exist there) it is `cgroup.procs`.
-pub fn cgroup_join_file(cgroup: &std::path::Path) -> std::path::PathBuf {
-    let tasks = cgroup.join("tasks");
-    if tasks.exists() { tasks } else { cgroup.join("cgroup.procs") }
-}
-
-/// Moves this process into the instance cgroup ("0" means the writing task) before it allocates
-/// guest memory, so every page the VM touches is charged there.
-fn join_cgroup(procs: &CString) -> Result<(), String> {
-    // SAFETY: `procs` is a valid NUL-terminated path; the returned fd is checked and closed below.
-    let fd = unsafe { libc::open(procs.as_ptr(), libc::O_WRONLY | libc::O_CLOEXEC) };
-    if fd < 0 {
-        return Err(format!("{}: {}", procs.to_string_lossy(), std::io::Error::last_os_error()));
-    }
-    // SAFETY: `fd` is the open cgroup.procs file; the buffer is one valid byte.
-    let written = unsafe { libc::write(fd, b"0".as_ptr().cast(), 1) };
-    let error = std::io::Error::last_os_error();
-    // SAFETY: `fd` was opened above and is not used afterwards.
-    unsafe { libc::close(fd) };
-    if written != 1 {
-        return Err(format!("{}: {error}", procs.to_string_lossy()));
-    }
-    Ok(())
+/// Moves this process into the instance cgroup before it allocates guest memory, so every page the
+/// VM touches is charged there. The child is still single-threaded, so on v1 (`tasks`) that moves the
+/// whole process; threads it creates later start in the cgroup.
+fn join_cgroup(join_fd: RawFd) -> Result<(), String> {
+    let joined =
+        boxbench_core::boundary::join_writing_task(join_fd).map_err(|e| format!("joining the instance cgroup: {e}"));
+    // SAFETY: `join_fd` is this child's inherited copy of the join file, not used afterwards.
+    unsafe { libc::close(join_fd) };
+    joined
 }
 
 /// Closes every inherited descriptor above stderr except `keep`, so pipes of other instances the

@@ -1,19 +1,19 @@
 //! The `microvm` backend: boxbench's own VMM behind [`boxbench_core::Launcher`].
 //!
 //! `prepare` checks everything that can be checked without starting the VM (files, sizes, KVM's
-//! limits); `launch` creates the instance cgroup and forks the VMM child, which joins the cgroup and
-//! boots; `wait` collects the child's event records until it exits or the deadline passes; `finish`
+//! limits) and sets up the instance cgroup (the launch boundary, `boxbench_core::boundary`); `launch`
+//! starts the clock and forks the VMM child, which joins the cgroup and boots; `wait` collects the child's event records until it exits or the deadline passes; `finish`
 //! reaps it, removes the cgroup and turns what was collected into the record.
 
 use std::collections::BTreeMap;
-use std::ffi::CString;
 use std::fs::File;
 use std::io::Read;
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
+use boxbench_core::boundary::{LaunchBoundary, Started};
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::host::KvmFlavour;
@@ -188,11 +188,11 @@ impl Launcher for MicroVmLauncher {
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
         check_host(plan.vcpus)?;
-        let cgroups = CgroupHost::detect()?;
+        let boundary = LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?;
         Ok(Box::new(MicroVmInstance {
             plan,
             quirks: config.cpuid_quirks,
-            cgroups,
+            boundary: Some(boundary),
             kvm: self.kvm,
             guest: self.options.guest,
             notes,
@@ -280,13 +280,18 @@ impl Reported {
     }
 }
 
+/// `launch` was called a second time on one instance.
+#[derive(Debug, thiserror::Error)]
+#[error("microvm instance was already launched")]
+struct LaunchedTwice;
+
 /// A launched VMM child.
 #[derive(Debug)]
 struct Running {
     timeline: Timeline,
     forked_at: MonotonicNs,
     pid: libc::pid_t,
-    cgroup: InstanceCgroup,
+    cgroup: Arc<InstanceCgroup>,
     events: File,
     decoder: EventDecoder,
     events_closed: bool,
@@ -308,7 +313,8 @@ enum ChildStatus {
 struct MicroVmInstance {
     plan: BootPlan,
     quirks: CpuidQuirks,
-    cgroups: CgroupHost,
+    /// The cgroup set up before the clock, until the launch starts the clock.
+    boundary: Option<LaunchBoundary>,
     kvm: KvmFlavour,
     guest: GuestKind,
     notes: Vec<String>,
@@ -324,23 +330,23 @@ fn pipe() -> Result<(File, OwnedFd), LaunchError> {
 
 impl Instance for MicroVmInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
-        let timeline = Timeline::start();
-        let cgroup = InstanceCgroup::create(&self.cgroups, BACKEND_NAME)?;
-        let cgroup_join = CString::new(child::cgroup_join_file(cgroup.path()).as_os_str().as_bytes())
-            .map_err(|_| LaunchError::InvalidSpec(format!("cgroup path {} has a NUL byte", cgroup.path().display())))?;
+        let boundary = self.boundary.take().ok_or_else(|| LaunchError::backend(LaunchedTwice))?;
         let (events, events_child) = pipe()?;
         let (console, console_child) = pipe()?;
+        let started = boundary.start();
+        self.notes.push(started.note());
+        let Started { timeline, cgroup, join_file, .. } = started;
         let setup = ChildSetup {
             plan: self.plan.clone(),
             quirks: self.quirks,
-            cgroup_join,
+            cgroup_join: join_file.as_raw_fd(),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
         };
         let forked_at = MonotonicNs::now();
         let pid = child::spawn(&setup, &events_child, &console_child).map_err(LaunchError::backend)?;
         // The child has its own copies; closing ours lets end of file mean "the child is gone".
-        drop((events_child, console_child));
+        drop((events_child, console_child, join_file));
         let console = match ConsoleCapture::spawn(console, READY_MARKER, || None) {
             Ok(console) => console,
             Err(e) => {
@@ -429,7 +435,10 @@ impl Instance for MicroVmInstance {
         let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
         let peak_bytes = running.cgroup.peak_bytes();
         let Running { timeline, forked_at, cgroup, reported, reaped_at, .. } = running;
-        cgroup.remove()?;
+        // The only reference: the console thread, now joined, never held one.
+        if let Ok(cgroup) = Arc::try_unwrap(cgroup) {
+            cgroup.remove()?;
+        }
         // A Linux guest's /init prints the workload's status before it resets the VM: a clean reset
         // exits with that status, and one without it did not finish its workload.
         let outcome = match outcome {

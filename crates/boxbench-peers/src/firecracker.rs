@@ -22,7 +22,7 @@ use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, LINUX_GUEST_ARGS};
-use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Timeline, Workload};
+use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Workload};
 use serde_json::{Value, json};
 
 use crate::process::{ChildSetup, Streams};
@@ -247,8 +247,9 @@ struct FirecrackerInstance {
 
 impl Instance for FirecrackerInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
-        let timeline = Timeline::start();
+        // The log's reader is per-instance set-up: it starts before the clock.
         self.log = Some(BootTimerLog::start(&self.log_path).map_err(LaunchError::backend)?);
+        let timeline = self.run.start_clock()?;
         let mut command = Command::new(&self.binary);
         command
             .arg("--no-api")
@@ -260,7 +261,7 @@ impl Instance for FirecrackerInstance {
             .args(["--level", "Info"])
             .arg("--start-time-us")
             .arg((timeline.started_at().0 / 1000).to_string());
-        self.run.start_with_timeline(timeline, command, ChildSetup::Plain, Streams::StderrApart, None)
+        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, None)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
@@ -308,6 +309,7 @@ impl Instance for FirecrackerInstance {
 mod tests {
     use super::*;
     use boxbench_core::ImagePaths;
+    use boxbench_core::Timeline;
 
     #[test]
     fn config_has_boot_source_and_machine_and_no_drives() {

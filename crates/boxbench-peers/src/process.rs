@@ -3,12 +3,13 @@
 //! everything it started.
 //!
 //! Placement: the child joins the cgroup itself, between fork and exec, by writing `0` ("the writing
-//! process") to the `cgroup.procs` file the parent opened beforehand. From its first instruction of
+//! task") to the join file the launch boundary opened beforehand (`boxbench_core::boundary`: `tasks`
+//! on cgroup v1, `cgroup.procs` on v2), exactly as boxbench's own container and VMM child do. From its first instruction of
 //! the tool on, everything the tool and its descendants charge is the instance's; only the few
 //! instructions of the forked child before that write are not charged (they run on the parent's
 //! copied pages).
 
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
@@ -32,9 +33,6 @@ pub enum ProcessError {
     /// The console pipe could not be made.
     #[error("console pipe for {tool}: {source}")]
     Pipe { tool: String, source: io::Error },
-    /// The cgroup's `cgroup.procs` could not be opened for the child to join.
-    #[error("{path}: {source}")]
-    CgroupProcs { path: std::path::PathBuf, source: io::Error },
     /// The tool could not be started.
     #[error("starting {tool}: {source}")]
     Spawn { tool: String, source: io::Error },
@@ -91,13 +89,14 @@ pub struct ToolProcess {
 }
 
 impl ToolProcess {
-    /// Starts `command` inside `cgroup`, stdin from /dev/null, its console (see [`Streams`]) through
+    /// Starts `command` inside `cgroup` (joined through `join_file`, its open join file), stdin from /dev/null, its console (see [`Streams`]) through
     /// a pipe; when the marker appears, `at_marker` runs on the console thread and the proportional
     /// set size of the cgroup's processes is sampled.
     pub fn spawn(
         tool: &str,
         mut command: Command,
         cgroup: &Arc<InstanceCgroup>,
+        join_file: File,
         setup: ChildSetup,
         streams: Streams,
         at_marker: Option<MarkerHook>,
@@ -111,11 +110,7 @@ impl ToolProcess {
                 (Some(read), write)
             }
         };
-        let procs_path = cgroup.procs_path();
-        let procs = OpenOptions::new()
-            .write(true)
-            .open(&procs_path)
-            .map_err(|source| ProcessError::CgroupProcs { path: procs_path, source })?;
+        let procs = join_file;
         let procs_fd = procs.as_raw_fd();
         command.stdin(Stdio::null()).stdout(Stdio::from(write_end)).stderr(Stdio::from(stderr_end));
         // SAFETY: the closure runs in the forked child before exec and only makes raw system calls
@@ -268,12 +263,10 @@ pub fn run_helper(mut command: Command, setup: ChildSetup) -> Result<std::proces
     Ok(output)
 }
 
-fn join_cgroup_then_setup(procs_fd: i32, setup: ChildSetup) -> io::Result<()> {
-    // SAFETY: procs_fd is the parent's open cgroup.procs descriptor, inherited by this child; the
-    // buffer is a static one-byte slice.
-    if unsafe { libc::write(procs_fd, b"0".as_ptr().cast(), 1) } != 1 {
-        return Err(io::Error::last_os_error());
-    }
+fn join_cgroup_then_setup(join_fd: i32, setup: ChildSetup) -> io::Result<()> {
+    // The parent's open join file (the launch boundary's rule: `tasks` on v1, `cgroup.procs` on v2),
+    // inherited by this still single-threaded child.
+    boxbench_core::boundary::join_writing_task(join_fd)?;
     enter_setup(setup)
 }
 

@@ -6,6 +6,7 @@ use std::process::{Command, ExitStatus};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use boxbench_core::boundary::{LaunchBoundary, Started};
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::console::Console;
 use boxbench_core::{LaunchError, MemoryUsage, Outcome, Phases, Record, Timeline};
@@ -39,32 +40,54 @@ pub struct Stopped {
     pub peak_bytes: Option<u64>,
     /// How the tool exited (`None` if it could not be reaped even after being killed).
     pub status: Option<ExitStatus>,
+    /// Where the clock started and stops ([`boxbench_core::boundary::Started::note`]).
+    pub boundary_note: Option<String>,
 }
 
 /// One tool run in its instance cgroup.
 #[derive(Debug)]
 pub struct ToolRun {
     backend: String,
+    /// The set-up before the clock, until the clock starts.
+    boundary: Option<LaunchBoundary>,
+    /// The started clock's set-up, until the tool is spawned with it.
+    started: Option<Started>,
     cgroup: Option<Arc<InstanceCgroup>>,
     process: Option<ToolProcess>,
     timeline: Option<Timeline>,
+    /// Where the clock started and stops ([`Started::note`]).
+    boundary_note: Option<String>,
 }
 
 impl ToolRun {
-    /// Creates the instance cgroup of a `backend` instance. It has no limit of its own: each tool
-    /// applies the spec's memory limit where that tool puts it (a container's cgroup, a VM's memory).
+    /// Sets up the instance cgroup of a `backend` instance (the launch boundary's work before the
+    /// clock). It has no limit of its own: each tool applies the spec's memory limit where that tool
+    /// puts it (a container's cgroup, a VM's memory).
     pub fn new(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
-        Ok(Self::in_cgroup(backend, InstanceCgroup::create(host, backend)?))
+        Ok(Self::with_boundary(backend, LaunchBoundary::prepare(host, backend, false, None)?))
     }
 
     /// Like [`new`](Self::new), for a tool that nests its container's cgroup in the instance cgroup
     /// (an OCI runtime): see [`InstanceCgroup::create_for_nesting_runtime`].
     pub fn for_nesting_runtime(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
-        Ok(Self::in_cgroup(backend, InstanceCgroup::create_for_nesting_runtime(host, backend)?))
+        Ok(Self::with_boundary(backend, LaunchBoundary::prepare(host, backend, true, None)?))
     }
 
-    fn in_cgroup(backend: &str, cgroup: InstanceCgroup) -> Self {
-        Self { backend: backend.to_owned(), cgroup: Some(Arc::new(cgroup)), process: None, timeline: None }
+    fn with_boundary(backend: &str, boundary: LaunchBoundary) -> Self {
+        Self {
+            backend: backend.to_owned(),
+            cgroup: Some(Arc::clone(boundary.cgroup())),
+            boundary: Some(boundary),
+            started: None,
+            process: None,
+            timeline: None,
+            boundary_note: None,
+        }
+    }
+
+    /// Where this launch's clock started and stops, once launched.
+    pub fn boundary_note(&self) -> Option<&str> {
+        self.boundary_note.as_deref()
     }
 
     /// The instance cgroup (until it is removed).
@@ -76,7 +99,23 @@ impl ToolRun {
         LaunchError::backend(RunError::NotLaunched { backend: self.backend.clone() })
     }
 
-    /// Starts the timeline and the tool in the cgroup; `at_marker` runs when the marker appears.
+    /// Starts the launch's clock, for a tool that must be told when the launch began before its
+    /// command exists (Firecracker's `--start-time-us`); [`start`](Self::start) does it otherwise.
+    pub fn start_clock(&mut self) -> Result<Timeline, LaunchError> {
+        let boundary = self
+            .boundary
+            .take()
+            .ok_or_else(|| LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }))?;
+        let started = boundary.start();
+        let timeline = started.timeline;
+        self.timeline = Some(timeline);
+        self.boundary_note = Some(started.note());
+        self.started = Some(started);
+        Ok(timeline)
+    }
+
+    /// Starts the clock (unless [`start_clock`](Self::start_clock) did) and the tool, which joins
+    /// the cgroup before it executes; `at_marker` runs when the marker appears.
     pub fn start(
         &mut self,
         command: Command,
@@ -84,26 +123,16 @@ impl ToolRun {
         streams: Streams,
         at_marker: Option<MarkerHook>,
     ) -> Result<(), LaunchError> {
-        self.start_with_timeline(Timeline::start(), command, setup, streams, at_marker)
-    }
-
-    /// Starts the tool in the cgroup with a timeline the caller started (a tool that is told when
-    /// the launch began, such as Firecracker's `--start-time-us`, needs it before its command exists).
-    pub fn start_with_timeline(
-        &mut self,
-        timeline: Timeline,
-        command: Command,
-        setup: ChildSetup,
-        streams: Streams,
-        at_marker: Option<MarkerHook>,
-    ) -> Result<(), LaunchError> {
-        if self.timeline.is_some() {
-            return Err(LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }));
+        if self.boundary.is_some() {
+            self.start_clock()?;
         }
-        let cgroup = self.cgroup.as_ref().ok_or_else(|| self.not_launched())?;
-        self.timeline = Some(timeline);
-        let process = ToolProcess::spawn(&self.backend, command, cgroup, setup, streams, at_marker)
-            .map_err(LaunchError::backend)?;
+        let started = self
+            .started
+            .take()
+            .ok_or_else(|| LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }))?;
+        let process =
+            ToolProcess::spawn(&self.backend, command, &started.cgroup, started.join_file, setup, streams, at_marker)
+                .map_err(LaunchError::backend)?;
         self.process = Some(process);
         Ok(())
     }
@@ -153,11 +182,21 @@ impl ToolRun {
             cgroup.kill_all();
         }
         let output = process.take_output();
-        Ok(Stopped { timeline, console: output.console, stderr: output.stderr, peak_bytes, status })
+        Ok(Stopped {
+            timeline,
+            console: output.console,
+            stderr: output.stderr,
+            peak_bytes,
+            status,
+            boundary_note: self.boundary_note.clone(),
+        })
     }
 
     /// Removes the instance cgroup (after the backend removed what it nested in it).
     pub fn remove_cgroup(&mut self) -> Result<(), LaunchError> {
+        // The boundary's share of the cgroup goes first (an instance finished without a launch).
+        self.boundary = None;
+        self.started = None;
         match self.cgroup.take().map(Arc::try_unwrap) {
             Some(Ok(cgroup)) => Ok(cgroup.remove()?),
             // Still shared by a console thread that never ended: its last drop removes it.
@@ -174,7 +213,7 @@ impl Drop for ToolRun {
 }
 
 /// The record of a launch whose tool exited and whose resources are all released: `exit_ms` is
-/// stamped now. Phases the tool cannot show stay `None`; `ready_ms` and `userspace_ms` are given by
+/// stamped now, and the launch boundary's note ends `notes`. Phases the tool cannot show stay `None`; `ready_ms` and `userspace_ms` are given by
 /// backends that observe them.
 pub fn record(
     backend: &str,
@@ -182,9 +221,10 @@ pub fn record(
     outcome: Outcome,
     observed: Phases,
     overhead_bytes: Option<u64>,
-    notes: Vec<String>,
+    mut notes: Vec<String>,
 ) -> Record {
     let timeline = stopped.timeline;
+    notes.extend(stopped.boundary_note);
     let exit_ms = timeline.now_ms();
     Record {
         backend: backend.to_owned(),
