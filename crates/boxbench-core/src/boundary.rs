@@ -18,6 +18,14 @@ use std::sync::Arc;
 use crate::cgroup::{CgroupError, CgroupHost, InstanceCgroup};
 use crate::clock::Timeline;
 
+/// Where every backend's clock starts and stops, for reports.
+pub const CLOCK_DESCRIPTION: &str = "Every launch, whatever its backend, is timed from the same point: its instance cgroup \
+    is created and its join file opened before the clock (in prepare); the clock starts just before the launched process \
+    (the container's init, the VMM child, the tool) is forked, and that process joins the cgroup by writing 0 to \
+    `tasks` (cgroup v1) or `cgroup.procs` (v2) before it executes. Each phase is milliseconds since that start; \
+    the clock stops for exit_ms once the instance has exited, its console is drained and its cgroup removed. \
+    Each series' notes repeat the boundary its launches recorded.";
+
 /// Which file a launched process writes to join its cgroup: the cheapest correct one for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRule {

@@ -42,6 +42,7 @@ pub fn host_document(results: &Results) -> Document {
     }
 
     doc.heading(2, "Boot time");
+    doc.paragraph(boxbench_core::boundary::CLOCK_DESCRIPTION);
     doc.plot(PlotKind::BootPhases);
     doc.plot(PlotKind::TimeToMarker);
     let mut rows = Vec::new();
