@@ -274,7 +274,11 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         warmup_runs: settings.warmup,
         interleaved: true,
         density_instances: (settings.density > 0).then_some(settings.density),
-        extra: BTreeMap::from([("timeout_s".to_owned(), settings.timeout.as_secs_f64().to_string())]),
+        extra: BTreeMap::from([
+            ("timeout_s".to_owned(), settings.timeout.as_secs_f64().to_string()),
+            // Every VMM boots with these unless a series' settings say otherwise (kvm_pvm's Linux guest).
+            ("vm_defaults".to_owned(), boxbench_core::spec::VM_DEFAULTS.describe()),
+        ]),
     };
     let mut results = Results::new(timestamp(), host, run_settings);
     for series in ready {

@@ -18,6 +18,62 @@ pub const LINUX_GUEST_ARGS: &str = "console=ttyS0 panic=-1 quiet";
 /// virtualisation. Firecracker's default command line says the same.
 pub const I8042_RESET_ONLY_ARGS: &str = "i8042.noaux i8042.nomux i8042.nopnp i8042.dumbkbd";
 
+/// The line a VM guest's `/init` prints on its console after the workload, followed by its exit status
+/// (`BOXBENCH_EXIT_STATUS=0`), before it resets the VM: how every VM backend learns the status.
+pub const EXIT_STATUS_PREFIX: &str = "BOXBENCH_EXIT_STATUS=";
+
+/// What every VMM (boxbench's, QEMU, Firecracker) boots its guest with unless the spec says
+/// otherwise: defined once here, passed to each VMM, and shown in the report, so VM figures are
+/// compared at the same guest size.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct VmDefaults {
+    /// Guest memory when the spec sets none.
+    pub memory_bytes: u64,
+    /// Virtual CPUs of a new spec.
+    pub vcpus: u8,
+    /// The kernel command line every Linux guest starts from ([`LINUX_GUEST_ARGS`]); each VMM adds
+    /// what its machine needs (reset method, i8042 settings) and the workload's name.
+    pub base_cmdline: &'static str,
+    /// The line the workload prints when it is ready ([`crate::READY_MARKER`]).
+    pub marker: &'static str,
+    /// The console line carrying the workload's exit status before the reset ([`EXIT_STATUS_PREFIX`]).
+    pub exit_status_prefix: &'static str,
+}
+
+/// The one set of VM defaults. 256 MiB: what QEMU and Firecracker were given before (their Linux
+/// guest figures stay comparable), and room for the busybox initramfs unpacked in a Linux guest.
+pub const VM_DEFAULTS: VmDefaults = VmDefaults {
+    memory_bytes: 256 << 20,
+    vcpus: 1,
+    base_cmdline: LINUX_GUEST_ARGS,
+    marker: crate::READY_MARKER,
+    exit_status_prefix: EXIT_STATUS_PREFIX,
+};
+
+impl VmDefaults {
+    /// The guest memory of `spec`: its own, else the default.
+    pub fn guest_memory_bytes(&self, spec: &InstanceSpec) -> u64 {
+        spec.memory_limit_bytes.unwrap_or(self.memory_bytes)
+    }
+
+    /// The exit status a guest printed on `console` before it reset, by the exit convention.
+    pub fn exit_status(&self, console: &str) -> Option<i32> {
+        console.lines().find_map(|line| line.trim().strip_prefix(self.exit_status_prefix)?.parse().ok())
+    }
+
+    /// One line for reports.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} MiB guest memory, {} vCPU, base command line `{}`, marker `{}`, exit status `{}N` printed before the reset",
+            self.memory_bytes >> 20,
+            self.vcpus,
+            self.base_cmdline,
+            self.marker,
+            self.exit_status_prefix
+        )
+    }
+}
+
 /// The workload an instance runs. Named workloads are scripts in the guest image
 /// (`/boxbench/workloads/NAME`); a command is run as given.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -115,12 +171,13 @@ fn serialize_secs<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::
 }
 
 impl InstanceSpec {
-    /// A spec for `workload` with boxbench's defaults: no memory limit, one vCPU, a 30 s deadline.
+    /// A spec for `workload` with boxbench's defaults: no memory limit (a VM gets
+    /// [`VM_DEFAULTS`]'s), [`VM_DEFAULTS`]'s vCPUs, a 30 s deadline.
     pub fn new(workload: Workload, images: ImagePaths) -> Self {
         Self {
             workload,
             memory_limit_bytes: None,
-            vcpus: 1,
+            vcpus: VM_DEFAULTS.vcpus,
             images,
             timeout: Duration::from_secs(30),
             hostname: "boxbench".to_owned(),
@@ -131,6 +188,18 @@ impl InstanceSpec {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vm_defaults_give_the_spec_s_memory_or_the_default_and_read_the_exit_status() {
+        let mut spec = InstanceSpec::new(Workload::Hello, ImagePaths::default());
+        assert_eq!(spec.vcpus, VM_DEFAULTS.vcpus);
+        assert_eq!(VM_DEFAULTS.guest_memory_bytes(&spec), 256 << 20);
+        spec.memory_limit_bytes = Some(64 << 20);
+        assert_eq!(VM_DEFAULTS.guest_memory_bytes(&spec), 64 << 20);
+        assert_eq!(VM_DEFAULTS.exit_status("boot\nBOXBENCH_READY\n BOXBENCH_EXIT_STATUS=3\r\n"), Some(3));
+        assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_READY\n"), None);
+        assert!(VM_DEFAULTS.describe().starts_with("256 MiB guest memory, 1 vCPU, base command line `console=ttyS0"));
+    }
 
     #[test]
     fn named_workloads_parse_and_run_their_script() {

@@ -74,9 +74,9 @@ pub use tree::TreeError;
 /// default `hello`).
 pub const WORKLOAD_PARAM: &str = "boxbench.workload";
 
-/// The line `/init` prints on the console after the workload, followed by its exit status
-/// (`BOXBENCH_EXIT_STATUS=0`), before it reboots the VM: how a VM backend learns the status.
-pub const EXIT_STATUS_PREFIX: &str = "BOXBENCH_EXIT_STATUS=";
+/// The line `/init` prints on the console after the workload, followed by its exit status, before it
+/// reboots the VM (the VM defaults' exit convention, defined in boxbench-core).
+pub use boxbench_core::spec::EXIT_STATUS_PREFIX;
 
 /// Bumped whenever the builder's output changes for the same inputs, so old artefacts are rebuilt.
 pub const FORMAT_VERSION: u32 = 1;

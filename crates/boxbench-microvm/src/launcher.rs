@@ -17,13 +17,12 @@ use boxbench_core::boundary::{LaunchBoundary, Started};
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::host::KvmFlavour;
-use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, LINUX_GUEST_ARGS};
+use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, VM_DEFAULTS};
 use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, MonotonicNs, Outcome, Phases, READY_MARKER, Record,
     Timeline, Workload,
 };
 
-use boxbench_images::EXIT_STATUS_PREFIX;
 use boxbench_images::microvm_kernel::{KVM_PVM_MEMORY_BYTES, kvm_pvm_cmdline};
 
 use crate::child::{self, ChildSetup};
@@ -31,7 +30,7 @@ use crate::cpuid::CpuidQuirks;
 use crate::events::{ChildEvent, EventDecoder};
 use crate::hypervisor::{Hypervisor, HypervisorError, KvmHypervisor};
 use crate::mptable;
-use crate::vm::{BootPlan, DEFAULT_MEMORY_MIB, VmConfig};
+use crate::vm::{BootPlan, VmConfig};
 
 /// The backend's name.
 pub const BACKEND_NAME: &str = "microvm";
@@ -136,8 +135,11 @@ impl MicroVmLauncher {
     /// exit), then the user's additions.
     pub fn cmdline(&self, workload: &Workload) -> String {
         let reboot = if self.pvm_compat() { kvm_pvm_cmdline() } else { "reboot=k" };
-        let mut cmdline =
-            format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} boxbench.workload={} {reboot}", workload.name());
+        let mut cmdline = format!(
+            "{} {I8042_RESET_ONLY_ARGS} boxbench.workload={} {reboot}",
+            VM_DEFAULTS.base_cmdline,
+            workload.name()
+        );
         let extra = self.options.cmdline_extra.trim();
         if !extra.is_empty() {
             cmdline.push(' ');
@@ -172,7 +174,7 @@ impl Launcher for MicroVmLauncher {
                 LaunchError::InvalidSpec(format!("memory_limit_bytes: {bytes} is beyond what a VM can have"))
             })?,
             None if pvm_compat => PVM_COMPAT_MEMORY_MIB,
-            None => DEFAULT_MEMORY_MIB,
+            None => (VM_DEFAULTS.memory_bytes >> 20) as u32,
         };
         let initrd = self.options.initrd.clone().or_else(|| spec.images.initrd.clone());
         let mut notes = Vec::new();
@@ -218,11 +220,6 @@ fn pvm_compat_note(memory_mib: u32, initrd: Option<&Path>) -> String {
 fn is_gzip(path: &Path) -> bool {
     let mut magic = [0u8; 2];
     File::open(path).and_then(|mut file| file.read_exact(&mut magic)).is_ok() && magic == [0x1f, 0x8b]
-}
-
-/// The exit status a Linux guest printed on its console (`BOXBENCH_EXIT_STATUS=N`) before it reset.
-fn console_exit_status(console: &str) -> Option<i32> {
-    console.lines().find_map(|line| line.trim().strip_prefix(EXIT_STATUS_PREFIX)?.parse().ok())
 }
 
 /// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
@@ -442,9 +439,11 @@ impl Instance for MicroVmInstance {
         // A Linux guest's /init prints the workload's status before it resets the VM: a clean reset
         // exits with that status, and one without it did not finish its workload.
         let outcome = match outcome {
-            Outcome::Exited { code: 0 } if self.guest.is_linux() => match console_exit_status(&console.text) {
+            Outcome::Exited { code: 0 } if self.guest.is_linux() => match VM_DEFAULTS.exit_status(&console.text) {
                 Some(code) => Outcome::Exited { code },
-                None => Outcome::Failed { reason: format!("guest reset without printing {EXIT_STATUS_PREFIX}N") },
+                None => Outcome::Failed {
+                    reason: format!("guest reset without printing {}N", VM_DEFAULTS.exit_status_prefix),
+                },
             },
             other => other,
         };
@@ -584,9 +583,9 @@ mod tests {
     #[test]
     fn exit_status_comes_from_the_console_line() {
         let console = "6.1.192-boxbench\nBOXBENCH_READY\nBOXBENCH_EXIT_STATUS=3\r\n[ 1.0] reboot: Restarting system\n";
-        assert_eq!(console_exit_status(console), Some(3));
-        assert_eq!(console_exit_status("BOXBENCH_READY\n"), None);
-        assert_eq!(console_exit_status("BOXBENCH_EXIT_STATUS=x\n"), None);
+        assert_eq!(VM_DEFAULTS.exit_status(console), Some(3));
+        assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_READY\n"), None);
+        assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_EXIT_STATUS=x\n"), None);
     }
 
     #[test]

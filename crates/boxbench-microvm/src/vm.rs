@@ -27,6 +27,8 @@ use crate::hypervisor::{self, Hypervisor, HypervisorError, HypervisorVm, KvmHype
 use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, SERIAL_IRQ};
 use crate::loader::{self, BootEntry, KernelInfo, LoaderError};
 use crate::mptable::{self, MpTableError};
+use boxbench_core::spec::VM_DEFAULTS;
+
 use crate::msr::{self, MsrError};
 use crate::observer::{IgnoreMilestones, VmObserver};
 use crate::paging::{self, PagingError};
@@ -34,8 +36,6 @@ use crate::pvh::{self, PvhError};
 use crate::seccomp::{self, SeccompError};
 use crate::vcpu::{self, BootState, VmExit};
 
-/// Guest memory when none is asked for.
-pub const DEFAULT_MEMORY_MIB: u32 = 128;
 /// Stack of each vCPU thread: the run loop needs little, and a fixed size keeps thread creation from
 /// reading `RUST_MIN_STACK` (an environment lock) in a forked child.
 const VCPU_THREAD_STACK: usize = 256 * 1024;
@@ -71,7 +71,7 @@ impl VmConfig {
             kernel: kernel.into(),
             initrd: None,
             cmdline: String::new(),
-            memory_mib: DEFAULT_MEMORY_MIB,
+            memory_mib: (VM_DEFAULTS.memory_bytes >> 20) as u32,
             vcpus: 1,
             cpuid_quirks: CpuidQuirks { hide_pv_clock_features: KvmFlavour::detect() == KvmFlavour::Pvm },
             console: None,

@@ -21,12 +21,12 @@ use std::time::Instant;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::host::KvmFlavour;
-use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, LINUX_GUEST_ARGS};
+use boxbench_core::spec::{I8042_RESET_ONLY_ARGS, VM_DEFAULTS};
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, Record, Workload};
 use serde_json::{Value, json};
 
 use crate::process::{ChildSetup, Streams};
-use crate::qemu::{DEFAULT_GUEST_MEMORY_BYTES, GuestKind, guest_outcome, vmm_messages_note};
+use crate::qemu::{GuestKind, guest_outcome, vmm_messages_note};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
 
@@ -142,7 +142,11 @@ impl FirecrackerLauncher {
 /// Firecracker); both guests are told their workload (boxbench's own stays up after its marker for
 /// `idle`).
 pub fn boot_args(spec: &InstanceSpec) -> String {
-    format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload={}", spec.workload.name())
+    format!(
+        "{} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload={}",
+        VM_DEFAULTS.base_cmdline,
+        spec.workload.name()
+    )
 }
 
 /// Firecracker's `--config-file` JSON for `spec`: boot source and machine, no drives.
@@ -159,7 +163,7 @@ pub fn config_json(spec: &InstanceSpec, kernel: &Path) -> Value {
         "drives": [],
         "machine-config": {
             "vcpu_count": spec.vcpus.max(1),
-            "mem_size_mib": spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+            "mem_size_mib": VM_DEFAULTS.guest_memory_bytes(spec).div_ceil(1 << 20),
         },
     })
 }
@@ -208,7 +212,7 @@ impl Launcher for FirecrackerLauncher {
             format!(
                 "{} --no-api with {} MiB and {} vCPU, no drives, no network",
                 self.tool.label(),
-                spec.memory_limit_bytes.unwrap_or(DEFAULT_GUEST_MEMORY_BYTES).div_ceil(1 << 20),
+                VM_DEFAULTS.guest_memory_bytes(spec).div_ceil(1 << 20),
                 spec.vcpus.max(1)
             ),
             format!("Firecracker runs guests on KVM only: {}", self.kvm.label()),
@@ -310,6 +314,7 @@ mod tests {
     use super::*;
     use boxbench_core::ImagePaths;
     use boxbench_core::Timeline;
+    use boxbench_core::spec::LINUX_GUEST_ARGS;
 
     #[test]
     fn config_has_boot_source_and_machine_and_no_drives() {
@@ -341,7 +346,7 @@ mod tests {
             format!("{LINUX_GUEST_ARGS} {I8042_RESET_ONLY_ARGS} reboot=k pci=off boxbench.workload=hello")
         );
         assert!(config["boot-source"].get("initrd_path").is_none());
-        assert_eq!(config["machine-config"]["mem_size_mib"], 256);
+        assert_eq!(config["machine-config"]["mem_size_mib"], VM_DEFAULTS.memory_bytes >> 20);
     }
 
     #[test]

@@ -30,18 +30,12 @@ use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::KvmFlavour;
-use boxbench_core::spec::LINUX_GUEST_ARGS;
+use boxbench_core::spec::VM_DEFAULTS;
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, READY_MARKER, Record, Workload};
 
 use crate::process::{ChildSetup, Streams};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
-
-/// Guest memory when the spec sets none.
-pub const DEFAULT_GUEST_MEMORY_BYTES: u64 = 256 << 20;
-
-/// The line a boxbench Linux guest's `/init` prints with the workload's exit status.
-const EXIT_STATUS_PREFIX: &str = "BOXBENCH_EXIT_STATUS=";
 
 /// A QEMU backend that cannot be used as asked.
 #[derive(Debug, thiserror::Error)]
@@ -183,7 +177,7 @@ impl QemuLauncher {
     fn memory_bytes(&self, spec: &InstanceSpec) -> u64 {
         spec.memory_limit_bytes
             .or_else(|| self.pvm_compat().map(|c| c.memory_bytes))
-            .unwrap_or(DEFAULT_GUEST_MEMORY_BYTES)
+            .unwrap_or(VM_DEFAULTS.memory_bytes)
     }
 
     /// The command line that boots `spec` (without the binary).
@@ -228,7 +222,7 @@ impl QemuLauncher {
     }
 
     fn kernel_command_line(&self, spec: &InstanceSpec) -> String {
-        let mut words = vec![LINUX_GUEST_ARGS.to_owned(), "reboot=t".to_owned()];
+        let mut words = vec![VM_DEFAULTS.base_cmdline.to_owned(), "reboot=t".to_owned()];
         // Both guests read their workload here: Linux's /init runs it, boxbench's own guest stays up
         // after its marker for `idle`.
         words.push(format!("boxbench.workload={}", spec.workload.name()));
@@ -263,7 +257,7 @@ impl QemuLauncher {
             }
         }
         if spec.memory_limit_bytes.is_none() && self.pvm_compat().is_none() {
-            notes.push(format!("guest memory {} MiB (boxbench's default)", DEFAULT_GUEST_MEMORY_BYTES >> 20));
+            notes.push(format!("guest memory {} MiB (boxbench's VM default)", VM_DEFAULTS.memory_bytes >> 20));
         }
         notes.push(if self.use_kvm {
             "memory.peak_bytes is QEMU's cgroup (guest pages touched, device state)".to_owned()
@@ -364,7 +358,7 @@ pub(crate) fn guest_outcome(status: ExitStatus, console: &str, vmm_messages: &st
             .map_or_else(|| format!("the VMM exited with {status}"), |l| l.trim().to_owned());
         return Outcome::Failed { reason };
     }
-    if let Some(code) = console.lines().find_map(|l| l.trim().strip_prefix(EXIT_STATUS_PREFIX)?.parse().ok()) {
+    if let Some(code) = VM_DEFAULTS.exit_status(console) {
         return Outcome::Exited { code };
     }
     if let Some(panic) = console.lines().find(|l| l.contains("Kernel panic")) {
@@ -373,7 +367,9 @@ pub(crate) fn guest_outcome(status: ExitStatus, console: &str, vmm_messages: &st
     match guest {
         GuestKind::Boxbench if console.contains(READY_MARKER) => Outcome::Exited { code: 0 },
         GuestKind::Boxbench => Outcome::Failed { reason: "guest reset before printing its marker".to_owned() },
-        GuestKind::Linux => Outcome::Failed { reason: format!("guest reset without printing {EXIT_STATUS_PREFIX}N") },
+        GuestKind::Linux => {
+            Outcome::Failed { reason: format!("guest reset without printing {}N", VM_DEFAULTS.exit_status_prefix) }
+        }
     }
 }
 
