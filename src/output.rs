@@ -45,14 +45,28 @@ impl RunReport {
     pub fn render_text(&self) -> String {
         let mut out = format!("{} × {} ({} runs)\n", self.backend, self.workload, self.runs.len());
         out.push_str(&format!(
-            "{:<24} {:>5} {:>10} {:>10} {:>10} {:>10}\n",
-            "phase", "n", "median", "p99", "min", "max"
+            "{:<24} {:>5} {:>10} {:>21} {:>10} {:>10} {:>10}\n",
+            "phase", "n", "median", "95% CI of median", "p99", "min", "max"
         ));
+        // p99 only from P99_MIN_SAMPLES launches: below that it is the maximum, shown beside it.
+        let ci = |s: &Summary, scale: fn(f64) -> f64, unit: &str| {
+            s.median_ci.map_or_else(|| "–".to_owned(), |[lo, hi]| format!("{:.2}–{:.2}{unit}", scale(lo), scale(hi)))
+        };
+        let p99 = |s: &Summary, scale: fn(f64) -> f64, unit: &str| {
+            s.p99.map_or_else(|| "–".to_owned(), |p| format!("{:.2}{unit}", scale(p)))
+        };
+        let ms = |v: f64| v;
         for name in Phases::NAMES {
             match self.summary.get(name).copied().flatten() {
                 Some(s) => out.push_str(&format!(
-                    "{:<24} {:>5} {:>8.2}ms {:>8.2}ms {:>8.2}ms {:>8.2}ms\n",
-                    name, s.n, s.median, s.p99, s.min, s.max
+                    "{:<24} {:>5} {:>8.2}ms {:>21} {:>10} {:>8.2}ms {:>8.2}ms\n",
+                    name,
+                    s.n,
+                    s.median,
+                    ci(&s, ms, "ms"),
+                    p99(&s, ms, "ms"),
+                    s.min,
+                    s.max
                 )),
                 None => out.push_str(&format!("{name:<24} {:>5} {:>10}\n", 0, "not observed")),
             }
@@ -60,11 +74,12 @@ impl RunReport {
         for (name, summary) in &self.memory_summary {
             if let Some(s) = summary {
                 out.push_str(&format!(
-                    "{:<24} {:>5} {:>8.2}MiB {:>7.2}MiB {:>7.2}MiB {:>7.2}MiB\n",
+                    "{:<24} {:>5} {:>7.2}MiB {:>21} {:>10} {:>7.2}MiB {:>7.2}MiB\n",
                     name,
                     s.n,
                     mib(s.median),
-                    mib(s.p99),
+                    ci(s, mib, "MiB"),
+                    p99(s, mib, "MiB"),
                     mib(s.min),
                     mib(s.max)
                 ));
@@ -82,6 +97,12 @@ impl RunReport {
         notes.dedup();
         for note in notes {
             out.push_str(&format!("note: {note}\n"));
+        }
+        for phase in ["workload_ms", "exit_ms"] {
+            let samples: Vec<f64> = self.runs.iter().filter_map(|r| r.phases.get(phase)).collect();
+            for warning in boxbench_core::stats::warnings(&samples, phase) {
+                out.push_str(&format!("warning: {warning}\n"));
+            }
         }
         out.push_str(&format!("host: {}\n", self.host.label()));
         out

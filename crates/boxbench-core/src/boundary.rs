@@ -56,8 +56,9 @@ impl JoinRule {
 /// One step of an instance's set-up, in the order it was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BoundaryStep {
-    /// The instance cgroup was made (`nesting`: with the leaf an OCI runtime's processes run in).
-    CgroupCreated { nesting: bool },
+    /// The instance cgroup was made (`runtime_leaf`: with the leaf an OCI runtime's processes run
+    /// in, which cgroup v2 needs).
+    CgroupCreated { runtime_leaf: bool },
     /// The instance cgroup's memory limit was written.
     MemoryLimitSet,
     /// The join file was opened for the launched process.
@@ -113,7 +114,7 @@ impl LaunchBoundary {
         } else {
             InstanceCgroup::create(host, backend)?
         };
-        let mut steps = vec![BoundaryStep::CgroupCreated { nesting }];
+        let mut steps = vec![BoundaryStep::CgroupCreated { runtime_leaf: cgroup.process_dir() != cgroup.path() }];
         if let Some(bytes) = memory_limit {
             cgroup.set_memory_limit(bytes)?;
             steps.push(BoundaryStep::MemoryLimitSet);
@@ -155,8 +156,10 @@ pub fn describe(steps: &[BoundaryStep]) -> String {
         .iter()
         .take_while(|step| **step != BoundaryStep::ClockStarted)
         .map(|step| match step {
-            BoundaryStep::CgroupCreated { nesting: false } => "instance cgroup created".to_owned(),
-            BoundaryStep::CgroupCreated { nesting: true } => "instance cgroup created with its runtime leaf".to_owned(),
+            BoundaryStep::CgroupCreated { runtime_leaf: false } => "instance cgroup created".to_owned(),
+            BoundaryStep::CgroupCreated { runtime_leaf: true } => {
+                "instance cgroup created with its runtime leaf".to_owned()
+            }
             BoundaryStep::MemoryLimitSet => "memory limit written".to_owned(),
             BoundaryStep::JoinFileOpened(rule) => format!("its {} opened", rule.file_name()),
             BoundaryStep::ClockStarted => unreachable!("taken only up to the clock's start"),
@@ -200,7 +203,7 @@ mod tests {
     #[test]
     fn the_note_lists_the_steps_before_the_clock_and_the_join_file() {
         let steps = [
-            BoundaryStep::CgroupCreated { nesting: false },
+            BoundaryStep::CgroupCreated { runtime_leaf: false },
             BoundaryStep::JoinFileOpened(JoinRule::Tasks),
             BoundaryStep::ClockStarted,
         ];

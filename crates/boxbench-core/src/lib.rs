@@ -9,6 +9,7 @@
 //! console capture with marker timing ([`console`]), summary statistics ([`stats`]) and the facts
 //! about the host every figure is labelled with ([`host`]).
 
+pub mod bootstrap;
 pub mod boundary;
 pub mod cgroup;
 pub mod clock;

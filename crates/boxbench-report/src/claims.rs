@@ -4,8 +4,11 @@
 //! Each verdict is derived from the data only: a claim is judged by pairing every VM figure with
 //! every container figure (or every VM image with every container image, every `uname` console with
 //! the host's kernel), deciding for each pair whether it supports the claim, and then asking for which
-//! VM kinds (or image kinds) every pair supports it. Two medians within [`MARGIN`] of each other are
-//! "comparable": neither supports nor contradicts a claim that one is bigger. Where the host makes a
+//! VM kinds (or image kinds) every pair supports it. A pair of launch series is "comparable" when the
+//! 95% bootstrap interval of the ratio of their medians contains 1 (neither supports nor contradicts
+//! a claim that one is bigger), "supports" or "contradicts" when the whole interval lies on one side;
+//! figures measured once (image sizes, the density step) have no interval and are comparable within
+//! [`MARGIN`]. Where the host makes a
 //! figure unrepresentative (kvm_pvm, TCG, nesting, a loaded machine, failed or few launches) the
 //! verdict carries a caveat saying so.
 
@@ -18,7 +21,8 @@ use serde::{Deserialize, Serialize};
 use crate::schema::{ImageKind, Results, Series, VmKind};
 use crate::units::{Unit, format_bytes, format_median, format_ratio};
 
-/// Two medians whose ratio stays below this factor (either way) are comparable, not different.
+/// Two single measurements (no interval: image sizes, density) whose ratio stays below this factor
+/// (either way) are comparable, not different.
 pub const MARGIN: f64 = 1.10;
 
 /// The size from which an image "reaches GB": 10^9 bytes.
@@ -115,7 +119,7 @@ pub enum Finding {
     Supports,
     /// They go the other way.
     Contradicts,
-    /// They are within [`MARGIN`] of each other.
+    /// The ratio's interval contains 1 (single measurements: within [`MARGIN`] of each other).
     Comparable,
 }
 
@@ -192,6 +196,9 @@ pub struct Evidence {
     pub reference_figure: Figure,
     /// Subject over reference, where both are numbers.
     pub ratio: Option<f64>,
+    /// The ratio's 95% bootstrap interval, where both sides are launch series.
+    #[serde(default)]
+    pub ratio_ci: Option<[f64; 2]>,
     /// Whether this comparison supports the claim.
     pub finding: Finding,
 }
@@ -223,7 +230,8 @@ pub fn judge(results: &Results) -> Vec<ClaimVerdict> {
 }
 
 /// A summary a series is compared by, and the metric's name.
-type Metric<'f> = (&'f dyn Fn(&Series) -> Option<Summary>, &'static str);
+/// A series figure ([`Series::figure`]'s name) and what the report calls it.
+type Metric = (&'static str, &'static str);
 
 /// A figure of one side of a comparison.
 #[derive(Debug, Clone)]
@@ -233,6 +241,8 @@ struct Candidate<'a> {
     vm_kind: Option<VmKind>,
     figure: Figure,
     series: Option<&'a Series>,
+    /// Every launch's value, for intervals (empty for a single measurement).
+    samples: Vec<f64>,
 }
 
 impl Candidate<'_> {
@@ -246,25 +256,21 @@ fn split<'a>(candidates: Vec<Candidate<'a>>) -> (Vec<Candidate<'a>>, Vec<Candida
     candidates.into_iter().partition(|c| c.vm_kind.is_some())
 }
 
-/// The series of `workload`, as candidates for the summary `get` picks (series without it are left out).
-fn series_candidates<'a>(
-    results: &'a Results,
-    workload: &str,
-    unit: Unit,
-    get: impl Fn(&Series) -> Option<Summary>,
-) -> Vec<Candidate<'a>> {
+/// The series of `workload`, as candidates for their figure `name` (series without it are left out).
+fn series_candidates<'a>(results: &'a Results, workload: &str, unit: Unit, name: &str) -> Vec<Candidate<'a>> {
     results
         .series
         .iter()
         .filter(|s| s.workload == workload && !results.is_application_kernel(&s.backend))
         .filter_map(|s| {
-            let summary = get(s)?;
+            let summary = s.figure(name)?;
             Some(Candidate {
                 name: s.name(),
                 group: s.kind_label().to_owned(),
                 vm_kind: s.vm_kind,
                 figure: Figure::Summary { unit, summary },
                 series: Some(s),
+                samples: s.samples(name),
             })
         })
         .collect()
@@ -276,7 +282,7 @@ fn application_kernel_candidates<'a>(
     results: &'a Results,
     workload: &str,
     unit: Unit,
-    get: impl Fn(&Series) -> Option<Summary>,
+    name: &str,
 ) -> Vec<Candidate<'a>> {
     results
         .series
@@ -287,8 +293,9 @@ fn application_kernel_candidates<'a>(
                 name: s.name(),
                 group: APPLICATION_KERNEL.to_owned(),
                 vm_kind: None,
-                figure: Figure::Summary { unit, summary: get(s)? },
+                figure: Figure::Summary { unit, summary: s.figure(name)? },
                 series: Some(s),
+                samples: s.samples(name),
             })
         })
         .collect()
@@ -326,17 +333,19 @@ fn comparable_workload(
     preferred.iter().copied().chain(others).find(|w| has(w, true) && has(w, false)).map(str::to_owned)
 }
 
-/// Every VM candidate against every container candidate; `finding` judges (vm value, container value).
+/// Every VM candidate against every container candidate; `finding` judges (vm value, container value,
+/// the interval of their ratio where both are launch series).
 fn pair_up(
     metric: &str,
     vms: &[Candidate],
     containers: &[Candidate],
-    finding: impl Fn(f64, f64) -> Finding,
+    finding: impl Fn(f64, f64, Option<[f64; 2]>) -> Finding,
 ) -> Vec<Evidence> {
     vms.iter()
         .flat_map(|vm| {
             containers.iter().map(|c| {
                 let (v, r) = (vm.value(), c.value());
+                let ratio_ci = boxbench_core::bootstrap::ratio_interval(&vm.samples, &c.samples);
                 Evidence {
                     metric: metric.to_owned(),
                     group: vm.group.clone(),
@@ -346,18 +355,37 @@ fn pair_up(
                     reference: c.name.clone(),
                     reference_figure: c.figure.clone(),
                     ratio: (r > 0.0).then_some(v / r),
-                    finding: finding(v, r),
+                    ratio_ci,
+                    finding: finding(v, r, ratio_ci),
                 }
             })
         })
         .collect()
 }
 
-/// "Bigger" with the comparability margin: the claim says the VM figure is the larger one.
-fn vm_larger(vm: f64, container: f64) -> Finding {
+/// "Bigger": the claim says the VM figure is the larger one. With the interval of the ratio (VM over
+/// container), the pair supports it when the whole interval is above 1, contradicts it when the whole
+/// interval is below 1, and is comparable when it contains 1; a single measurement uses [`MARGIN`].
+fn vm_larger(vm: f64, container: f64, ratio_ci: Option<[f64; 2]>) -> Finding {
+    if let Some(interval) = ratio_ci {
+        return larger_by_interval(interval);
+    }
     if vm > container * MARGIN {
         Finding::Supports
     } else if container > vm * MARGIN {
+        Finding::Contradicts
+    } else {
+        Finding::Comparable
+    }
+}
+
+/// The finding on "the subject is larger" from the 95% interval `[lo, hi]` of subject / reference:
+/// supports when the interval lies wholly above 1, contradicts when wholly below, comparable when it
+/// contains 1 (an edge at exactly 1 included).
+pub fn larger_by_interval([lo, hi]: [f64; 2]) -> Finding {
+    if lo > 1.0 {
+        Finding::Supports
+    } else if hi < 1.0 {
         Finding::Contradicts
     } else {
         Finding::Comparable
@@ -511,27 +539,28 @@ fn inconclusive(claim: Claim, why: String) -> ClaimVerdict {
 /// exit as context; it decides only when no series observed the marker).
 fn judge_start_time(results: &Results) -> ClaimVerdict {
     let claim = Claim::VmSlowerToStart;
-    let marker = |s: &Series| s.phases.workload_ms;
-    let exit = |s: &Series| s.phases.exit_ms;
-    let ((decisive_get, decisive_metric), (context_get, context_metric)): (Metric, Metric) =
-        if comparable_workload(results, &["hello"], &marker).is_some() {
-            ((&marker, "time to marker"), (&exit, "launch to exit"))
+    let marker: Metric = ("workload_ms", "time to marker");
+    let exit: Metric = ("exit_ms", "launch to exit");
+    let ((decisive_figure, decisive_metric), (context_figure, context_metric)) =
+        if comparable_workload(results, &["hello"], &|s| s.figure(marker.0)).is_some() {
+            (marker, exit)
         } else {
-            ((&exit, "launch to exit"), (&marker, "time to marker"))
+            (exit, marker)
         };
-    let Some(workload) = comparable_workload(results, &["hello", "uname", "idle"], decisive_get) else {
+    let Some(workload) = comparable_workload(results, &["hello", "uname", "idle"], &|s| s.figure(decisive_figure))
+    else {
         return inconclusive(claim, "no workload has both a VM and a container series with start times".to_owned());
     };
-    let (vms, containers) = split(series_candidates(results, &workload, Unit::Milliseconds, decisive_get));
+    let (vms, containers) = split(series_candidates(results, &workload, Unit::Milliseconds, decisive_figure));
     let evidence = pair_up(decisive_metric, &vms, &containers, vm_larger);
     let (context_vms, context_containers) =
-        split(series_candidates(results, &workload, Unit::Milliseconds, context_get));
+        split(series_candidates(results, &workload, Unit::Milliseconds, context_figure));
     let mut context = pair_up(context_metric, &context_vms, &context_containers, vm_larger);
-    for (get, metric, vms, containers) in [
-        (decisive_get, decisive_metric, &vms, &containers),
-        (context_get, context_metric, &context_vms, &context_containers),
+    for (figure, metric, vms, containers) in [
+        (decisive_figure, decisive_metric, &vms, &containers),
+        (context_figure, context_metric, &context_vms, &context_containers),
     ] {
-        let kernels = application_kernel_candidates(results, &workload, Unit::Milliseconds, get);
+        let kernels = application_kernel_candidates(results, &workload, Unit::Milliseconds, figure);
         context.extend(application_kernel_context(metric, &kernels, vms, containers));
     }
     let rests_on = kinds_of(&evidence);
@@ -552,18 +581,17 @@ fn judge_start_time(results: &Results) -> ClaimVerdict {
 /// own overhead and the density step's MemAvailable drop per instance as context).
 fn judge_memory(results: &Results) -> ClaimVerdict {
     let claim = Claim::ContainerUsesLessMemory;
-    let peak = |s: &Series| s.memory.peak_bytes;
-    let Some(workload) = comparable_workload(results, &["idle", "hello", "uname"], &peak) else {
+    let Some(workload) = comparable_workload(results, &["idle", "hello", "uname"], &|s| s.figure("peak_bytes")) else {
         return inconclusive(claim, "no workload has both a VM and a container series with a cgroup peak".to_owned());
     };
-    let (vms, containers) = split(series_candidates(results, &workload, Unit::Bytes, peak));
+    let (vms, containers) = split(series_candidates(results, &workload, Unit::Bytes, "peak_bytes"));
     let evidence = pair_up("cgroup peak per instance", &vms, &containers, vm_larger);
     let mut context = Vec::new();
     for (metric, name) in [("pss_bytes", "PSS at the marker"), ("overhead_bytes", "runtime/VMM overhead")] {
-        let (v, c) = split(series_candidates(results, &workload, Unit::Bytes, |s| s.memory.get(metric)));
+        let (v, c) = split(series_candidates(results, &workload, Unit::Bytes, metric));
         context.extend(pair_up(name, &v, &c, vm_larger));
     }
-    let kernels = application_kernel_candidates(results, &workload, Unit::Bytes, peak);
+    let kernels = application_kernel_candidates(results, &workload, Unit::Bytes, "peak_bytes");
     context.extend(application_kernel_context("cgroup peak per instance", &kernels, &vms, &containers));
     let density: Vec<Candidate> = results
         .density
@@ -580,6 +608,7 @@ fn judge_memory(results: &Results) -> ClaimVerdict {
                 vm_kind: d.vm_kind,
                 figure: Figure::Bytes { bytes: d.mem_available_drop_per_instance_bytes?.round() as u64 },
                 series: None,
+                samples: Vec::new(),
             })
         })
         .collect();
@@ -609,6 +638,7 @@ fn judge_image_sizes(results: &Results) -> ClaimVerdict {
         vm_kind: None,
         figure: Figure::Bytes { bytes: i.bytes },
         series: None,
+        samples: Vec::new(),
     };
     let vm_image = |k: ImageKind| matches!(k, ImageKind::MicroVmKernelInitrd | ImageKind::FullOsVmDisk);
     let vms: Vec<Candidate> = results.images.iter().filter(|i| vm_image(i.kind)).map(candidate).collect();
@@ -619,7 +649,7 @@ fn judge_image_sizes(results: &Results) -> ClaimVerdict {
         return inconclusive(claim, format!("no {missing} image was measured"));
     }
     let gb = GB as f64;
-    let evidence = pair_up("image size", &vms, &containers, |vm, container| {
+    let evidence = pair_up("image size", &vms, &containers, |vm, container, _| {
         if container < gb && vm >= gb { Finding::Supports } else { Finding::Contradicts }
     });
     let compressed = |i: &crate::schema::ImageSize| {
@@ -629,6 +659,7 @@ fn judge_image_sizes(results: &Results) -> ClaimVerdict {
             vm_kind: None,
             figure: Figure::Bytes { bytes: i.compressed_bytes? },
             series: None,
+            samples: Vec::new(),
         })
     };
     let cv: Vec<Candidate> = results.images.iter().filter(|i| vm_image(i.kind)).filter_map(compressed).collect();
@@ -697,6 +728,7 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
             reference: "host kernel".to_owned(),
             reference_figure: Figure::Text { text: u.host_kernel.clone() },
             ratio: None,
+            ratio_ci: None,
             finding: if supports { Finding::Supports } else { Finding::Contradicts },
         });
     }
@@ -724,5 +756,9 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
 
 /// The ratio of an evidence row, written for a table ("–" when there is none).
 pub fn ratio_text(evidence: &Evidence) -> String {
-    evidence.ratio.map_or_else(|| "–".to_owned(), format_ratio)
+    let Some(ratio) = evidence.ratio else { return "–".to_owned() };
+    match evidence.ratio_ci {
+        Some([lo, hi]) => format!("{} (95% CI {}–{})", format_ratio(ratio), format_ratio(lo), format_ratio(hi)),
+        None => format_ratio(ratio),
+    }
 }

@@ -22,7 +22,10 @@ pub fn host_document(results: &Results) -> Document {
     doc.heading(2, "Claims");
     doc.paragraph(
         "Each claim of container tutorials is stated so the data can test it; the verdict is derived from \
-         the figures below (medians within 10% count as comparable), and says which kind of VM it rests on.",
+         the figures below, and says which kind of VM it rests on. Each pair of launch series is compared by the \
+         ratio of their medians with its 95% bootstrap interval (2000 resamples, fixed seed): \"comparable\" when \
+         the interval contains 1, \"supports\" or \"contradicts\" when it lies wholly on one side; single \
+         measurements (image sizes, density) are comparable within 10%.",
     );
     let summary = verdicts
         .iter()
@@ -51,7 +54,7 @@ pub fn host_document(results: &Results) -> Document {
             rows.push(summary_row(&s.name(), s.kind_label(), phase, s.phases.get(phase), Unit::Milliseconds));
         }
     }
-    doc.table(&["series", "kind", "phase", "n", "median", "p99", "min", "max"], rows);
+    doc.table(&["series", "kind", "phase", "n", "median", "95% CI of median", "p99 (n ≥ 100)", "min", "max"], rows);
     // Sub-phases only some backends time (VMM set-up steps, a runtime's create and start).
     let rows: Vec<Vec<String>> = results
         .series
@@ -64,7 +67,10 @@ pub fn host_document(results: &Results) -> Document {
         .collect();
     if !rows.is_empty() {
         doc.paragraph("Backend-specific sub-phases (each the duration of the named step, in milliseconds):");
-        doc.table(&["series", "kind", "sub-phase", "n", "median", "p99", "min", "max"], rows);
+        doc.table(
+            &["series", "kind", "sub-phase", "n", "median", "95% CI of median", "p99 (n ≥ 100)", "min", "max"],
+            rows,
+        );
     }
 
     doc.heading(2, "Memory per instance");
@@ -77,7 +83,7 @@ pub fn host_document(results: &Results) -> Document {
             }
         }
     }
-    doc.table(&["series", "kind", "figure", "n", "median", "p99", "min", "max"], rows);
+    doc.table(&["series", "kind", "figure", "n", "median", "95% CI of median", "p99 (n ≥ 100)", "min", "max"], rows);
 
     doc.heading(2, "Image sizes");
     doc.plot(PlotKind::ImageSizes);
@@ -204,6 +210,12 @@ pub fn host_document(results: &Results) -> Document {
     doc.heading(2, "Caveats");
     let mut caveats: Vec<String> = verdicts.iter().flat_map(|v| v.caveats.iter().cloned()).collect();
     caveats.extend(results.notes.iter().cloned());
+    // hyperfine's warnings, per series: outliers and a slow first launch, in launch order.
+    for s in &results.series {
+        for (figure, what) in [("workload_ms", "time to marker"), ("exit_ms", "launch to exit")] {
+            caveats.extend(boxbench_core::stats::warnings(&s.samples(figure), &format!("{} {what}", s.name())));
+        }
+    }
     let mut seen = Vec::new();
     caveats.retain(|c| {
         let first = !seen.contains(c);
@@ -270,20 +282,22 @@ fn summary_row(series: &str, kind: &str, figure: &str, summary: Option<Summary>,
         Some(s) => row.extend([
             s.n.to_string(),
             unit.format(s.median),
-            unit.format(s.p99),
+            optional(s.median_ci, |[lo, hi]| format!("{}–{}", unit.format(lo), unit.format(hi))),
+            optional(s.p99, |p| unit.format(p)),
             unit.format(s.min),
             unit.format(s.max),
         ]),
-        None => row.extend(["0".to_owned(), "not observed".to_owned(), "–".to_owned(), "–".to_owned(), "–".to_owned()]),
+        None => row.extend(["0", "not observed", "–", "–", "–", "–"].map(str::to_owned)),
     }
     row
 }
 
 fn stats_text(s: &Summary, unit: Unit) -> String {
     format!(
-        "median {}, p99 {}, min {}, max {} (n={})",
+        "median {} (95% CI {}), p99 {}, min {}, max {} (n={})",
         unit.format(s.median),
-        unit.format(s.p99),
+        optional(s.median_ci, |[lo, hi]| format!("{}–{}", unit.format(lo), unit.format(hi))),
+        optional(s.p99, |p| unit.format(p)),
         unit.format(s.min),
         unit.format(s.max),
         s.n

@@ -349,6 +349,31 @@ pub struct Series {
 }
 
 impl Series {
+    /// The summary of figure `name`: a phase (milliseconds) or a memory figure (bytes).
+    pub fn figure(&self, name: &str) -> Option<Summary> {
+        self.phases.get(name).or_else(|| self.memory.get(name))
+    }
+
+    /// Every launch's value of figure `name` (as [`figure`](Self::figure) names it), in launch order.
+    pub fn samples(&self, name: &str) -> Vec<f64> {
+        self.records
+            .iter()
+            .filter_map(|r| {
+                r.phases.get(name).or_else(|| {
+                    let memory = &r.memory;
+                    match name {
+                        "peak_bytes" => memory.peak_bytes,
+                        "pss_bytes" => memory.pss_bytes,
+                        "overhead_bytes" => memory.overhead_bytes,
+                        "shared_daemons_pss_bytes" => memory.shared_daemons_pss_bytes,
+                        _ => None,
+                    }
+                    .map(|bytes| bytes as f64)
+                })
+            })
+            .collect()
+    }
+
     /// A series of `records`, with its summaries, outcome counts and notes computed from them.
     pub fn new(backend: String, workload: String, vm_kind: Option<VmKind>, records: Vec<Record>) -> Self {
         let phases = PhaseSummaries::of(&records);

@@ -5,7 +5,7 @@ mod common;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Outcome, Phases};
 use boxbench_report::Results;
-use boxbench_report::claims::{APPLICATION_KERNEL, Claim, ClaimVerdict, Finding, Verdict, judge};
+use boxbench_report::claims::{APPLICATION_KERNEL, Claim, ClaimVerdict, Finding, Verdict, judge, larger_by_interval};
 use boxbench_report::schema::{ImageKind, Series, VmKind};
 use common::*;
 
@@ -70,10 +70,33 @@ fn start_time_can_hold_against_some_containers_only() {
 }
 
 #[test]
+fn the_finding_follows_the_ratio_interval_at_its_edges() {
+    assert_eq!(larger_by_interval([1.0001, 3.0]), Finding::Supports);
+    assert_eq!(larger_by_interval([1.0, 3.0]), Finding::Comparable);
+    assert_eq!(larger_by_interval([0.5, 1.0]), Finding::Comparable);
+    assert_eq!(larger_by_interval([0.5, 0.9999]), Finding::Contradicts);
+    assert_eq!(larger_by_interval([0.9, 1.1]), Finding::Comparable);
+}
+
+#[test]
+fn a_small_but_steady_difference_is_a_finding_and_its_interval_is_shown() {
+    // 4% slower in every launch, with no overlap: the interval excludes 1, so no margin hides it.
+    let r = with_series(vec![
+        series("container", None, &[5.0, 5.0, 5.0, 5.0], 2),
+        series("microvm", Some(VmKind::OwnGuestFloor), &[5.2, 5.3, 5.1, 5.2], 100),
+    ]);
+    let v = verdict_of(&r, Claim::VmSlowerToStart);
+    assert_eq!(v.evidence[0].finding, Finding::Supports);
+    let [lo, hi] = v.evidence[0].ratio_ci.unwrap();
+    assert!(lo > 1.0 && hi < 1.1, "[{lo}, {hi}]");
+    assert!(boxbench_report::claims::ratio_text(&v.evidence[0]).contains("(95% CI "), "{:?}", v.evidence[0]);
+}
+
+#[test]
 fn start_time_does_not_hold_when_medians_are_comparable() {
     let r = with_series(vec![
-        series("container", None, &[5.0, 5.0, 5.0], 2),
-        series("microvm", Some(VmKind::OwnGuestFloor), &[5.2, 5.3, 5.1], 100),
+        series("container", None, &[5.0, 5.3, 4.8, 5.2, 4.9], 2),
+        series("microvm", Some(VmKind::OwnGuestFloor), &[5.1, 4.9, 5.25, 5.0, 4.85], 100),
     ]);
     let v = verdict_of(&r, Claim::VmSlowerToStart);
     assert_eq!(v.verdict, Verdict::DoesNotHold);
