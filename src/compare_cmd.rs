@@ -63,6 +63,8 @@ pub struct CompareArgs {
     /// whose size claim 3 is judged on.
     #[arg(long)]
     pub no_full_os: bool,
+    #[command(flatten)]
+    pub export: boxbench::output::ExportArgs,
 }
 
 /// The `--kernel` values of `compare`: named kernels only, since the own-guest series take a path
@@ -114,6 +116,7 @@ impl CompareProgress for Bar {
 
 /// Runs `boxbench compare`.
 pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
+    args.export.check()?;
     let out = args.out.clone().unwrap_or_else(|| boxbench::reports::timestamped(""));
     let settings = CompareSettings {
         runs: args.runs as usize,
@@ -161,6 +164,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!("interrupted by SIGINT or SIGTERM; instances torn down, no report written");
     }
     let files = boxbench_report::write_report(&results, &out)?;
+    args.export.write(&boxbench_report::export::results_rows(&results))?;
     let mut out = String::new();
     for verdict in boxbench_report::judge(&results) {
         writeln!(out, "{}: {}", verdict.statement, verdict.verdict)?;

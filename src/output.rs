@@ -5,7 +5,44 @@ use std::collections::BTreeMap;
 use boxbench_core::host::HostFacts;
 use boxbench_core::stats::Summary;
 use boxbench_core::{Phases, Record};
+use boxbench_report::export::{self, ExportError, ExportFormat, ExportRow};
 use serde::Serialize;
+
+/// `--export-json`, `--export-csv`, `--export-markdown` of `run` and `compare`.
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct ExportArgs {
+    /// Write the summary (one row per series and figure: n, median, 95% interval, min, max) as JSON.
+    #[arg(long, value_name = "FILE")]
+    pub export_json: Option<std::path::PathBuf>,
+    /// Write the same rows as CSV.
+    #[arg(long, value_name = "FILE")]
+    pub export_csv: Option<std::path::PathBuf>,
+    /// Write the same rows as a Markdown table.
+    #[arg(long, value_name = "FILE")]
+    pub export_markdown: Option<std::path::PathBuf>,
+}
+
+impl ExportArgs {
+    fn files(&self) -> impl Iterator<Item = (ExportFormat, &std::path::Path)> {
+        [
+            (ExportFormat::Json, self.export_json.as_deref()),
+            (ExportFormat::Csv, self.export_csv.as_deref()),
+            (ExportFormat::Markdown, self.export_markdown.as_deref()),
+        ]
+        .into_iter()
+        .filter_map(|(format, path)| Some((format, path?)))
+    }
+
+    /// Checks every export path before anything is launched.
+    pub fn check(&self) -> Result<(), ExportError> {
+        self.files().try_for_each(|(_, path)| export::check_path(path))
+    }
+
+    /// Writes `rows` to every export file asked for.
+    pub fn write(&self, rows: &[ExportRow]) -> Result<(), ExportError> {
+        self.files().try_for_each(|(format, path)| export::write(rows, format, path))
+    }
+}
 
 /// Everything `boxbench run --json` prints.
 #[derive(Debug, Serialize)]
@@ -39,6 +76,16 @@ impl RunReport {
             ("shared_daemons_pss_bytes", series(&|r: &Record| r.memory.shared_daemons_pss_bytes.map(|b| b as f64))),
         ]);
         Self { backend, workload, host, runs, summary, memory_summary }
+    }
+
+    /// The export rows of this run: one per observed phase and memory figure.
+    pub fn export_rows(&self) -> Vec<ExportRow> {
+        let series = format!("{} × {}", self.backend, self.workload);
+        export::series_rows(
+            &series,
+            |p| self.summary.get(p).copied().flatten(),
+            |m| self.memory_summary.get(m).copied().flatten(),
+        )
     }
 
     /// The human-readable table: one row per phase, then memory, outcomes and the host line.

@@ -10,7 +10,7 @@ use boxbench_core::{InstanceSpec, Outcome, Workload};
 use clap::Args;
 
 use boxbench::backends::{self, BackendChoice, BackendOptions};
-use boxbench::output::RunReport;
+use boxbench::output::{ExportArgs, RunReport};
 
 /// Arguments of `boxbench run`.
 #[derive(Debug, Args)]
@@ -42,6 +42,8 @@ pub struct RunArgs {
     pub vcpus: u8,
     #[command(flatten)]
     pub backend_options: BackendOptions,
+    #[command(flatten)]
+    pub export: ExportArgs,
     /// A command to run instead of a named workload: its output is the console, its exit status the
     /// instance's.
     #[arg(last = true, value_name = "CMD")]
@@ -79,6 +81,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    args.export.check()?;
     boxbench_core::interrupt::install()?;
     let launcher = backends::launcher(args.backend, &args.backend_options)?;
     let images = backends::image_paths(args.backend, &args.backend_options)?;
@@ -116,6 +119,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         let console = !args.quiet && (!args.command.is_empty() || args.runs == 1);
         report.render_text() + &if console { report.render_last_console() } else { String::new() }
     };
+    args.export.write(&report.export_rows())?;
     crate::write_stdout(&out)?;
     Ok(failed_exit.map_or(ExitCode::SUCCESS, ExitCode::from))
 }

@@ -64,7 +64,7 @@ impl VmDefaults {
     /// One line for reports.
     pub fn describe(&self) -> String {
         format!(
-            "{} MiB guest memory, {} vCPU, base command line `{}`, marker `{}`, exit status `{}N` printed before the reset",
+            "{} MiB guest memory, {} vCPU, base command line \"{}\", marker {}, exit status line {}N before the reset",
             self.memory_bytes >> 20,
             self.vcpus,
             self.base_cmdline,
@@ -198,7 +198,7 @@ mod tests {
         assert_eq!(VM_DEFAULTS.guest_memory_bytes(&spec), 64 << 20);
         assert_eq!(VM_DEFAULTS.exit_status("boot\nBOXBENCH_READY\n BOXBENCH_EXIT_STATUS=3\r\n"), Some(3));
         assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_READY\n"), None);
-        assert!(VM_DEFAULTS.describe().starts_with("256 MiB guest memory, 1 vCPU, base command line `console=ttyS0"));
+        assert!(VM_DEFAULTS.describe().starts_with("256 MiB guest memory, 1 vCPU, base command line \"console=ttyS0"));
     }
 
     #[test]

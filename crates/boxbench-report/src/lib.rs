@@ -18,6 +18,7 @@
 
 pub mod claims;
 pub mod document;
+pub mod export;
 pub mod fleet;
 pub mod plots;
 pub mod render;
