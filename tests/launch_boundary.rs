@@ -12,6 +12,9 @@ use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Workload};
 use boxbench_testkit::require;
 
+/// The tests look at every instance cgroup of this process: one at a time.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// The boundary note of one launch of `choice`, or why this host cannot launch it.
 fn boundary_of(choice: BackendChoice) -> Result<String, String> {
     let options = BackendOptions { guest: Some(GuestChoice::Boxbench), ..BackendOptions::default() };
@@ -28,6 +31,7 @@ fn boundary_of(choice: BackendChoice) -> Result<String, String> {
 
 #[test]
 fn own_container_crun_own_vmm_and_qemu_start_their_clocks_after_the_same_set_up() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     require!(common::is_root(), "the launchers need root");
     require!(std::path::Path::new("/dev/kvm").exists(), "the VMMs need /dev/kvm");
     let temp_before = common::temp_entries();
@@ -46,6 +50,7 @@ fn own_container_crun_own_vmm_and_qemu_start_their_clocks_after_the_same_set_up(
 
 #[test]
 fn an_instance_prepared_and_never_launched_leaves_no_cgroup() {
+    let _serial = ONE_AT_A_TIME.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     require!(common::is_root(), "the launchers need root");
     let temp_before = common::temp_entries();
     let options = BackendOptions::default();
