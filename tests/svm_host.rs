@@ -442,7 +442,7 @@ fn own_vmm_leaves_nothing_behind_after_cloud_kernel_guests() {
 
 /// Short-lived VMs two at a time: each first VM created and last destroyed makes the L1's kernel
 /// live-patch its scheduler, which under multi-threaded TCG stopped the L1 as a whole within the
-/// first few dozen launches (see `L1_ACCEL` in the svmhost crate's boot module).
+/// first few dozen launches (see the keeper VM in the svmhost crate's `init::command_script`).
 #[test]
 fn the_l1_keeps_running_through_hundreds_of_short_lived_vms() {
     require!(l1_available());

@@ -29,17 +29,6 @@ use crate::init::{self, EXIT_MARKER, FAILED_MARKER, HEARTBEAT_INTERVAL_S, OUT_BE
 const L1_CPU: &str =
     "EPYC,+svm,-rdseed,-sha-ni,-fxsr-opt,-misalignsse,-3dnowprefetch,-osvw,-topoext,-nrip-save,-xsavec";
 
-/// TCG with one thread for all the L1's vCPUs. Multi-threaded TCG (QEMU 7.2) stops the L1 as a
-/// whole: KVM flips the `preempt_notifier_key` static branch in `__schedule` when the first VM is
-/// created and the last destroyed, Linux live-patches that branch through an int3 (`text_poke_bp`),
-/// and another vCPU keeps executing its stale translation of the int3 after the patch is done —
-/// the int3 handler finds no int3 in memory and returns to it, forever, holding its runqueue lock,
-/// so the other vCPU spins on that lock with interrupts off and the L1's clock stops (QEMU's
-/// monitor showed both, twice). With own-guest launches beside busy vCPUs it happened within 20
-/// launches; with one thread, a write to code invalidates its translations before another vCPU
-/// runs, and 600 such launches ran through.
-const L1_ACCEL: &str = "tcg,thread=single";
-
 /// How many console lines a failure message quotes.
 const TAIL_LINES: usize = 8;
 
@@ -122,7 +111,7 @@ pub fn qemu_args(settings: &BootSettings, command_file: &Path, channels: &Channe
     let cmdline = format!("console=ttyS0 quiet panic=-1 {}", boxbench_core::host::EMULATED_CPU_PARAM);
     [
         "-accel",
-        L1_ACCEL,
+        "tcg",
         "-M",
         "q35",
         "-cpu",
@@ -368,10 +357,7 @@ mod tests {
     #[test]
     fn the_l1_is_an_epyc_with_svm_under_tcg_told_it_is_emulated() {
         let args = qemu_args(&settings(), Path::new("/t/command.sh"), &channels()).join(" ");
-        assert!(
-            args.contains("-accel tcg,thread=single -M q35 -cpu EPYC,+svm,") && args.contains(" -smp 2 -m 4096 "),
-            "{args}"
-        );
+        assert!(args.contains("-accel tcg -M q35 -cpu EPYC,+svm,") && args.contains(" -smp 2 -m 4096 "), "{args}");
         assert!(args.contains("-fw_cfg name=opt/boxbench/command,file=/t/command.sh"), "{args}");
         assert!(args.contains("file,id=out,path=/t/out.b64 -serial chardev:out"), "{args}");
         assert!(args.contains("file,id=heartbeat,path=/t/heartbeat -serial chardev:heartbeat"), "{args}");

@@ -100,14 +100,49 @@ poweroff -f
     )
 }
 
-/// The command script: `program` with `args`, each quoted for the shell.
-pub fn command_script(program: &Path, args: &[String]) -> String {
-    let mut line = shell_quote(&program.to_string_lossy());
+/// How long the command script waits for the keeper VM to exist, in tenths of a second.
+const KEEPER_WAIT_TENTHS: u32 = 100;
+
+/// The command script: `program` with `args`, each quoted for the shell, beside a keeper VM.
+///
+/// The keeper is one idle VM of boxbench's own guest (`program run -b microvm --guest boxbench
+/// --workload idle`) that lives as long as the command, `keeper_timeout_s` at most. It is there for
+/// QEMU's TCG, not for the measurement: KVM turns the scheduler's `preempt_notifier_key` static
+/// branch on when the first VM is created and off when the last is destroyed, Linux live-patches
+/// `__schedule` through an int3 each time, and multi-threaded TCG (QEMU 7.2) can keep running a
+/// stale translation of that int3 on another vCPU after the patch is done — the int3 handler finds
+/// no int3 in memory and returns to it, forever, holding the runqueue lock the other vCPU then
+/// spins on with interrupts off, and the L1 stops as a whole (seen with QEMU's monitor, twice;
+/// reproduced within 20 short-lived VMs beside busy vCPUs). With a VM always there, the key never
+/// flips and nothing is patched; 300 such launches ran through. (Single-threaded TCG avoids the
+/// stale translation too, but stalled Linux guests inside.)
+pub fn command_script(program: &Path, args: &[String], keeper_timeout_s: u64) -> String {
+    let program = shell_quote(&program.to_string_lossy());
+    let mut line = program.clone();
     for arg in args {
         line.push(' ');
         line.push_str(&shell_quote(arg));
     }
-    format!("#!/bin/sh\n{line}\n")
+    format!(
+        "#!/bin/sh
+{program} run -b microvm --guest boxbench --workload idle --timeout {keeper_timeout_s} >/dev/null 2>&1 &
+keeper=$!
+waited=0
+until ls -l /proc/[0-9]*/fd/ 2>/dev/null | grep -q 'anon_inode:kvm-vm'; do
+    if [ $waited -ge {KEEPER_WAIT_TENTHS} ] || ! kill -0 $keeper 2>/dev/null; then
+        echo 'svm-host: the keeper VM did not start; the L1 may stop when KVM patches its scheduler' >&2
+        break
+    fi
+    sleep 0.1
+    waited=$((waited + 1))
+done
+{line}
+status=$?
+kill $keeper 2>/dev/null
+wait $keeper
+exit $status
+"
+    )
 }
 
 /// `text` in single quotes, a quote inside it as `'\''`.
@@ -124,8 +159,11 @@ mod tests {
     fn the_command_script_passes_every_argument_through_unchanged() {
         let args: Vec<String> =
             ["compare", "-n", "2", "it's", "two words", "$HOME", "`id`", "a\\b", ""].map(str::to_owned).to_vec();
-        let script = command_script(Path::new("/usr/bin/printf"), &[vec!["%s\\n".to_owned()], args.clone()].concat());
+        let script =
+            command_script(Path::new("/usr/bin/printf"), &[vec!["%s\\n".to_owned()], args.clone()].concat(), 1);
         let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert!(script.contains("'/usr/bin/printf' run -b microvm --guest boxbench --workload idle --timeout 1 "));
+        assert!(script.contains("kill $keeper"), "the keeper VM outlives the command");
         let printed = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = printed.split('\n').collect();
         assert_eq!(&lines[..args.len()], args.iter().map(String::as_str).collect::<Vec<_>>().as_slice());

@@ -145,7 +145,12 @@ impl SvmHostConfig {
             timeout: self.request.timeout,
             stall_timeout: self.request.stall_timeout,
         };
-        Ok(boot::run(&settings, &init::command_script(program, args), out_dir, console)?)
+        Ok(boot::run(
+            &settings,
+            &init::command_script(program, args, self.request.timeout.as_secs()),
+            out_dir,
+            console,
+        )?)
     }
 }
 
