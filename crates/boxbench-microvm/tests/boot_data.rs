@@ -5,6 +5,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
+use boxbench_core::spec::VM_DEFAULTS;
 use boxbench_microvm::layout::{CMDLINE_START, EBDA_START, GDT_START, PVH_START_INFO, ZERO_PAGE_START};
 use boxbench_microvm::loader::BootEntry;
 use boxbench_microvm::vm::{allocate_guest_memory, write_boot_data};
@@ -97,9 +98,9 @@ fn bzimage_gets_a_zero_page_with_cmdline_initrd_and_e820() {
 
     let e820: Vec<(u64, u64, u32)> =
         params.e820_table[..params.e820_entries as usize].iter().map(|e| (e.addr, e.size, e.r#type)).collect();
-    assert_eq!(e820, vec![(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, (128 << 20) - 0x10_0000, 1)]);
+    assert_eq!(e820, vec![(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, VM_DEFAULTS.memory_bytes - 0x10_0000, 1)]);
     let ram_mib = e820.iter().filter(|e| e.2 == 1).map(|e| e.1).sum::<u64>().div_ceil(1 << 20);
-    assert_eq!(ram_mib, 128, "what the guest reports as mem_mib");
+    assert_eq!(ram_mib, VM_DEFAULTS.memory_bytes >> 20, "what the guest reports as mem_mib");
 
     // The kernel image itself sits at 1 MiB, its 64-bit entry at +0x200.
     let mut entry = [0u8; 4];
@@ -139,7 +140,10 @@ fn pvh_elf_gets_start_info_with_module_and_memmap() {
         .map(|i| mem.read_obj::<hvm_memmap_table_entry>(GuestAddress(info.memmap_paddr + i * 24)).unwrap())
         .map(|e| (e.addr, e.size, e.type_))
         .collect();
-    assert_eq!(memmap, vec![(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, (128 << 20) - 0x10_0000, 1)]);
+    assert_eq!(
+        memmap,
+        vec![(0, 0x9fc00, 1), (0x9fc00, 0x400, 2), (0x10_0000, VM_DEFAULTS.memory_bytes - 0x10_0000, 1)]
+    );
     // No zero page for a PVH boot.
     let params: boot_params = mem.read_obj(ZERO_PAGE_START).unwrap();
     let header = params.hdr.header;

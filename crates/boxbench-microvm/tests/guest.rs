@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use boxbench_core::measure::launch_once;
+use boxbench_core::spec::VM_DEFAULTS;
 use boxbench_core::{ImagePaths, InstanceSpec, Outcome, Record, Workload};
 use boxbench_guest::{BootEntry, GuestReport};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
@@ -48,7 +49,7 @@ fn own_guest_reports_what_the_vmm_set_up() {
             assert_eq!(report.entry, Some(entry), "{what}");
             assert_eq!(report.cpus, u32::from(vcpus), "{what}: {}", record.console);
             assert_eq!(report.mp_table_cpus(), u32::from(vcpus), "{what}");
-            assert_eq!(report.mem_mib, 128, "{what}");
+            assert_eq!(report.mem_mib, VM_DEFAULTS.memory_bytes >> 20, "{what}");
             assert_eq!(report.initrd_bytes, initrd_bytes.len() as u64, "{what}");
             assert_eq!(report.initrd_crc32, crc32fast::hash(&initrd_bytes), "{what}");
             assert_eq!(report.cmdline, cmdline, "{what}");
