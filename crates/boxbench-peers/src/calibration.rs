@@ -20,8 +20,7 @@ use crate::oci_runtime::OciRuntime;
 use crate::process::{ChildSetup, Streams, passthrough_outcome};
 use crate::run::{ToolRun, record};
 
-/// The prefix of every calibration series' backend name (`calibration:crun`).
-pub const CALIBRATION_PREFIX: &str = "calibration:";
+use boxbench_core::boundary::CALIBRATION_PREFIX;
 
 /// The path a backend's launch takes through the harness.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

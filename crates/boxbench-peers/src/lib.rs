@@ -21,7 +21,7 @@ pub mod qemu;
 pub mod run;
 pub mod tool;
 
-pub use calibration::{CALIBRATION_PREFIX, CalibrationLauncher, HarnessPath};
+pub use calibration::{CalibrationLauncher, HarnessPath};
 pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, daemon_plan};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERSION};
