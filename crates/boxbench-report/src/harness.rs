@@ -93,3 +93,35 @@ fn median_with_ci(summary: Option<Summary>) -> String {
         None => "–".to_owned(),
     }
 }
+
+/// The section's gist for stdout: the verdicts' regime, each backend's calibration beside its launch,
+/// and each series' warm figure beside its interleaved one (time to marker).
+pub fn text_lines(results: &Results) -> String {
+    let mut out = String::new();
+    if results.calibration.is_empty() && results.warm.is_empty() {
+        return out;
+    }
+    out.push_str(&format!("verdicts use the {} regime\n", verdict_regime(results)));
+    let ms = |s: Option<Summary>| s.map_or_else(|| "–".to_owned(), |s| Unit::Milliseconds.format(s.median));
+    for calibration in &results.calibration {
+        let backend = calibration.backend.trim_start_matches(CALIBRATION_PREFIX);
+        let own = results.series.iter().find(|s| s.backend == backend && s.workload == "hello");
+        out.push_str(&format!(
+            "calibration {backend}: harness {} to marker, {} to exit; {backend} itself {} to marker, {} to exit\n",
+            ms(calibration.figure("workload_ms")),
+            ms(calibration.figure("exit_ms")),
+            ms(own.and_then(|s| s.figure("workload_ms"))),
+            ms(own.and_then(|s| s.figure("exit_ms"))),
+        ));
+    }
+    for warm in &results.warm {
+        let interleaved = results.series.iter().find(|s| s.backend == warm.backend && s.workload == warm.workload);
+        out.push_str(&format!(
+            "regimes {}: time to marker {} interleaved, {} warm\n",
+            warm.name(),
+            ms(interleaved.and_then(|s| s.figure("workload_ms"))),
+            ms(warm.figure("workload_ms")),
+        ));
+    }
+    out
+}

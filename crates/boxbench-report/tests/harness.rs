@@ -26,6 +26,9 @@ fn calibration_and_warm_series_are_reported_with_the_verdicts_regime() {
     // Interleaved 21 ms against warm 10.5 ms to the marker.
     let regime_row = section.lines().find(|l| l.contains("time to marker") && l.contains("×")).expect("regime row");
     assert!(regime_row.contains("2.00×"), "{regime_row}");
+    let text = boxbench_report::harness::text_lines(&results);
+    assert!(text.starts_with("verdicts use the interleaved regime\n"), "{text}");
+    assert!(text.contains("calibration crun: harness 2.10 ms to marker"), "{text}");
 }
 
 #[test]
