@@ -432,34 +432,24 @@ fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -
     }
 }
 
-/// One calibration per backend of the `ready` series: busybox from the default container root
-/// filesystem printing the marker through that backend's harness path. A backend whose calibration
-/// cannot be set up is measured without it, with a note saying why.
+/// One calibration per backend of the `ready` series ([`backends::calibration`]). A backend whose
+/// calibration cannot be set up is measured without it, with a note saying why.
 fn calibrations(ready: &[Ready], settings: &CompareSettings, notes: &mut Vec<String>) -> Vec<Calibration> {
-    let rootfs = match backends::image_paths(BackendChoice::Container, &settings.options) {
-        Ok(images) => images.rootfs,
-        Err(e) => {
-            notes.push(format!("harness not calibrated: the container root filesystem: {e}"));
-            return Vec::new();
-        }
-    };
-    let Some(busybox) = rootfs.map(|r| r.join("bin/busybox")) else {
-        notes.push("harness not calibrated: no container root filesystem".to_owned());
-        return Vec::new();
-    };
     let mut calibrations: Vec<Calibration> = Vec::new();
+    let mut seen = Vec::new();
     for series in ready {
-        let backend = series.plan.choice.name();
-        if calibrations.iter().any(|c| c.launcher.name().ends_with(&format!(":{backend}"))) {
+        let choice = series.plan.choice;
+        if seen.contains(&choice) {
             continue;
         }
-        match CalibrationLauncher::for_backend(backend, &busybox) {
+        seen.push(choice);
+        match backends::calibration(choice, &settings.options) {
             Ok(launcher) => {
                 let mut spec = InstanceSpec::new(Workload::Hello, Default::default());
                 spec.timeout = settings.timeout;
                 calibrations.push(Calibration { launcher, spec, records: Vec::new() });
             }
-            Err(e) => notes.push(format!("{backend}: harness not calibrated: {e}")),
+            Err(e) => notes.push(format!("harness not calibrated: {e}")),
         }
     }
     calibrations
