@@ -8,8 +8,8 @@ use boxbench_core::{ImagePaths, LaunchError, Launcher};
 use boxbench_images::{ImageBuilder, ImageError};
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
 use boxbench_peers::{
-    Accel, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine, OciRuntime,
-    OciRuntimeLauncher, PodmanLauncher, PodmanOptions, PvmCompat, QemuLauncher, QemuOptions,
+    Accel, CalibrationLauncher, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine,
+    OciRuntime, OciRuntimeLauncher, PodmanLauncher, PodmanOptions, PvmCompat, QemuLauncher, QemuOptions,
 };
 use clap::{Args, ValueEnum};
 
@@ -297,6 +297,16 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
         ),
     };
     Ok(launcher)
+}
+
+/// The harness calibration of `choice` ([`boxbench_peers::calibration`]): the default container root
+/// filesystem's busybox printing the marker through that backend's harness path.
+pub fn calibration(choice: BackendChoice, options: &BackendOptions) -> Result<CalibrationLauncher, BackendError> {
+    let launcher_error = |source| BackendError::Launcher { backend: choice.name(), source };
+    let rootfs = image_paths(BackendChoice::Container, options)?.rootfs.ok_or_else(|| {
+        launcher_error(LaunchError::InvalidSpec("no container root filesystem to calibrate with".to_owned()))
+    })?;
+    CalibrationLauncher::for_backend(choice.name(), &rootfs.join("bin/busybox")).map_err(launcher_error)
 }
 
 /// The images an instance of `choice` runs from: the user's, else the built defaults (built, and

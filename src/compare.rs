@@ -1,5 +1,6 @@
-//! `boxbench compare`: every series this host can run, launched interleaved (A B C A B C …, so drift
-//! and noise hit all alike) after discarded warm-up rounds, plus the `uname` evidence and the image
+//! `boxbench compare`: every series this host can run, in the regimes asked for — interleaved (A B C
+//! A B C …, so drift and noise hit all alike) and warm (each backend back to back) — after discarded
+//! warm-up launches, with each backend's harness calibration, the `uname` evidence and the image
 //! sizes, gathered into the report crate's [`Results`].
 
 use std::collections::BTreeMap;
@@ -11,6 +12,7 @@ use boxbench_core::measure::{INTERRUPTED, density, launch_once};
 use boxbench_core::stats::Summary;
 use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use boxbench_images::ImageBuilder;
+use boxbench_peers::CalibrationLauncher;
 use boxbench_report::{
     DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind,
 };
@@ -43,6 +45,38 @@ pub struct CompareSettings {
     /// The name the results give the host (default: its hostname); a fleet run passes the
     /// inventory's name, so the report's columns and its missing hosts use the same names.
     pub label: Option<String>,
+    /// Which regimes the `hello` launches are measured in.
+    pub regime: Regime,
+}
+
+/// How the `hello` launches of the series are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Regime {
+    /// One launch of each series in turn (A B A B …): drift and noise hit every backend alike, and
+    /// each launch follows other backends' work. The verdicts use it.
+    Interleaved,
+    /// Each series' launches back to back (A A … B B …), as `boxbench run -n N` does: the backend's
+    /// own caches stay warm. The verdicts use it only when it is the one regime measured.
+    Warm,
+    /// Both: the interleaved rounds first, then each series back to back.
+    Both,
+}
+
+impl Regime {
+    fn interleaved(self) -> bool {
+        self != Regime::Warm
+    }
+
+    fn warm(self) -> bool {
+        self != Regime::Interleaved
+    }
+}
+
+/// The harness's calibration of one backend ([`CalibrationLauncher`]), launched beside its series.
+struct Calibration {
+    launcher: CalibrationLauncher,
+    spec: InstanceSpec,
+    records: Vec<Record>,
 }
 
 /// One series to measure: a backend with its guest and accelerator settings.
@@ -165,6 +199,7 @@ struct Ready {
     uname: InstanceSpec,
     idle: InstanceSpec,
     hello_records: Vec<Record>,
+    warm_records: Vec<Record>,
     uname_records: Vec<Record>,
 }
 
@@ -221,23 +256,54 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         }
     }
 
+    let mut calibrations = calibrations(&ready, settings, &mut notes);
     let hello_total = |r: &Ready| {
         let (warmup, measured) = r.hello_launches(settings);
         warmup + measured
     };
+    let calibration_total = settings.warmup + settings.runs;
     let rounds = ready.iter().map(hello_total).max().unwrap_or(0);
-    let launches: usize = ready.iter().map(|r| hello_total(r) + r.uname_runs(settings)).sum();
+    let regimes = usize::from(settings.regime.interleaved()) + usize::from(settings.regime.warm());
+    let launches: usize = ready.iter().map(|r| regimes * hello_total(r) + r.uname_runs(settings)).sum::<usize>()
+        + calibrations.len() * calibration_total;
     progress.planned(launches + density_launches(&ready, settings.density));
-    for round in 0..rounds {
-        for series in &mut ready {
-            // Interleaved: a series with fewer launches (kvm_pvm Linux) takes part in the first rounds.
-            let (warmup, measured) = series.hello_launches(settings);
-            if round >= warmup + measured {
-                continue;
+    if settings.regime.interleaved() {
+        for round in 0..rounds {
+            for series in &mut ready {
+                // A series with fewer launches (kvm_pvm Linux) takes part in the first rounds.
+                let (warmup, measured) = series.hello_launches(settings);
+                if round >= warmup + measured {
+                    continue;
+                }
+                if let Some(record) = launch(series, &series.hello, progress) {
+                    if round >= warmup {
+                        series.hello_records.push(record);
+                    }
+                }
             }
-            if let Some(record) = launch(series, &series.hello, progress) {
-                if round >= warmup {
-                    series.hello_records.push(record);
+            // Each backend's calibration takes its turn in the same rounds.
+            for calibration in &mut calibrations {
+                if round < calibration_total {
+                    calibrate(calibration, round >= settings.warmup, progress);
+                }
+            }
+        }
+    }
+    if settings.regime.warm() {
+        for series in &mut ready {
+            let (warmup, measured) = series.hello_launches(settings);
+            for run in 0..warmup + measured {
+                if let Some(record) = launch(series, &series.hello, progress) {
+                    if run >= warmup {
+                        series.warm_records.push(record);
+                    }
+                }
+            }
+        }
+        if !settings.regime.interleaved() {
+            for calibration in &mut calibrations {
+                for run in 0..calibration_total {
+                    calibrate(calibration, run >= settings.warmup, progress);
                 }
             }
         }
@@ -272,7 +338,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         command_line: settings.command_line.clone(),
         runs_per_series: settings.runs,
         warmup_runs: settings.warmup,
-        interleaved: true,
+        interleaved: settings.regime.interleaved(),
         density_instances: (settings.density > 0).then_some(settings.density),
         extra: BTreeMap::from([
             ("timeout_s".to_owned(), settings.timeout.as_secs_f64().to_string()),
@@ -282,9 +348,18 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     };
     let mut results = Results::new(timestamp(), host, run_settings);
     for series in ready {
-        let Ready { plan, hello_records, uname_records, .. } = series;
+        let Ready { plan, hello_records, warm_records, uname_records, .. } = series;
         if plan.choice.is_application_kernel() {
             results.application_kernels.push(plan.choice.name().to_owned());
+        }
+        // The verdicts' series are the interleaved ones when measured; the warm ones go beside them.
+        let (hello_records, warm_records) =
+            if settings.regime.interleaved() { (hello_records, warm_records) } else { (warm_records, Vec::new()) };
+        if !warm_records.is_empty() {
+            results.warm.push(
+                Series::new(plan.choice.name().to_owned(), "hello".to_owned(), plan.vm_kind, warm_records)
+                    .with_command(plan.command("hello")),
+            );
         }
         for (workload, records) in [("hello", hello_records), ("uname", uname_records)] {
             if records.is_empty() {
@@ -294,6 +369,12 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
                 Series::new(plan.choice.name().to_owned(), workload.to_owned(), plan.vm_kind, records)
                     .with_command(plan.command(workload)),
             );
+        }
+    }
+    for calibration in calibrations {
+        if !calibration.records.is_empty() {
+            let name = calibration.launcher.name().to_owned();
+            results.calibration.push(Series::new(name, "hello".to_owned(), None, calibration.records));
         }
     }
     results.density = density_results;
@@ -328,6 +409,7 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
         uname: spec(Workload::Uname),
         idle: spec(Workload::Idle),
         hello_records: Vec::new(),
+        warm_records: Vec::new(),
         uname_records: Vec::new(),
     })
 }
@@ -347,6 +429,45 @@ fn launch(series: &Ready, spec: &InstanceSpec, progress: &dyn CompareProgress) -
             progress.skipped(&series.plan.label(), &format!("a launch failed: {e}"));
             None
         }
+    }
+}
+
+/// One calibration per backend of the `ready` series ([`backends::calibration`]). A backend whose
+/// calibration cannot be set up is measured without it, with a note saying why.
+fn calibrations(ready: &[Ready], settings: &CompareSettings, notes: &mut Vec<String>) -> Vec<Calibration> {
+    let mut calibrations: Vec<Calibration> = Vec::new();
+    let mut seen = Vec::new();
+    for series in ready {
+        let choice = series.plan.choice;
+        if seen.contains(&choice) {
+            continue;
+        }
+        seen.push(choice);
+        match backends::calibration(choice, &settings.options) {
+            Ok(launcher) => {
+                let mut spec = InstanceSpec::new(Workload::Hello, Default::default());
+                spec.timeout = settings.timeout;
+                calibrations.push(Calibration { launcher, spec, records: Vec::new() });
+            }
+            Err(e) => notes.push(format!("harness not calibrated: {e}")),
+        }
+    }
+    calibrations
+}
+
+/// One calibration launch, kept when `measured` (not a warm-up) and successful.
+fn calibrate(calibration: &mut Calibration, measured: bool, progress: &dyn CompareProgress) {
+    if interrupt::requested() {
+        return;
+    }
+    match launch_once(&calibration.launcher, &calibration.spec) {
+        Ok(record) => {
+            progress.launched(calibration.launcher.name(), &record);
+            if measured {
+                calibration.records.push(record);
+            }
+        }
+        Err(e) => progress.skipped(calibration.launcher.name(), &format!("a calibration launch failed: {e}")),
     }
 }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use boxbench::backends::{BackendChoice, BackendOptions, KernelChoice};
-use boxbench::compare::{CompareProgress, CompareSettings, compare};
+use boxbench::compare::{CompareProgress, CompareSettings, Regime, compare};
 use boxbench_core::Record;
 use boxbench_report::fleet::MissingHost;
 use clap::Args;
@@ -63,6 +63,10 @@ pub struct CompareArgs {
     /// whose size claim 3 is judged on.
     #[arg(long)]
     pub no_full_os: bool,
+    /// How the `hello` launches are ordered: interleaved (A B A B across backends; the verdicts use
+    /// it), warm (each backend back to back) or both.
+    #[arg(long, value_enum, default_value = "both")]
+    pub regime: Regime,
     #[command(flatten)]
     pub export: boxbench::output::ExportArgs,
 }
@@ -137,6 +141,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         },
         command_line: std::env::args().collect(),
         label: args.label.clone(),
+        regime: args.regime,
     };
     boxbench_core::interrupt::install()?;
     boxbench::images::build_default(false).context("building the guest images")?;
@@ -165,7 +170,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     }
     let files = boxbench_report::write_report(&results, &out)?;
     args.export.write(&boxbench_report::export::results_rows(&results))?;
-    let mut out = String::new();
+    let mut out = boxbench_report::harness::text_lines(&results);
     for verdict in boxbench_report::judge(&results) {
         writeln!(out, "{}: {}", verdict.statement, verdict.verdict)?;
     }

@@ -60,6 +60,9 @@ pub struct RunReport {
     pub summary: BTreeMap<&'static str, Option<Summary>>,
     /// Statistics of the memory figures, in bytes.
     pub memory_summary: BTreeMap<&'static str, Option<Summary>>,
+    /// The harness's own cost: `workload_ms` and `exit_ms` of a trivial program launched through
+    /// this backend's harness path, as many times, after the runs (empty when not calibrated).
+    pub calibration: BTreeMap<&'static str, Option<Summary>>,
 }
 
 impl RunReport {
@@ -75,7 +78,16 @@ impl RunReport {
             ("overhead_bytes", series(&|r: &Record| r.memory.overhead_bytes.map(|b| b as f64))),
             ("shared_daemons_pss_bytes", series(&|r: &Record| r.memory.shared_daemons_pss_bytes.map(|b| b as f64))),
         ]);
-        Self { backend, workload, host, runs, summary, memory_summary }
+        Self { backend, workload, host, runs, summary, memory_summary, calibration: BTreeMap::new() }
+    }
+
+    /// Adds the summary of the calibration launches `records` ([`RunReport::calibration`]).
+    pub fn with_calibration(mut self, records: &[Record]) -> Self {
+        self.calibration = ["workload_ms", "exit_ms"]
+            .into_iter()
+            .map(|name| (name, Summary::of(&records.iter().filter_map(|r| r.phases.get(name)).collect::<Vec<f64>>())))
+            .collect();
+        self
     }
 
     /// The export rows of this run: one per observed phase and memory figure.
@@ -151,6 +163,14 @@ impl RunReport {
                 out.push_str(&format!("warning: {warning}\n"));
             }
         }
+        if let (Some(Some(marker)), Some(Some(exit))) =
+            (self.calibration.get("workload_ms"), self.calibration.get("exit_ms"))
+        {
+            out.push_str(&format!(
+                "calibration: the harness itself (busybox echo through {}'s path, n={}): {:.2}ms to marker, {:.2}ms to exit\n",
+                self.backend, exit.n, marker.median, exit.median
+            ));
+        }
         out.push_str(&format!("host: {}\n", self.host.label()));
         out
     }
@@ -222,6 +242,22 @@ mod tests {
         assert!(text.contains("not observed"));
         assert!(text.contains("1 × exited with status 0"));
         assert!(text.contains("host: Linux"));
+        assert!(!text.contains("calibration:"));
+    }
+
+    #[test]
+    fn calibration_is_printed_beside_the_figures_and_kept_in_json() {
+        let mut calibration = record(None, 2.0, 0);
+        calibration.phases.workload_ms = Some(1.5);
+        let report = RunReport::new("crun".into(), "hello".into(), HostFacts::detect(), vec![record(None, 30.0, 0)])
+            .with_calibration(&[calibration]);
+        let text = report.render_text();
+        assert!(
+            text.contains("calibration: the harness itself (busybox echo through crun's path, n=1): 1.50ms to marker, 2.00ms to exit"),
+            "{text}"
+        );
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["calibration"]["exit_ms"]["median"], 2.0);
     }
 
     #[test]

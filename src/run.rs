@@ -107,11 +107,31 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         }
         records.push(record);
     }
+    // The harness's own cost for this backend, back to back after its runs (named workloads only:
+    // a command's output is its result).
+    let mut calibration = Vec::new();
+    if args.command.is_empty() {
+        match backends::calibration(args.backend, &args.backend_options) {
+            Ok(calibrator) => {
+                for _ in 0..args.runs {
+                    if boxbench_core::interrupt::requested() {
+                        bail!("interrupted by SIGINT or SIGTERM; instances torn down");
+                    }
+                    let record = launch_once(&calibrator, &spec).context("calibration launch")?;
+                    if record.outcome.is_success() {
+                        calibration.push(record);
+                    }
+                }
+            }
+            Err(e) => eprintln!("boxbench: harness not calibrated: {e}"),
+        }
+    }
     let failed_exit = records.iter().rev().find(|r| !r.outcome.is_success()).map(|r| match r.outcome {
         Outcome::Exited { code } => u8::try_from(code).unwrap_or(1),
         _ => 1,
     });
-    let report = RunReport::new(launcher.name().to_owned(), workload.to_string(), HostFacts::detect(), records);
+    let report = RunReport::new(launcher.name().to_owned(), workload.to_string(), HostFacts::detect(), records)
+        .with_calibration(&calibration);
     let out = if args.json {
         serde_json::to_string_pretty(&report)? + "\n"
     } else {

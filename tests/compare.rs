@@ -71,5 +71,21 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
     // The report states a verdict for each of the four claims, and stdout prints them.
     let md = std::fs::read_to_string(report.join("report.md")).unwrap();
     assert_eq!(md.lines().filter(|l| l.starts_with("**Verdict:")).count(), 4, "{md}");
-    assert_eq!(stdout.lines().count(), 4 + 2, "{stdout}");
+    // Both regimes by default: the verdicts' series interleaved, the warm ones beside them.
+    assert_eq!(results["settings"]["interleaved"], true);
+    let warm: Vec<&str> = results["warm"].as_array().unwrap().iter().map(|s| s["backend"].as_str().unwrap()).collect();
+    assert_eq!(warm, ["container", "microvm"]);
+    // Each backend's harness calibration, measured as many times as its series.
+    let calibration = results["calibration"].as_array().unwrap();
+    let calibrated: Vec<&str> = calibration.iter().map(|s| s["backend"].as_str().unwrap()).collect();
+    assert_eq!(calibrated, ["calibration:container", "calibration:microvm"]);
+    for s in calibration.iter().chain(results["warm"].as_array().unwrap()) {
+        assert_eq!(s["records"].as_array().unwrap().len(), 2, "{}", s["backend"]);
+        assert!(s["phases"]["exit_ms"]["median"].as_f64().unwrap() > 0.0, "{}", s["phases"]);
+    }
+    assert!(md.contains("## Harness calibration and regimes"), "{md}");
+    // stdout: the regime, a calibration line and a regimes line per backend, a verdict per claim,
+    // and the report's two files.
+    assert!(stdout.starts_with("verdicts use the interleaved regime\n"), "{stdout}");
+    assert_eq!(stdout.lines().count(), 1 + 2 + 2 + 4 + 2, "{stdout}");
 }

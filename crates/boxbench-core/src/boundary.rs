@@ -26,6 +26,10 @@ pub const CLOCK_DESCRIPTION: &str = "Every launch, whatever its backend, is time
     the clock stops for exit_ms once the instance has exited, its console is drained and its cgroup removed. \
     Each series' notes repeat the boundary its launches recorded.";
 
+/// The prefix of a calibration series' backend name (`calibration:crun`): the harness's own cost,
+/// measured by launching a trivial program through that backend's path.
+pub const CALIBRATION_PREFIX: &str = "calibration:";
+
 /// Which file a launched process writes to join its cgroup: the cheapest correct one for the host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum JoinRule {

@@ -8,6 +8,7 @@
 //! directories, cgroups in every hierarchy) on every path. [`probe_all`] says which tools this host
 //! has, for `boxbench doctor`.
 
+pub mod calibration;
 pub mod docker;
 pub mod engine;
 pub mod firecracker;
@@ -20,6 +21,7 @@ pub mod qemu;
 pub mod run;
 pub mod tool;
 
+pub use calibration::{CalibrationLauncher, HarnessPath};
 pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, daemon_plan};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERSION};

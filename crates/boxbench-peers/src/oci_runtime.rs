@@ -63,6 +63,21 @@ impl OciRuntime {
     /// Every runtime, in the order `compare` and `doctor` list them.
     pub const ALL: [OciRuntime; 4] = [OciRuntime::Crun, OciRuntime::Runc, OciRuntime::Youki, OciRuntime::Runsc];
 
+    /// The runtime whose backend is called `name`, if one is.
+    pub fn from_name(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|runtime| runtime.name() == name)
+    }
+
+    /// What the runtime's process does between fork and exec on a host whose cgroups are `mode`:
+    /// crun refuses a hybrid cgroup host, so it runs in a private mount namespace without the v2 mount.
+    pub fn child_setup(self, mode: CgroupMode) -> ChildSetup {
+        if self == OciRuntime::Crun && mode == CgroupMode::Hybrid {
+            ChildSetup::PrivateMountsWithoutUnifiedCgroup
+        } else {
+            ChildSetup::Plain
+        }
+    }
+
     /// The binary's and the backend's name.
     pub fn name(self) -> &'static str {
         match self {
@@ -187,13 +202,9 @@ impl OciRuntimeLauncher {
         self.workdir.path().join("state")
     }
 
-    /// crun refuses a hybrid cgroup host; it runs in a private mount namespace without the v2 mount.
+    /// See [`OciRuntime::child_setup`].
     fn child_setup(&self) -> ChildSetup {
-        if self.runtime == OciRuntime::Crun && self.cgroups.mode == CgroupMode::Hybrid {
-            ChildSetup::PrivateMountsWithoutUnifiedCgroup
-        } else {
-            ChildSetup::Plain
-        }
+        self.runtime.child_setup(self.cgroups.mode)
     }
 
     fn prepare_instance(&self, spec: &InstanceSpec) -> Result<OciRuntimeInstance, LaunchError> {

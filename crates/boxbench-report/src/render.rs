@@ -73,6 +73,8 @@ pub fn host_document(results: &Results) -> Document {
         );
     }
 
+    crate::harness::section(&mut doc, results);
+
     doc.heading(2, "Memory per instance");
     doc.plot(PlotKind::MemoryPerInstance);
     let mut rows = Vec::new();

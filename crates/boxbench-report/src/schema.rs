@@ -82,6 +82,14 @@ pub struct Results {
     /// runsc): neither the host's kernel nor a VM's. The claims treat them as a third kind.
     #[serde(default)]
     pub application_kernels: Vec<String>,
+    /// The harness's own cost per backend: a trivial program printing the marker, launched through
+    /// that backend's harness path (one series per backend, backend name `calibration:<backend>`).
+    #[serde(default)]
+    pub calibration: Vec<Series>,
+    /// The same backends' launches back to back (the warm regime), when the run measured it besides
+    /// the regime of [`series`](Self::series) (see [`RunSettings::interleaved`]).
+    #[serde(default)]
+    pub warm: Vec<Series>,
     /// Facts about the run as a whole a reader needs (e.g. backends skipped and why).
     pub notes: Vec<String>,
 }
@@ -98,6 +106,8 @@ impl Results {
             images: Vec::new(),
             density: Vec::new(),
             application_kernels: Vec::new(),
+            calibration: Vec::new(),
+            warm: Vec::new(),
             notes: Vec::new(),
         }
     }
@@ -237,7 +247,8 @@ pub struct RunSettings {
     pub runs_per_series: usize,
     /// Warm-up launches per series, discarded.
     pub warmup_runs: usize,
-    /// Whether launches were interleaved across backends (A B A B …).
+    /// Whether the launches of [`Results::series`], which the verdicts use, were interleaved across
+    /// backends (A B A B …: the interleaved regime) rather than back to back (the warm regime).
     pub interleaved: bool,
     /// Instances launched at once in the density step, if it ran.
     pub density_instances: Option<usize>,
