@@ -3,6 +3,8 @@
 //!
 //! Inline text may hold `code` spans and **bold** spans; both renderers understand them.
 
+use crate::claims::Finding;
+use crate::glance::{Glance, Matrix, title, verdict_word};
 use crate::plots::{PlotKind, RenderedPlot};
 
 /// One block of the report.
@@ -25,6 +27,8 @@ pub enum Block {
     Plot(PlotKind),
     /// Preformatted text.
     Code(String),
+    /// Every claim at a glance: its verdict, sentence and matrix (in HTML a grid of coloured cards).
+    Glance(Vec<Glance>),
 }
 
 /// The report's blocks.
@@ -75,6 +79,11 @@ impl Document {
         self.blocks.push(Block::Code(text.into()));
     }
 
+    /// Adds the claims at a glance.
+    pub fn glance(&mut self, glances: Vec<Glance>) {
+        self.blocks.push(Block::Glance(glances));
+    }
+
     /// The document as Markdown; plots link to `plots/<name>.svg` and `.png` (those in `plots`).
     pub fn to_markdown(&self, plots: &[RenderedPlot]) -> String {
         let mut out = String::new();
@@ -113,6 +122,11 @@ impl Document {
                     }
                 }
                 Block::Code(text) => out.push_str(&format!("```text\n{text}\n```\n\n")),
+                Block::Glance(glances) => {
+                    for glance in glances {
+                        out.push_str(&glance_markdown(glance));
+                    }
+                }
             }
         }
         out
@@ -161,6 +175,7 @@ impl Document {
                     }
                 }
                 Block::Code(text) => body.push_str(&format!("<pre><code>{}</code></pre>\n", escape(text))),
+                Block::Glance(glances) => body.push_str(&glance_html(glances)),
             }
         }
         format!(
@@ -190,7 +205,113 @@ figure.plot { margin: 1rem 0 1.6rem; }
 figure.plot svg { max-width: 100%; height: auto; border: 1px solid #ddd; }
 figcaption { font-size: .85rem; color: #555; }
 strong { color: #003f6b; }
+.glance .legend { font-size: .8rem; margin: .3rem 0 .5rem; }
+.glance .legend span { padding: 0 .4em; margin-left: .3em; }
+.glance .cards { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: .6rem 1rem; }
+.glance .card { border: 1px solid #ccc; padding: .3rem .6rem; line-height: 1.25; }
+.glance h3 { font-size: .95rem; margin: .2rem 0; }
+.glance .verdict { font-weight: normal; background: #eef4f9; padding: 0 .4em; margin-left: .3em; }
+.glance .sentence { font-size: .8rem; margin: .2rem 0 .4rem; }
+table.matrix { font-size: .75rem; margin: .2rem 0; }
+table.matrix th, table.matrix td { padding: .1rem .35rem; }
+table.matrix tbody th { background: #f8f8f8; font-weight: normal; }
+.supports { background: #bfe3c6 !important; }
+.comparable { background: #f5e3a3 !important; }
+.contradicts { background: #f3bcbc !important; }
+.unmeasured { color: #888; }
 ";
+
+/// A claim at a glance in Markdown: a bold title line with the verdict, the sentence, and the matrix
+/// with each cell's finding written out (Markdown has no colour).
+fn glance_markdown(glance: &Glance) -> String {
+    let mut out = format!(
+        "**Claim {}: {} — {}.** {}\n\n",
+        glance.claim.number(),
+        title(glance.claim),
+        verdict_word(&glance.verdict),
+        glance.sentence
+    );
+    if let Some(matrix) = &glance.matrix {
+        let mut doc = Document::default();
+        let header: Vec<String> =
+            std::iter::once(matrix.metric.clone()).chain(matrix.columns.iter().cloned()).collect();
+        let rows = matrix
+            .rows
+            .iter()
+            .map(|row| {
+                std::iter::once(row.subject.clone())
+                    .chain(row.cells.iter().map(|cell| match cell {
+                        Some(c) => format!("**{}** ({}) {}", c.main, c.detail, c.finding),
+                        None => "not measured".to_owned(),
+                    }))
+                    .collect()
+            })
+            .collect();
+        doc.table_owned(header, rows);
+        out.push_str(&doc.to_markdown(&[]));
+    }
+    out
+}
+
+/// Every claim at a glance in HTML: a legend, then one card per claim, laid out in a grid so all of
+/// them fit the first screen.
+fn glance_html(glances: &[Glance]) -> String {
+    let mut out = String::from(
+        "<section class=\"glance\">\n<p class=\"legend\">Each cell: VM figure over container figure, ratio of \
+         medians and its 95% interval. <span class=\"supports\">supports the claim</span> \
+         <span class=\"comparable\">comparable (interval contains 1)</span> \
+         <span class=\"contradicts\">contradicts the claim</span></p>\n<div class=\"cards\">\n",
+    );
+    for glance in glances {
+        out.push_str(&format!(
+            "<div class=\"card\" id=\"glance-claim-{n}\">\n<h3>{n}. {title} <span class=\"verdict\">{verdict}</span></h3>\n<p class=\"sentence\">{sentence}</p>\n",
+            n = glance.claim.number(),
+            title = escape(title(glance.claim)),
+            verdict = escape(verdict_word(&glance.verdict)),
+            sentence = inline_html(&glance.sentence),
+        ));
+        if let Some(matrix) = &glance.matrix {
+            out.push_str(&matrix_html(matrix));
+        }
+        out.push_str("</div>\n");
+    }
+    out.push_str("</div>\n</section>\n");
+    out
+}
+
+fn matrix_html(matrix: &Matrix) -> String {
+    let mut out = format!("<table class=\"matrix\">\n<thead><tr><th>{}</th>", escape(&matrix.metric));
+    for column in &matrix.columns {
+        out.push_str(&format!("<th>{}</th>", escape(column)));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for row in &matrix.rows {
+        out.push_str(&format!("<tr><th title=\"{}\">{}</th>", escape(&row.kind), escape(&row.subject)));
+        for cell in &row.cells {
+            match cell {
+                Some(c) => out.push_str(&format!(
+                    "<td class=\"{class}\" title=\"{class}\"><b>{main}</b><br><small>{detail}</small></td>",
+                    class = finding_class(c.finding),
+                    main = inline_html(&c.main),
+                    detail = inline_html(&c.detail),
+                )),
+                None => out.push_str("<td class=\"unmeasured\">not measured</td>"),
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody>\n</table>\n");
+    out
+}
+
+/// The CSS class (and colour) of a finding.
+fn finding_class(finding: Finding) -> &'static str {
+    match finding {
+        Finding::Supports => "supports",
+        Finding::Contradicts => "contradicts",
+        Finding::Comparable => "comparable",
+    }
+}
 
 /// plotters' SVG carries no XML declaration today; should one appear, it must go before inlining.
 fn strip_xml_declaration(svg: &str) -> &str {

@@ -20,6 +20,7 @@ pub mod claims;
 pub mod document;
 pub mod export;
 pub mod fleet;
+pub mod glance;
 pub mod harness;
 pub mod plots;
 pub mod render;

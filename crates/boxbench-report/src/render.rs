@@ -17,6 +17,8 @@ pub fn host_document(results: &Results) -> Document {
     let mut doc = Document::default();
     doc.heading(1, "boxbench report");
     doc.paragraph(format!("**Host:** {}", results.host_line()));
+    // The first screen answers every claim; the detailed tables follow.
+    doc.glance(crate::glance::glances(&verdicts));
     doc.paragraph(format!("Generated {} by `{}`.", results.generated_at, command_line(&results.settings.command_line)));
 
     doc.heading(2, "Claims");
