@@ -171,8 +171,8 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     let files = boxbench_report::write_report(&results, &out)?;
     args.export.write(&boxbench_report::export::results_rows(&results))?;
     let mut out = boxbench_report::harness::text_lines(&results);
-    for verdict in boxbench_report::judge(&results) {
-        writeln!(out, "{}: {}", verdict.statement, verdict.verdict)?;
+    for glance in boxbench_report::glance::glances(&boxbench_report::judge(&results)) {
+        writeln!(out, "{}", boxbench_report::glance::stdout_line(&glance))?;
     }
     writeln!(out, "report: {}", files.report_md.display())?;
     writeln!(out, "        {}", files.report_html.display())?;
@@ -201,7 +201,17 @@ pub fn report_cmd(args: &ReportArgs) -> anyhow::Result<ExitCode> {
     };
     hosts.missing = missing;
     let files = boxbench_report::write_comparison(&hosts, &args.out)?;
-    crate::write_stdout(&format!("report: {}\n", files.report_md.display()))?;
+    let mut out = String::new();
+    // Each host's claims in one sentence each; with several hosts, each line names its host.
+    let several = hosts.hosts.len() > 1;
+    for (results, name) in hosts.hosts.iter().zip(hosts.column_names()) {
+        for glance in boxbench_report::glance::glances(&boxbench_report::judge(results)) {
+            let prefix = if several { format!("[{name}] ") } else { String::new() };
+            writeln!(out, "{prefix}{}", boxbench_report::glance::stdout_line(&glance))?;
+        }
+    }
+    writeln!(out, "report: {}", files.report_md.display())?;
+    crate::write_stdout(&out)?;
     for m in &hosts.missing {
         eprintln!("boxbench: missing host {}: {}", m.host, m.reason);
     }

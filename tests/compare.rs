@@ -32,7 +32,7 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
     assert!(child.status.success(), "compare failed:\n{stdout}\n{stderr}");
     common::assert_clean_after(pid, &temp_before, "compare");
 
-    // stdout: one verdict line per claim, then where the report is.
+    // stdout ends with where the report is (its other lines are checked below).
     assert!(stdout.contains(&format!("report: {}", report.join("report.md").display())), "{stdout}");
     for file in ["report.md", "report.html", "results.json"] {
         let len = std::fs::metadata(report.join(file)).map(|m| m.len()).unwrap_or(0);
@@ -84,8 +84,14 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
         assert!(s["phases"]["exit_ms"]["median"].as_f64().unwrap() > 0.0, "{}", s["phases"]);
     }
     assert!(md.contains("## Harness calibration and regimes"), "{md}");
-    // stdout: the regime, a calibration line and a regimes line per backend, a verdict per claim,
+    // stdout: the regime, a calibration line and a regimes line per backend, a sentence per claim,
     // and the report's two files.
     assert!(stdout.starts_with("verdicts use the interleaved regime\n"), "{stdout}");
     assert_eq!(stdout.lines().count(), 1 + 2 + 2 + 4 + 2, "{stdout}");
+    // Each claim in one plain sentence from its figures (the microvm against the container, here).
+    let claims: Vec<&str> = stdout.lines().skip(1 + 2 + 2).take(4).collect();
+    for (n, line) in (1..=4).zip(&claims) {
+        assert!(line.starts_with(&format!("Claim {n} (")) && line.contains(". On this host"), "{stdout}");
+    }
+    assert!(claims[0].contains("took") && claims[0].contains("as long as container"), "{stdout}");
 }
