@@ -329,30 +329,42 @@ fn ratio_sentence(verdict: &ClaimVerdict, phrasing: &Phrasing) -> String {
             "{} {} {range} {relation} ({})",
             a_kind(group),
             phrasing.verb,
-            tally(&rows, phrasing.words)
+            tally(&rows, phrasing.words, workload)
         ));
     }
     let against = if named_once { format!(" against {}:", and_list(&shared)) } else { String::new() };
     format!("{}{against} {}.", phrasing.opening, clauses.join("; "))
 }
 
-/// How a kind's pairs came out: "longer than all 2", "longer than 1, no clear difference from 1".
-fn tally(rows: &[&Evidence], [more, less]: [&str; 2]) -> String {
-    let count = |f: Finding| rows.iter().filter(|e| e.finding == f).count();
-    let (supports, contradicts, comparable) =
-        (count(Finding::Supports), count(Finding::Contradicts), count(Finding::Comparable));
-    let mut parts = Vec::new();
-    let total = rows.len();
-    for (n, words) in [(supports, format!("{more} than")), (contradicts, format!("{less} than"))] {
-        if n > 0 {
-            parts.push(if n == total && total > 1 { format!("{words} all {n}") } else { format!("{words} {n}") });
-        }
+/// How a kind's pairs came out, naming the containers where the findings differ: "longer than all 2
+/// at 95% confidence", "95% confidence: longer than container; shorter than crun".
+fn tally(rows: &[&Evidence], [more, less]: [&str; 2], workload: Option<&str>) -> String {
+    let findings = [
+        (Finding::Supports, format!("{more} than")),
+        (Finding::Contradicts, format!("{less} than")),
+        (Finding::Comparable, "no clear difference from".to_owned()),
+    ];
+    if let [only] = rows {
+        let word = match only.finding {
+            Finding::Supports => more,
+            Finding::Contradicts => less,
+            Finding::Comparable => "no clear difference",
+        };
+        return format!("{word} at 95% confidence");
     }
-    if comparable > 0 {
-        let all = if comparable == total && total > 1 { "all " } else { "" };
-        parts.push(format!("no clear difference from {all}{comparable}"));
+    if let Some((_, words)) = findings.iter().find(|(f, _)| rows.iter().all(|e| e.finding == *f)) {
+        let words = words.replace("from", "from any of").replace(" than", " than all");
+        return format!("{words} {} at 95% confidence", rows.len());
     }
-    format!("{} at 95% confidence", parts.join(", "))
+    let parts: Vec<String> = findings
+        .iter()
+        .filter_map(|(finding, words)| {
+            let names: Vec<String> =
+                rows.iter().filter(|e| e.finding == *finding).map(|e| short_name(&e.reference, workload)).collect();
+            (!names.is_empty()).then(|| format!("{words} {}", and_list(&names)))
+        })
+        .collect();
+    format!("95% confidence: {}", parts.join("; "))
 }
 
 /// A VM kind or image kind label as the subject of a clause ("a Linux guest under QEMU TCG emulation").
@@ -514,14 +526,14 @@ mod tests {
         assert_eq!(
             sentence(&v),
             "On this host, to reach its marker, a Linux guest under QEMU TCG emulation took 40–60× as long as crun \
-             (longer than 1 at 95% confidence); boxbench's own VMM + minimal guest (the VM floor) took 0.25–0.35× \
-             as long as crun (shorter than 1 at 95% confidence)."
+             (longer at 95% confidence); boxbench's own VMM + minimal guest (the VM floor) took 0.25–0.35× as long \
+             as crun (shorter at 95% confidence)."
         );
         assert_eq!(
             sentence(&known()),
             "On this host, to reach its marker, against crun and container: a Linux guest under QEMU TCG emulation \
              took 40–500× as long (longer than all 2 at 95% confidence); boxbench's own VMM + minimal guest (the VM \
-             floor) took 0.25–1.3× as long (shorter than 1, no clear difference from 1 at 95% confidence)."
+             floor) took 0.25–1.3× as long (95% confidence: shorter than crun; no clear difference from container)."
         );
     }
 
