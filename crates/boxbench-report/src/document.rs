@@ -191,7 +191,7 @@ impl Document {
 const STYLE: &str =
     "body { font-family: 'DejaVu Sans', system-ui, sans-serif; color: #222; background: #fff; margin: 0; }
 main { max-width: 1180px; margin: 0 auto; padding: 1.5rem 2rem 4rem; line-height: 1.45; }
-h1 { font-size: 1.7rem; border-bottom: 2px solid #0072b2; padding-bottom: .3rem; }
+h1 { font-size: 1.7rem; margin-top: .4rem; border-bottom: 2px solid #0072b2; padding-bottom: .3rem; }
 h2 { font-size: 1.35rem; margin-top: 2.2rem; border-bottom: 1px solid #ccc; }
 h3 { font-size: 1.1rem; margin-top: 1.6rem; }
 table { border-collapse: collapse; margin: .6rem 0 1.2rem; font-size: .88rem; }
@@ -207,13 +207,14 @@ figcaption { font-size: .85rem; color: #555; }
 strong { color: #003f6b; }
 .glance .legend { font-size: .8rem; margin: .3rem 0 .5rem; }
 .glance .legend span { padding: 0 .4em; margin-left: .3em; }
-.glance .cards { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: .6rem 1rem; }
+.glance .cards { display: grid; grid-template-columns: repeat(2, minmax(0, 1fr)); gap: .5rem 1rem; }
 .glance .card { border: 1px solid #ccc; padding: .3rem .6rem; line-height: 1.25; }
 .glance h3 { font-size: .95rem; margin: .2rem 0; }
 .glance .verdict { font-weight: normal; background: #eef4f9; padding: 0 .4em; margin-left: .3em; }
 .glance .sentence { font-size: .8rem; margin: .2rem 0 .4rem; }
 table.matrix { font-size: .75rem; margin: .2rem 0; }
 table.matrix th, table.matrix td { padding: .1rem .35rem; }
+table.matrix td.one-line { white-space: nowrap; }
 table.matrix tbody th { background: #f8f8f8; font-weight: normal; }
 .supports { background: #bfe3c6 !important; }
 .comparable { background: #f5e3a3 !important; }
@@ -289,12 +290,19 @@ fn matrix_html(matrix: &Matrix) -> String {
         out.push_str(&format!("<tr><th title=\"{}\">{}</th>", escape(&row.kind), escape(&row.subject)));
         for cell in &row.cells {
             match cell {
-                Some(c) => out.push_str(&format!(
-                    "<td class=\"{class}\" title=\"{class}\"><b>{main}</b><br><small>{detail}</small></td>",
-                    class = finding_class(c.finding),
-                    main = inline_html(&c.main),
-                    detail = inline_html(&c.detail),
-                )),
+                Some(c) => {
+                    // A single measurement's cell ("4.50× 9.00 MiB vs 2.00 MiB") stays on one line, so a
+                    // claim with many images still fits the first screen.
+                    let one_line = c.ratio.is_some() && c.ratio_ci.is_none();
+                    out.push_str(&format!(
+                        "<td class=\"{class}{extra}\" title=\"{class}\"><b>{main}</b>{break_}<small>{detail}</small></td>",
+                        class = finding_class(c.finding),
+                        extra = if one_line { " one-line" } else { "" },
+                        main = inline_html(&c.main),
+                        break_ = if one_line { " " } else { "<br>" },
+                        detail = inline_html(&c.detail),
+                    ));
+                }
                 None => out.push_str("<td class=\"unmeasured\">not measured</td>"),
             }
         }

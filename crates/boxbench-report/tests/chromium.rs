@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use boxbench_report::schema::VmKind;
+use boxbench_report::schema::{ImageKind, VmKind};
 use boxbench_report::write_report;
 
 const CHROMIUM_DEADLINE: Duration = Duration::from_secs(120);
@@ -146,7 +146,7 @@ document.body.appendChild(out);
 
 /// A report of every claim with five container runtimes and three VM kinds, as wide as a real
 /// `compare` run on this host gives, and every finding among its cells (runc's launches overlap the
-/// microvm's: comparable), and the own guest's long uname line.
+/// microvm's: comparable), the own guest's long uname line and as many images as a real run.
 fn wide_results() -> boxbench_report::Results {
     let mut r = common::full_results();
     for (backend, ms) in [("runc", 3.15), ("youki", 9.0), ("podman", 180.0)] {
@@ -157,6 +157,11 @@ fn wide_results() -> boxbench_report::Results {
     let own_guest = "boxbench-guest cpus=1 mem_mib=256 initrd_bytes=0 initrd_crc32=00000000 cmdline=\"console=ttyS0\"";
     r.series.push(common::uname_series("microvm", Some(VmKind::OwnGuestFloor), own_guest));
     r.series.push(common::uname_series("crun", None, common::HOST_KERNEL));
+    // As many images as a real run measures: six VM images against two container images.
+    r.images.push(common::image("oci-image", ImageKind::ContainerImage, 2 * common::MIB));
+    for name in ["boxbench-guest.elf", "boxbench-guest.bzImage", "debian-cloud-vmlinuz+initramfs"] {
+        r.images.push(common::image(name, ImageKind::MicroVmKernelInitrd, 3 * common::MIB));
+    }
     r
 }
 
@@ -197,6 +202,10 @@ fn first_screen_of_the_html_report_shows_every_claims_verdict_matrix() {
                 "{id}'s {what} off the first screen ({viewport:?}): {line}\n{probe}"
             );
         }
+        assert!(
+            matrix[0] >= card[0] && matrix[2] <= card[2] && matrix[3] <= card[3],
+            "{id}'s matrix overflows its card: {line}"
+        );
         matrices.push((id.to_owned(), matrix));
     }
     let ids: Vec<&str> = matrices.iter().map(|(id, _)| id.as_str()).collect();
