@@ -21,6 +21,7 @@ pub mod measure;
 pub mod mountinfo;
 pub mod pss;
 pub mod record;
+pub mod smaps;
 pub mod spec;
 pub mod stats;
 

@@ -15,13 +15,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use boxbench_core::MonotonicNs;
+use boxbench_core::smaps::ResidentSplit;
 
 use crate::cpuid::CpuidQuirks;
 use crate::events::ChildEvent;
 use crate::observer::VmObserver;
 use crate::seccomp;
 use crate::vm::{BootPlan, Vm};
-use crate::vmm_memory::{ResidentSplit, Smaps};
+use crate::vmm_memory::Smaps;
 
 /// Exit status of a child that reported how its VM ended.
 const EXIT_REPORTED: i32 = 0;

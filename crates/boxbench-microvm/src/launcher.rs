@@ -64,11 +64,6 @@ pub const PVM_EMULATED_NOTE: &str = "guest kernel code emulated by kvm_pvm";
 pub const SECCOMP_KILL_REASON: &str = "VMM child killed by its seccomp filter (SIGSYS): it made a system call \
                                        outside the run loop's allow-list";
 
-/// What `overhead_bytes` means for this backend (see [`crate::vmm_memory`]), as the record says it.
-pub const OVERHEAD_DEFINITION: &str = "overhead_bytes: the VMM child's private resident memory outside guest RAM \
-                                       (smaps Private_Clean + Private_Dirty); pages it shares copy-on-write with \
-                                       boxbench, its parent, are not counted";
-
 /// Which guest the VM boots.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum GuestKind {
@@ -492,7 +487,7 @@ impl Finished {
         let (pss_bytes, marker_overhead) = reported.marker_memory.map_or((None, None), |(p, o)| (Some(p), Some(o)));
         let overhead_bytes = marker_overhead.or(reported.exit_overhead).filter(|&b| b > 0);
         if overhead_bytes.is_some() {
-            notes.push(OVERHEAD_DEFINITION.to_owned());
+            notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
         }
         Record {
             backend: BACKEND_NAME.to_owned(),

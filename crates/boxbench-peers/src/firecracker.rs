@@ -16,6 +16,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
@@ -227,6 +228,8 @@ impl Launcher for FirecrackerLauncher {
             log_path,
             guest: self.options.guest,
             log: None,
+            guest_bytes: VM_DEFAULTS.guest_memory_bytes(spec).div_ceil(1 << 20) << 20,
+            overhead: Arc::default(),
             run: ToolRun::new("firecracker", &self.cgroups)?,
             notes,
             _dir: dir,
@@ -243,6 +246,10 @@ struct FirecrackerInstance {
     guest: GuestKind,
     /// The log being drained, from launch on.
     log: Option<BootTimerLog>,
+    /// Guest RAM as Firecracker maps it (`mem_size_mib`).
+    guest_bytes: u64,
+    /// The VMM overhead sampled at the marker.
+    overhead: Arc<Mutex<Option<u64>>>,
     run: ToolRun,
     notes: Vec<String>,
     /// The configuration and log; removed after the instance.
@@ -265,7 +272,9 @@ impl Instance for FirecrackerInstance {
             .args(["--level", "Info"])
             .arg("--start-time-us")
             .arg((timeline.started_at().0 / 1000).to_string());
-        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, None)
+        let (hook, overhead) = self.run.vmm_overhead_probe(self.guest_bytes);
+        self.overhead = overhead;
+        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, hook)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
@@ -301,7 +310,11 @@ impl Instance for FirecrackerInstance {
         if log.marker_at.is_none() && self.guest == GuestKind::Boxbench {
             notes.push(BOOT_TIMER_MISSED_NOTE.to_owned());
         }
-        let mut record = record("firecracker", stopped, outcome, observed, None, notes);
+        let overhead = self.overhead.lock().ok().and_then(|slot| *slot);
+        if overhead.is_some() {
+            notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
+        }
+        let mut record = record("firecracker", stopped, outcome, observed, overhead, notes);
         if let Some(us) = parse_boot_time_us(&log.text) {
             record.details_ms.insert("firecracker_boot_timer_ms".to_owned(), us as f64 / 1000.0);
         }

@@ -26,6 +26,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
@@ -312,6 +313,8 @@ impl Launcher for QemuLauncher {
             args: self.arguments(spec, kernel),
             guest: self.options.guest,
             reset_through_debug_exit: self.pvm_compat().is_some(),
+            guest_bytes: self.memory_bytes(spec).div_ceil(1 << 20) << 20,
+            overhead: Arc::default(),
             run,
             notes: self.notes(spec),
         }))
@@ -326,6 +329,10 @@ struct QemuInstance {
     guest: GuestKind,
     /// The guest resets through `isa-debug-exit`, so an odd status of 3 or more is its reset.
     reset_through_debug_exit: bool,
+    /// Guest RAM as QEMU maps it (`-m` in whole MiB).
+    guest_bytes: u64,
+    /// The VMM overhead sampled at the marker.
+    overhead: Arc<Mutex<Option<u64>>>,
     run: ToolRun,
     notes: Vec<String>,
 }
@@ -377,7 +384,9 @@ impl Instance for QemuInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
         let mut command = Command::new(&self.binary);
         command.args(&self.args);
-        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, None)
+        let (hook, overhead) = self.run.vmm_overhead_probe(self.guest_bytes);
+        self.overhead = overhead;
+        self.run.start(command, ChildSetup::Plain, Streams::StderrApart, hook)
     }
 
     fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
@@ -415,7 +424,11 @@ impl Instance for QemuInstance {
         if let Some(messages) = vmm_messages_note("QEMU", &stderr) {
             notes.push(messages);
         }
-        Ok(record(self.backend, stopped, outcome, Phases::default(), None, notes))
+        let overhead = self.overhead.lock().ok().and_then(|slot| *slot);
+        if overhead.is_some() {
+            notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
+        }
+        Ok(record(self.backend, stopped, outcome, Phases::default(), overhead, notes))
     }
 }
 

@@ -3,7 +3,7 @@
 //! released what it made.
 
 use std::process::{Command, ExitStatus};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use boxbench_core::boundary::{LaunchBoundary, Started};
@@ -88,6 +88,28 @@ impl ToolRun {
     /// Where this launch's clock started and stops, once launched.
     pub fn boundary_note(&self) -> Option<&str> {
         self.boundary_note.as_deref()
+    }
+
+    /// A marker hook that measures the VMM overhead ([`boxbench_core::smaps`]) of the tool's
+    /// processes hosting `guest_bytes` of guest RAM, and the slot it leaves the figure in (`None` if
+    /// the marker never came or no process showed a mapping of that size).
+    pub fn vmm_overhead_probe(&self, guest_bytes: u64) -> (Option<MarkerHook>, Arc<Mutex<Option<u64>>>) {
+        let slot = Arc::new(Mutex::new(None));
+        let Some(cgroup) = self.cgroup.as_ref().map(Arc::clone) else {
+            return (None, slot);
+        };
+        let filled = Arc::clone(&slot);
+        let hook: MarkerHook = Box::new(move || {
+            let overhead = cgroup
+                .pids()
+                .into_iter()
+                .filter_map(|pid| boxbench_core::smaps::vmm_overhead_bytes(pid, guest_bytes))
+                .reduce(|a, b| a + b);
+            if let Ok(mut slot) = filled.lock() {
+                *slot = overhead;
+            }
+        });
+        (Some(hook), slot)
     }
 
     /// The instance cgroup (until it is removed).

@@ -33,5 +33,7 @@ fn firecracker_boots_own_guest() {
     assert_eq!(record.outcome, Outcome::Exited { code: 0 }, "console: {}", record.console);
     assert!(record.phases.workload_ms.is_some());
     assert!(record.phases.userspace_ms.is_some(), "boot timer logged");
+    let overhead = record.memory.overhead_bytes.expect("Firecracker's guest RAM mapping found in its smaps");
+    assert!(record.memory.peak_bytes.is_some_and(|peak| overhead < peak), "{:?}", record.memory);
     assert_eq!(common::leftover_cgroups(launcher.name()), Vec::<PathBuf>::new());
 }
