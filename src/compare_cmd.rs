@@ -171,6 +171,7 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
     let files = boxbench_report::write_report(&results, &out)?;
     args.export.write(&boxbench_report::export::results_rows(&results))?;
     let mut out = boxbench_report::harness::text_lines(&results);
+    out.push_str(&boxbench_report::vmms::text_lines(&results));
     for glance in boxbench_report::glance::glances(&boxbench_report::judge(&results)) {
         writeln!(out, "{}", boxbench_report::glance::stdout_line(&glance))?;
     }

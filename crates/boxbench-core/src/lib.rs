@@ -32,3 +32,7 @@ pub use spec::{ImagePaths, InstanceSpec, Workload};
 
 /// The line every workload prints on its console once it runs: its appearance is `workload_ms`.
 pub const READY_MARKER: &str = "BOXBENCH_READY";
+
+/// The backend name of boxbench's own VMM (crate boxbench-microvm), by which reports tell it apart
+/// from the other VMMs.
+pub const OWN_VMM_BACKEND: &str = "microvm";

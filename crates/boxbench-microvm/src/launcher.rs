@@ -33,7 +33,7 @@ use crate::mptable;
 use crate::vm::{BootPlan, VmConfig};
 
 /// The backend's name.
-pub const BACKEND_NAME: &str = "microvm";
+pub const BACKEND_NAME: &str = boxbench_core::OWN_VMM_BACKEND;
 
 /// Why a stock Linux guest is refused on kvm_pvm unless forced.
 pub const LINUX_ON_PVM_REFUSAL: &str = "guest kernel code runs in kvm_pvm's instruction emulator here: a stock Linux \

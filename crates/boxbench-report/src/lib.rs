@@ -26,6 +26,7 @@ pub mod plots;
 pub mod render;
 pub mod schema;
 pub mod units;
+pub mod vmms;
 
 use std::fs;
 use std::path::{Path, PathBuf};
