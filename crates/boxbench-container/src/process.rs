@@ -164,14 +164,12 @@ pub fn spawn(plan: &ChildPlan, cgroup_membership: OwnedFd) -> Result<(Child, Own
         .map_err(|errno| ProcessError::Clone { flags: plan.clone_flags, errno })?;
     // The child has its own copies; the parent's must close so end of file means the child's did.
     drop((console_write, status_write, stdin, cgroup_membership));
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
-    let pidfd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid.as_raw(), 0) };
-    let pidfd = match Errno::result(pidfd) {
-        // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd as RawFd) },
-        Err(errno) => {
+    let pidfd = match boxbench_core::pidfd::open(pid.as_raw()) {
+        Ok(fd) => fd,
+        Err(error) => {
             let _ = kill(pid, Signal::SIGKILL);
             let _ = waitpid(pid, None);
+            let errno = Errno::from_raw(error.raw_os_error().unwrap_or(libc::EINVAL));
             return Err(ProcessError::Descriptor { what: "pidfd", errno });
         }
     };

@@ -20,7 +20,9 @@ use serde::{Deserialize, Serialize};
 /// The directory under the memory hierarchy's root that holds boxbench's instance cgroups.
 const BOXBENCH_DIR: &str = "boxbench";
 
-/// How long removing a cgroup may wait for its killed processes to be reaped by the kernel.
+/// How long removing a cgroup may wait for its killed processes to be reaped by the kernel (which
+/// frees a killed task's membership when it is reaped: for a reparented daemon such as conmon, that
+/// happens asynchronously).
 const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// Which cgroup hierarchies the host has mounted.
@@ -239,26 +241,11 @@ impl InstanceCgroup {
         Ok(())
     }
 
-    /// Moves process `pid` (and, on v1, only that task's thread group) into the cgroup.
-    pub fn add_process(&self, pid: i32) -> Result<(), CgroupError> {
-        let path = self.procs_path();
-        fs::write(&path, pid.to_string()).map_err(io_err(&path))
-    }
-
     /// The highest memory charge the cgroup has seen, in bytes.
     pub fn peak_bytes(&self) -> Option<u64> {
         let file = match self.host.memory_version {
             MemoryVersion::V2 => "memory.peak",
             MemoryVersion::V1 => "memory.max_usage_in_bytes",
-        };
-        read_u64(&self.path.join(file))
-    }
-
-    /// The memory charged now, in bytes.
-    pub fn current_bytes(&self) -> Option<u64> {
-        let file = match self.host.memory_version {
-            MemoryVersion::V2 => "memory.current",
-            MemoryVersion::V1 => "memory.usage_in_bytes",
         };
         read_u64(&self.path.join(file))
     }
@@ -303,15 +290,8 @@ impl InstanceCgroup {
         if self.removed {
             return Ok(());
         }
-        let give_up = Instant::now() + REMOVE_PATIENCE;
-        loop {
-            self.kill_all();
-            match remove_tree(&self.path) {
-                Ok(()) => break,
-                Err(_) if Instant::now() < give_up => std::thread::sleep(Duration::from_millis(2)),
-                Err(_) => return Err(CgroupError::Busy(self.path.clone())),
-            }
-        }
+        let path = self.path.clone();
+        remove_tree_patiently(&path, || self.kill_all()).map_err(|_| CgroupError::Busy(path))?;
         self.removed = true;
         // The shared parent goes too when this was its last instance; a concurrent instance keeps it.
         let _ = fs::remove_dir(self.host.boxbench_root());
@@ -370,6 +350,21 @@ fn collect_pids(dir: &Path, pids: &mut Vec<i32>) {
             if entry.file_type().is_ok_and(|t| t.is_dir()) {
                 collect_pids(&entry.path(), pids);
             }
+        }
+    }
+}
+
+/// Removes cgroup directory `dir` and its child cgroups, trying again for [`REMOVE_PATIENCE`] while
+/// it stays busy, with `before_each_try` first (e.g. killing what is left in it). The last error if
+/// it never went.
+pub fn remove_tree_patiently(dir: &Path, mut before_each_try: impl FnMut()) -> io::Result<()> {
+    let give_up = Instant::now() + REMOVE_PATIENCE;
+    loop {
+        before_each_try();
+        match remove_tree(dir) {
+            Ok(()) => return Ok(()),
+            Err(_) if Instant::now() < give_up => std::thread::sleep(Duration::from_millis(2)),
+            Err(e) => return Err(e),
         }
     }
 }

@@ -19,6 +19,7 @@ pub mod interrupt;
 pub mod launcher;
 pub mod measure;
 pub mod mountinfo;
+pub mod pidfd;
 pub mod pss;
 pub mod record;
 pub mod smaps;

@@ -9,15 +9,11 @@
 use std::fs;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+
+use boxbench_core::cgroup::remove_tree_patiently;
 
 /// Where the cgroup hierarchies are mounted.
 const CGROUP_MOUNT_ROOT: &str = "/sys/fs/cgroup";
-
-/// How long a cgroup may stay busy after its processes were killed (the kernel frees a killed task's
-/// cgroup membership when it is reaped, which for a reparented daemon such as conmon happens
-/// asynchronously).
-const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// A cgroup directory in another hierarchy that could not be removed.
 #[derive(Debug, thiserror::Error)]
@@ -58,16 +54,8 @@ pub fn remove_beside_memory(memory_root: &Path, relative: &Path) -> Result<(), H
         if !dir.exists() {
             continue;
         }
-        let give_up = Instant::now() + REMOVE_PATIENCE;
-        let removed = loop {
-            match remove_tree(&dir) {
-                Ok(()) => break Ok(()),
-                Err(_) if Instant::now() < give_up => std::thread::sleep(Duration::from_millis(2)),
-                Err(e) => break Err(e),
-            }
-        };
-        if let Err(e) = removed {
-            first_error.get_or_insert(e);
+        if let Err(source) = remove_tree_patiently(&dir, || {}) {
+            first_error.get_or_insert(HierarchyError::Remove { path: dir.clone(), source });
         }
         if let Some(parent) = dir.parent().filter(|p| *p != hierarchy) {
             // The shared parent goes when this was its last instance; another instance keeps it busy.
@@ -75,19 +63,6 @@ pub fn remove_beside_memory(memory_root: &Path, relative: &Path) -> Result<(), H
         }
     }
     first_error.map_or(Ok(()), Err)
-}
-
-fn remove_tree(dir: &Path) -> Result<(), HierarchyError> {
-    let err = |source| HierarchyError::Remove { path: dir.to_owned(), source };
-    for entry in fs::read_dir(dir).map_err(err)?.flatten() {
-        if entry.file_type().is_ok_and(|t| t.is_dir()) {
-            remove_tree(&entry.path())?;
-        }
-    }
-    match fs::remove_dir(dir) {
-        Err(e) if e.kind() != io::ErrorKind::NotFound => Err(err(e)),
-        _ => Ok(()),
-    }
 }
 
 /// Instance cgroups whose name starts with `prefix` in the `boxbench` directory of any hierarchy,

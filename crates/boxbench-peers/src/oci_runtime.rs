@@ -174,12 +174,6 @@ impl OciRuntimeLauncher {
         Self::with_tool(runtime, tool)
     }
 
-    /// The runtime at `binary`.
-    pub fn with_binary(runtime: OciRuntime, binary: &Path) -> Result<Self, LaunchError> {
-        let tool = Tool::at(runtime.name(), binary).map_err(unsupported)?;
-        Self::with_tool(runtime, tool)
-    }
-
     fn with_tool(runtime: OciRuntime, tool: Tool) -> Result<Self, LaunchError> {
         let cgroups = CgroupHost::detect()?;
         if let Some(problem) = missing_cgroup_manager(runtime, &tool.path, cgroups.mode) {

@@ -11,7 +11,7 @@
 
 use std::fs::File;
 use std::io;
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::Arc;
@@ -125,7 +125,7 @@ impl ToolProcess {
         // The write ends now live in the child only; dropping the Command closes the parent's copies
         // so the console reaches end of file when the tool and its descendants are gone.
         drop(command);
-        let pidfd = match pidfd_open(child.id()) {
+        let pidfd = match boxbench_core::pidfd::open(child.id() as i32) {
             Ok(fd) => fd,
             Err(source) => {
                 let mut child = child;
@@ -303,16 +303,6 @@ fn enter_setup(setup: ChildSetup) -> io::Result<()> {
 fn console_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
     Ok((read_end, write_end))
-}
-
-fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; nothing is borrowed.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: fd is a descriptor the kernel just returned to this process and nothing else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
 }
 
 #[cfg(test)]
