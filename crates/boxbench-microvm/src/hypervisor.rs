@@ -349,8 +349,10 @@ mod tests {
         let metadata = boxbench_testkit::require!(std::fs::metadata("/dev/kvm").map_err(|e| format!("/dev/kvm: {e}")));
         // Some hosts give everyone read and write on /dev/kvm: there the open must succeed.
         let open_to_all = metadata.permissions().mode() & 0o006 == 0o006;
-        // SAFETY: the child only calls async-signal-safe functions (setgid, setuid, open through
-        // kvm-ioctls without allocating on this path, _exit) before it exits.
+        // SAFETY: the child calls setgid, setuid, `KvmHypervisor::open` (an open of /dev/kvm that
+        // allocates its error value on failure) and _exit. Allocating in the child of a multi-threaded
+        // test process is sound with glibc, whose fork re-initialises malloc's locks in the child; no
+        // other lock is taken, and the child never returns into the test harness.
         let pid = unsafe { libc::fork() };
         if pid == 0 {
             // SAFETY: plain syscalls in the forked child; it leaves through _exit.
