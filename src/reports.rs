@@ -1,5 +1,6 @@
-//! Where reports go when the user names no directory: the workspace's `reports/`, or
-//! `$BOXBENCH_REPORTS_DIR` (set inside an svm-host L1 to the directory that comes back to the host).
+//! Where reports go when the user names no directory: `$BOXBENCH_REPORTS_DIR` (set inside an svm-host
+//! L1 to the directory that comes back to the host), else the `reports/` of the boxbench checkout
+//! found at run time, else `reports/` in the current directory.
 
 use std::path::PathBuf;
 
@@ -11,7 +12,8 @@ use crate::compare::timestamp;
 pub fn reports_dir() -> PathBuf {
     std::env::var_os(REPORTS_DIR_ENV)
         .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("reports"))
+        .or_else(|| boxbench_images::checkout_root().map(|root| root.join("reports")))
+        .unwrap_or_else(|| PathBuf::from("reports"))
 }
 
 /// `reports_dir()/PREFIX-<UTC timestamp>`, or `reports_dir()/<UTC timestamp>` without a prefix.

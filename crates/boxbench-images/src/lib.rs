@@ -87,6 +87,22 @@ pub const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// The environment variable that overrides the guest-images directory of [`ImageBuilder::default_dirs`].
 pub const IMAGES_DIR_ENV: &str = "BOXBENCH_IMAGES_DIR";
 
+/// The images directory of a boxbench checkout, relative to its root.
+const IMAGES_DIR: &str = "guest-images";
+
+/// The boxbench checkout this run belongs to, decided at run time: the nearest ancestor of the
+/// current directory, else of the running executable (`target/release/boxbench` run from anywhere),
+/// that holds `guest-images/rootfs`, the image recipes.
+pub fn checkout_root() -> Option<PathBuf> {
+    let is_checkout = |dir: &Path| dir.join(IMAGES_DIR).join("rootfs").is_dir();
+    let from_cwd =
+        std::env::current_dir().ok().and_then(|cwd| cwd.ancestors().find(|d| is_checkout(d)).map(Path::to_owned));
+    from_cwd.or_else(|| {
+        let exe = std::env::current_exe().ok()?;
+        exe.ancestors().skip(1).find(|d| is_checkout(d)).map(Path::to_owned)
+    })
+}
+
 /// The names of the artefacts, as [`Progress`] steps and size listings give them.
 pub mod artefact {
     /// The busybox-static `.deb`.
@@ -252,13 +268,14 @@ impl ImageBuilder {
         Self { out_dir, recipes_dir, cache_dir }
     }
 
-    /// The workspace's `guest-images/` (or `$BOXBENCH_IMAGES_DIR`): output in `out/`, recipes in
-    /// `rootfs/`.
+    /// `$BOXBENCH_IMAGES_DIR`, else the `guest-images/` of the boxbench checkout found at run time
+    /// ([`checkout_root`]), else `guest-images/` in the current directory: output in `out/`, recipes
+    /// in `rootfs/`.
     pub fn default_dirs() -> Self {
-        let images_dir = std::env::var_os(IMAGES_DIR_ENV).map(PathBuf::from).unwrap_or_else(|| {
-            let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
-            manifest.ancestors().nth(2).unwrap_or(manifest).join("guest-images")
-        });
+        let images_dir = std::env::var_os(IMAGES_DIR_ENV)
+            .map(PathBuf::from)
+            .or_else(|| checkout_root().map(|root| root.join(IMAGES_DIR)))
+            .unwrap_or_else(|| PathBuf::from(IMAGES_DIR));
         Self::new(images_dir.join("out"), images_dir.join("rootfs"))
     }
 
@@ -580,5 +597,23 @@ impl Stamps {
         fs::create_dir_all(&self.dir).map_err(io_err(&self.dir))?;
         let path = self.dir.join(artefact);
         write_atomically(&path, format!("{}\n", self.inputs).as_bytes()).map_err(io_err(&path))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_checkout_is_found_from_the_current_directory_at_run_time() {
+        // cargo runs a crate's tests in that crate's directory, two levels below the checkout.
+        let crate_dir = Path::new(env!("CARGO_MANIFEST_DIR"));
+        assert_eq!(checkout_root().as_deref(), crate_dir.ancestors().nth(2));
+        if std::env::var_os(IMAGES_DIR_ENV).is_none() {
+            assert_eq!(
+                ImageBuilder::default_dirs().recipes_dir(),
+                crate_dir.join("../../guest-images/rootfs").as_path().canonicalize().unwrap()
+            );
+        }
     }
 }
