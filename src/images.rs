@@ -1,6 +1,5 @@
 //! Building the default guest images on first use, with progress lines on stderr.
 
-use std::path::PathBuf;
 use std::time::Instant;
 
 use boxbench_images::microvm_kernel::{self, MicroVmKernel, MicroVmKernelError};
@@ -16,19 +15,14 @@ pub fn build_default(verbose: bool) -> Result<BuiltImages, boxbench_images::Imag
 /// minutes on two cores the first time).
 pub fn build_microvm_kernel(progress: &dyn Progress) -> Result<MicroVmKernel, MicroVmKernelError> {
     let builder = ImageBuilder::default_dirs();
-    microvm_kernel::build_microvm_kernel(builder.out_dir(), &microvm_kernel_recipe(&builder), progress)
+    microvm_kernel::build_microvm_kernel(builder.out_dir(), &builder.microvm_kernel_recipe(), progress)
 }
 
 /// boxbench's micro-VM kernel if it is built for the current recipe (`None` when it is not, or its
 /// recipe cannot be read).
 pub fn built_microvm_kernel() -> Option<MicroVmKernel> {
     let builder = ImageBuilder::default_dirs();
-    microvm_kernel::built_microvm_kernel(builder.out_dir(), &microvm_kernel_recipe(&builder)).ok().flatten()
-}
-
-/// The micro-VM kernel's recipe, `guest-images/linux/`, beside the rootfs recipe.
-fn microvm_kernel_recipe(builder: &ImageBuilder) -> PathBuf {
-    builder.recipes_dir().parent().unwrap_or(builder.recipes_dir()).join("linux")
+    microvm_kernel::built_microvm_kernel(builder.out_dir(), &builder.microvm_kernel_recipe()).ok().flatten()
 }
 
 /// Renders the builder's steps as lines on stderr, with the time each build took.

@@ -63,7 +63,7 @@ pub fn svm_host_cmd(args: &SvmHostArgs) -> anyhow::Result<ExitCode> {
     let boxbench = std::env::current_exe()?;
     let mut programs = vec![boxbench.clone()];
     programs.extend(PEER_PROGRAMS.iter().filter_map(|name| boxbench_peers::tool::find_on_path(name)));
-    let images_dir = builder.out_dir().parent().map(PathBuf::from).unwrap_or_else(|| builder.out_dir().to_owned());
+    let images_dir = builder.images_dir().to_owned();
     let sources = PayloadSources {
         kernel,
         busybox: PathBuf::from("/bin/busybox"),

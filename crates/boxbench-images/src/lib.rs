@@ -295,6 +295,17 @@ impl ImageBuilder {
         &self.recipes_dir
     }
 
+    /// The images directory: the output directory's parent, which in a checkout also holds the
+    /// recipes (what an L1 host carries at its host path).
+    pub fn images_dir(&self) -> &Path {
+        self.out_dir.parent().unwrap_or(&self.out_dir)
+    }
+
+    /// The micro-VM kernel's recipe, `linux/` beside the rootfs recipe.
+    pub fn microvm_kernel_recipe(&self) -> PathBuf {
+        self.recipes_dir.parent().unwrap_or(&self.recipes_dir).join("linux")
+    }
+
     /// Where the artefacts are (built or not).
     pub fn paths(&self) -> BuiltImages {
         let bundle = self.out_dir.join("bundle");
