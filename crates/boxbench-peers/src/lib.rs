@@ -11,6 +11,7 @@
 pub mod calibration;
 pub mod docker;
 pub mod engine;
+pub mod engine_api;
 pub mod firecracker;
 pub mod hierarchies;
 pub mod oci_runtime;
