@@ -66,7 +66,10 @@ impl<R: Read> Demux<R> {
             match self.inner.read(&mut header[filled..]) {
                 Ok(0) if filled == 0 => return Ok(false),
                 Ok(0) => {
-                    return Err(io::Error::new(io::ErrorKind::UnexpectedEof, "attach stream: cut inside a frame header"));
+                    return Err(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "attach stream: cut inside a frame header",
+                    ));
                 }
                 Ok(n) => filled += n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}

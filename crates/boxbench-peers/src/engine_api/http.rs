@@ -238,8 +238,8 @@ fn read_chunked(input: &mut impl BufRead) -> Result<Vec<u8>, HttpError> {
     loop {
         let line = read_line(input, "chunk size")?;
         let size_text = line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_text, 16)
-            .map_err(|_| HttpError::Malformed(format!("chunk size `{line}`")))?;
+        let size =
+            usize::from_str_radix(size_text, 16).map_err(|_| HttpError::Malformed(format!("chunk size `{line}`")))?;
         if size == 0 {
             // Trailers, if any, end with an empty line.
             while !read_line(input, "chunked trailer")?.is_empty() {}
@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn a_content_length_body_is_read_exactly_and_the_next_response_follows() {
-        let bytes = b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOKHTTP/1.1 204 No Content\r\n\r\n";
+        let bytes =
+            b"HTTP/1.1 200 OK\r\nApi-Version: 1.41\r\nContent-Length: 2\r\n\r\nOKHTTP/1.1 204 No Content\r\n\r\n";
         let mut input = &bytes[..];
         let first = read_response(&mut input).unwrap();
         assert_eq!((first.head.status, first.body.as_slice()), (200, &b"OK"[..]));
@@ -337,9 +338,18 @@ mod tests {
         let cases: [(&[u8], &str); 6] = [
             (b"SSH-2.0-OpenSSH\r\n", "malformed HTTP response: status line `SSH-2.0-OpenSSH`"),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nab", "connection closed in the middle of the body"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n", "malformed HTTP response: chunk size `zz`"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n", "malformed HTTP response: chunk data longer than its size"),
-            (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n", "malformed HTTP response: transfer coding `gzip` is not supported"),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n",
+                "malformed HTTP response: chunk size `zz`",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nabc\r\n",
+                "malformed HTTP response: chunk data longer than its size",
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\n",
+                "malformed HTTP response: transfer coding `gzip` is not supported",
+            ),
             (b"HTTP/1.1 200 OK\r\nNo-Colon\r\n\r\n", "malformed HTTP response: header line `No-Colon`"),
         ];
         for (bytes, expected) in cases {

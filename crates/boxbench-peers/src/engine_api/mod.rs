@@ -134,11 +134,7 @@ impl ApiClient {
     /// Makes `call`, expecting one of `ok` statuses.
     fn call(&mut self, call: &'static str, request: Request, ok: &[u16]) -> Result<Response, ApiError> {
         let response = self.exchange(call, &request)?;
-        if ok.contains(&response.head.status) {
-            Ok(response)
-        } else {
-            Err(status_error(call, &response))
-        }
+        if ok.contains(&response.head.status) { Ok(response) } else { Err(status_error(call, &response)) }
     }
 
     /// `GET /_ping`: the cheapest round trip, and the API version the daemon speaks.
@@ -255,9 +251,8 @@ fn status_error(call: &'static str, response: &Response) -> ApiError {
     struct Message {
         message: String,
     }
-    let message = serde_json::from_slice::<Message>(&response.body)
-        .map(|m| m.message)
-        .unwrap_or_else(|_| response.body_text());
+    let message =
+        serde_json::from_slice::<Message>(&response.body).map(|m| m.message).unwrap_or_else(|_| response.body_text());
     let message = if message.is_empty() { response.head.reason.clone() } else { message };
     ApiError::Status { call, status: response.head.status, message: message.replace('\n', " ") }
 }
