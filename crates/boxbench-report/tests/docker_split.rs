@@ -81,7 +81,7 @@ fn claim_7_holds_with_shares_of_the_cli_in_its_matrix_and_sentence() {
     assert_eq!(verdict.verdict, Verdict::Holds);
     assert!(verdict.caveats.is_empty(), "{:?}", verdict.caveats);
     let glance = glance(verdict);
-    let matrix = glance.matrix.expect("a matrix of the parts");
+    let matrix = glance.matrix.clone().expect("a matrix of the parts");
     assert_eq!(matrix.columns, ["docker run (CLI)"]);
     assert_eq!(matrix.rows.len(), 9);
     let start = matrix.rows.iter().find(|r| r.subject == "daemon: start").unwrap();
