@@ -88,7 +88,10 @@ fn claim_7_holds_with_shares_of_the_cli_in_its_matrix_and_sentence() {
     let cell = start.cells[0].as_ref().unwrap();
     assert!((cell.ratio.unwrap() - 99.0 / 302.0).abs() < 1e-9, "{cell:?}");
     let line = stdout_line(&glance);
-    assert!(line.starts_with("Claim 7 (Docker is client–server over REST): holds. On this host a docker run took"), "{line}");
+    assert!(
+        line.starts_with("Claim 7 (Docker is client–server over REST): holds. On this host a docker run took"),
+        "{line}"
+    );
     // Client–server: 40 + 62 + 6 of 302 ms; daemon and runtime: 29 + 0 + 99 + 39 + 24 of 302 ms.
     assert!(line.contains("the client–server architecture was 36% of it"), "{line}");
     assert!(line.contains("the daemon and runtime 63%"), "{line}");
@@ -102,7 +105,11 @@ fn failed_api_launches_make_claim_7_inconclusive_and_no_split_means_no_claim_7()
     }
     split.api = series("docker-api", split.api.records.clone());
     let verdict = judge(&results_with(split)).into_iter().find(|v| v.claim == Claim::DockerClientServer).unwrap();
-    assert!(matches!(verdict.verdict, Verdict::Inconclusive(ref why) if why.contains("Engine API")), "{:?}", verdict.verdict);
+    assert!(
+        matches!(verdict.verdict, Verdict::Inconclusive(ref why) if why.contains("Engine API")),
+        "{:?}",
+        verdict.verdict
+    );
     assert!(verdict.caveats.iter().any(|c| c.contains("did not exit cleanly")), "{:?}", verdict.caveats);
 
     let without = common::quiet_results();
