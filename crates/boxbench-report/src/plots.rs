@@ -323,7 +323,7 @@ fn docker_split<DB: DrawingBackend>(
         )];
         cli_at += width;
         // The API run has no client: its bar is the transport, the daemon's calls and the harness.
-        if part.side != Side::ClientServer || part.name.starts_with("REST transport") {
+        if matches!(part.side, Side::Daemon | Side::Harness) || part.name.starts_with("REST transport") {
             bars.push(Rectangle::new(
                 [(api_at, row_base(1, n) + 0.2), (api_at + width, row_base(1, n) + 0.8)],
                 colour.filled(),
