@@ -31,8 +31,9 @@ pub struct SplitSettings {
     pub images: boxbench_core::spec::ImagePaths,
 }
 
-/// The launches of one round, in order.
-pub const LAUNCHES_PER_ROUND: usize = 3;
+/// The launches of one round, in order: the CLI, the CLI through a tap on the socket, the client's
+/// start-up, the Engine API.
+pub const LAUNCHES_PER_ROUND: usize = 4;
 
 /// Measures the split; an error is one line saying what could not be set up.
 pub fn measure(settings: &SplitSettings, progress: &dyn CompareProgress) -> Result<DockerSplit, String> {
@@ -44,9 +45,10 @@ pub fn measure(settings: &SplitSettings, progress: &dyn CompareProgress) -> Resu
     .map_err(|e| e.to_string())?;
     let api = cli.api_launcher().map_err(|e| e.to_string())?;
     let client = cli.client_launcher();
+    let tapped = cli.tapped_launcher().map_err(|e| e.to_string())?;
     let mut spec = InstanceSpec::new(Workload::Hello, settings.images.clone());
     spec.timeout = settings.timeout;
-    let launchers: [&dyn Launcher; LAUNCHES_PER_ROUND] = [&cli, &client, &api];
+    let launchers: [&dyn Launcher; LAUNCHES_PER_ROUND] = [&cli, &tapped, &client, &api];
     let mut records: [Vec<boxbench_core::Record>; LAUNCHES_PER_ROUND] = Default::default();
     for round in 0..settings.warmup + settings.runs {
         if interrupt::requested() {
@@ -60,7 +62,7 @@ pub fn measure(settings: &SplitSettings, progress: &dyn CompareProgress) -> Resu
             }
         }
     }
-    let [cli_records, client_records, api_records] = records;
+    let [cli_records, tapped_records, client_records, api_records] = records;
     let series = |name: &str, records| Series::new(name.to_owned(), "hello".to_owned(), None::<VmKind>, records);
     let server = api.server();
     Ok(DockerSplit {
@@ -80,5 +82,9 @@ pub fn measure(settings: &SplitSettings, progress: &dyn CompareProgress) -> Resu
         api: series(api.name(), api_records)
             .with_command("boxbench compare --backend docker (claim 7's Engine API series)"),
         calibration: None,
+        tapped: Some(
+            series(tapped.name(), tapped_records)
+                .with_command("boxbench compare --backend docker (claim 7's CLI through a tap on the socket)"),
+        ),
     })
 }

@@ -65,6 +65,8 @@ fn without_a_daemon_compare_starts_a_private_dockerd_measures_docker_and_leaves_
     }
     assert!(split["server"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{:#}", split["server"]);
     assert_eq!(split["calibration"]["backend"], "calibration:docker");
+    assert_eq!(split["tapped"]["details"]["first_request_ms"]["n"], 2, "{:#}", split["tapped"]["details"]);
+    assert_eq!(split["tapped"]["details"]["cli_start_ms"]["n"], 2, "{:#}", split["tapped"]["details"]);
     let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
     assert!(report.contains("## Docker's client and server (claim 7)"), "claim 7's section");
     assert!(out.path().join("plots/docker_split.svg").is_file());

@@ -30,7 +30,7 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
-use crate::docker_api::{ClientStartupLauncher, DockerApiLauncher};
+use crate::docker_api::{ClientStartupLauncher, DockerApiLauncher, TappedCliLauncher};
 use crate::engine::container_name_prefix;
 use crate::engine::{EngineClient, EngineError, EngineInstance, Findings, ImportedImages, MarkerProbe};
 use crate::engine_api::{ApiClient, ServerVersion, socket_of_host};
@@ -478,6 +478,21 @@ impl DockerLauncher {
             Arc::clone(&self.probe) as Arc<dyn MarkerProbe>,
         )
         .map_err(|e| LaunchError::Unsupported(e.to_string()))
+    }
+
+    /// This launcher's `docker run` with the client pointed at a tap on the daemon's socket, which
+    /// times each of the client's calls (claim 7).
+    pub fn tapped_launcher(&self) -> Result<TappedCliLauncher, LaunchError> {
+        TappedCliLauncher::new(
+            self.client_tool.path.clone(),
+            &socket_of_host(&self.probe.host),
+            self.cgroups.clone(),
+            Arc::clone(&self.images),
+            Arc::clone(&self.probe) as Arc<dyn MarkerProbe>,
+            &RUN_FLAGS,
+            self.notes(),
+        )
+        .map_err(|e| LaunchError::backend(DockerError::Workdir { dir: std::env::temp_dir(), source: e }))
     }
 
     /// This launcher's client's start-up alone (`docker --version`).

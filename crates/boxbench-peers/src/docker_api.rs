@@ -23,13 +23,15 @@ use std::time::{Duration, Instant};
 
 use boxbench_core::boundary::LaunchBoundary;
 use boxbench_core::cgroup::{CgroupHost, InstanceCgroup};
+use boxbench_core::clock::MonotonicNs;
 use boxbench_core::console::{Console, ConsoleCapture};
 use boxbench_core::{
     Instance, InstanceSpec, LaunchError, Launcher, MemoryUsage, Outcome, Phases, READY_MARKER, Record, Timeline,
 };
 
-use crate::engine::{Findings, ImportedImages, MarkerProbe, container_name};
+use crate::engine::{EngineClient, EngineInstance, Findings, ImportedImages, MarkerProbe, container_name};
 use crate::engine_api::frames::Demux;
+use crate::engine_api::tap::{Tap, calls as tap_calls};
 use crate::engine_api::{ApiClient, ApiError, ServerVersion};
 use crate::hierarchies;
 use crate::oci_runtime::{check_workload, resolve_rootfs};
@@ -479,5 +481,123 @@ impl Instance for ClientStartupInstance {
         self.run.remove_cgroup()?;
         let note = format!("{} --version: the client's start-up, no daemon contacted", self.client.display());
         Ok(record(CLIENT_BACKEND, stopped, outcome, Phases::default(), None, vec![note]))
+    }
+}
+
+/// The backend name of the CLI's `docker run` through a tap on the socket.
+pub const TAPPED_BACKEND: &str = "docker-tapped";
+
+/// The CLI's `docker run` pointed at a [`Tap`] on the daemon's socket, so each of its own calls is
+/// timed from outside the client: its records carry, in `details_ms`, `first_request_ms` (launch
+/// to the client's first request: its start-up as this run saw it) and one `cli_<call>_ms` per call
+/// (request to the end of the daemon's answer: `cli_ping_ms`, `cli_create_ms`, `cli_attach_ms`,
+/// `cli_wait_ms`, `cli_start_ms`; the CLI sends `wait` before `start`, so they overlap).
+#[derive(Debug)]
+pub struct TappedCliLauncher {
+    client: Arc<EngineClient>,
+    cgroups: CgroupHost,
+    images: Arc<ImportedImages>,
+    probe: Arc<dyn MarkerProbe>,
+    run_flags: &'static [&'static str],
+    notes: Vec<String>,
+    tap: Arc<Tap>,
+    /// Holds the tap's socket.
+    _dir: tempfile::TempDir,
+}
+
+impl TappedCliLauncher {
+    /// The CLI `binary` through a tap in front of `socket`.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn new(
+        binary: PathBuf,
+        socket: &Path,
+        cgroups: CgroupHost,
+        images: Arc<ImportedImages>,
+        probe: Arc<dyn MarkerProbe>,
+        run_flags: &'static [&'static str],
+        mut notes: Vec<String>,
+    ) -> std::io::Result<Self> {
+        let dir = tempfile::Builder::new().prefix("boxbench-docker-tap-").tempdir()?;
+        let tap = Tap::start(&dir.path().join("docker.sock"), socket)?;
+        let client = Arc::new(EngineClient {
+            name: "docker",
+            binary,
+            global_args: vec!["-H".into(), format!("unix://{}", tap.socket().display()).into()],
+            setup: ChildSetup::Plain,
+        });
+        notes.push(format!(
+            "through a tap on the socket ({} forwarding to {}): details_ms has each of the client's calls",
+            tap.socket().display(),
+            socket.display()
+        ));
+        Ok(Self { client, cgroups, images, probe, run_flags, notes, tap: Arc::new(tap), _dir: dir })
+    }
+}
+
+impl Launcher for TappedCliLauncher {
+    fn name(&self) -> &str {
+        TAPPED_BACKEND
+    }
+
+    fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        let rootfs = resolve_rootfs(spec, TAPPED_BACKEND)?;
+        check_workload(&rootfs, &spec.workload)?;
+        let image = self.images.image_for(&rootfs).map_err(LaunchError::backend)?;
+        let inner = EngineInstance::prepare(
+            &self.client,
+            &self.cgroups,
+            spec,
+            &image,
+            self.run_flags,
+            Some(Arc::clone(&self.probe)),
+            self.notes.clone(),
+        )?;
+        Ok(Box::new(TappedInstance { inner: Box::new(inner), tap: Arc::clone(&self.tap), launched_at: None }))
+    }
+}
+
+#[derive(Debug)]
+struct TappedInstance {
+    inner: Box<EngineInstance>,
+    tap: Arc<Tap>,
+    launched_at: Option<MonotonicNs>,
+}
+
+impl Instance for TappedInstance {
+    fn launch(&mut self) -> Result<(), LaunchError> {
+        // What an earlier launch left on the tap is not this one's.
+        self.tap.take();
+        // The clock starts inside the launch, microseconds after this.
+        self.launched_at = Some(MonotonicNs::now());
+        self.inner.launch()
+    }
+
+    fn wait(&mut self, deadline: Instant) -> Result<Option<Outcome>, LaunchError> {
+        self.inner.wait(deadline)
+    }
+
+    fn marker_seen(&self) -> bool {
+        self.inner.marker_seen()
+    }
+
+    fn kill(&mut self) -> Result<(), LaunchError> {
+        self.inner.kill()
+    }
+
+    fn finish(self: Box<Self>, outcome: Outcome) -> Result<Record, LaunchError> {
+        let Self { inner, tap, launched_at } = *self;
+        let mut record = inner.finish(outcome)?;
+        record.backend = TAPPED_BACKEND.to_owned();
+        let calls = tap_calls(&tap.take());
+        if let (Some(first), Some(launched)) = (calls.first(), launched_at) {
+            record.details_ms.insert("first_request_ms".to_owned(), first.sent.millis_since(launched));
+        }
+        for call in &calls {
+            if let Some(answered) = call.answered {
+                let name = format!("cli_{}_ms", call.name.trim_start_matches('_'));
+                record.details_ms.entry(name).or_insert(answered.millis_since(call.sent));
+            }
+        }
+        Ok(record)
     }
 }

@@ -25,7 +25,7 @@ pub mod tool;
 
 pub use calibration::{CalibrationLauncher, HarnessPath};
 pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, DockerVersions, daemon_plan, docker_versions};
-pub use docker_api::{API_BACKEND, CLIENT_BACKEND, ClientStartupLauncher, DockerApiLauncher};
+pub use docker_api::{API_BACKEND, CLIENT_BACKEND, ClientStartupLauncher, DockerApiLauncher, TappedCliLauncher};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERSION};
 pub use podman::{PodmanLauncher, PodmanOptions};

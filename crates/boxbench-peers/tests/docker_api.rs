@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use boxbench_core::measure::launch_once;
 use boxbench_core::{InstanceSpec, Launcher, Outcome, Record, Workload};
-use boxbench_peers::docker_api::{PING, ROUND_TRIPS};
+use boxbench_peers::docker_api::ROUND_TRIPS;
 use boxbench_peers::engine_api::{ApiClient, socket_of_host};
 use boxbench_peers::{CalibrationLauncher, DockerLauncher, DockerOptions};
 use boxbench_report::Series;
@@ -31,7 +31,7 @@ fn assert_nothing_left(cli: &DockerLauncher) {
     let mut api = ApiClient::connect(&socket_of_host(cli.host()), Duration::from_secs(10)).unwrap();
     let prefix = format!("boxbench-{}-", std::process::id());
     assert_eq!(api.containers_named(&prefix).unwrap(), Vec::<String>::new(), "containers left");
-    for backend in ["docker", "docker-api", "docker-client", "calibration:docker"] {
+    for backend in ["docker", "docker-api", "docker-client", "calibration:docker", "docker-tapped"] {
         assert_eq!(common::leftover_cgroups(backend), Vec::<std::path::PathBuf>::new(), "{backend} cgroups left");
     }
 }
@@ -58,6 +58,7 @@ fn a_docker_run_split_through_the_engine_api_adds_up_to_the_cli_and_leaves_nothi
     let images = require!(common::container_images());
     let api = cli.api_launcher().unwrap();
     let client = cli.client_launcher();
+    let tapped = cli.tapped_launcher().unwrap();
     let busybox = images.paths.rootfs.clone().expect("container images have a rootfs").join("bin/busybox");
     let calibration = CalibrationLauncher::for_backend("docker", &busybox).unwrap();
 
@@ -71,8 +72,8 @@ fn a_docker_run_split_through_the_engine_api_adds_up_to_the_cli_and_leaves_nothi
     assert_eq!(api.api_version(), api.server().api_version);
 
     let spec = InstanceSpec::new(Workload::Hello, images.paths.clone());
-    let launchers: [&dyn Launcher; 4] = [&cli, &client, &api, &calibration];
-    let mut records: [Vec<Record>; 4] = Default::default();
+    let launchers: [&dyn Launcher; 5] = [&cli, &client, &api, &calibration, &tapped];
+    let mut records: [Vec<Record>; 5] = Default::default();
     for _ in 0..ROUNDS {
         for (launcher, kept) in launchers.iter().zip(records.iter_mut()) {
             let record = launch_once(*launcher, &spec).unwrap();
@@ -82,7 +83,17 @@ fn a_docker_run_split_through_the_engine_api_adds_up_to_the_cli_and_leaves_nothi
     }
     records[2].iter().for_each(check_api_record);
     assert!(records[1].iter().all(|r| r.console.contains("Docker version")), "{}", records[1][0].console);
-    let [cli_records, client_records, api_records, calibration_records] = records;
+    // The CLI through the tap: its own calls, each answered inside its launch.
+    for record in &records[4] {
+        let exit = record.phases.exit_ms.unwrap();
+        let first = record.details_ms.get("first_request_ms").copied().unwrap_or(f64::NAN);
+        assert!(first > 0.0 && first < exit, "first request at {first} ms of {exit}: {:?}", record.details_ms);
+        for call in ["cli_ping_ms", "cli_create_ms", "cli_attach_ms", "cli_wait_ms", "cli_start_ms"] {
+            let ms = record.details_ms.get(call).copied().unwrap_or(f64::NAN);
+            assert!(ms > 0.0 && ms < exit, "{call}: {ms} ms of {exit}: {:?}", record.details_ms);
+        }
+    }
+    let [cli_records, client_records, api_records, calibration_records, tapped_records] = records;
     let series = |name: &str, records| Series::new(name.to_owned(), "hello".to_owned(), None, records);
     let split = DockerSplit {
         client_version: cli.tool().version.clone(),
@@ -94,6 +105,7 @@ fn a_docker_run_split_through_the_engine_api_adds_up_to_the_cli_and_leaves_nothi
         client_startup: series("docker-client", client_records),
         api: series("docker-api", api_records),
         calibration: Some(series("calibration:docker", calibration_records)),
+        tapped: Some(series("docker-tapped", tapped_records)),
     };
     let parts = split.parts();
     assert_eq!(parts.len(), 9, "{:?}", parts.iter().map(|p| &p.name).collect::<Vec<_>>());

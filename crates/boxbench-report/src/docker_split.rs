@@ -58,6 +58,10 @@ pub struct DockerSplit {
     /// The harness's calibration on docker's path (`calibration:docker`), if measured.
     #[serde(default)]
     pub calibration: Option<Series>,
+    /// The CLI's `docker run` through a tap on the socket (backend `docker-tapped`): in `details`,
+    /// `first_request_ms` and each of the client's own calls (`cli_<call>_ms`), if measured.
+    #[serde(default)]
+    pub tapped: Option<Series>,
 }
 
 /// The daemon's `/version`.
@@ -353,6 +357,21 @@ pub fn section(doc: &mut Document, results: &Results) {
     for series in [&split.cli, &split.client_startup, &split.api] {
         if let Some(exit) = series.phases.exit_ms {
             facts.push(format!("{}: launch to exit {} (median, n={})", series.backend, format_ms(exit.median), exit.n));
+        }
+    }
+    if let Some(tapped) = &split.tapped {
+        let calls: Vec<String> = tapped
+            .details
+            .iter()
+            .map(|(name, s)| format!("{} {}", name.trim_end_matches("_ms"), format_ms(s.median)))
+            .collect();
+        if let Some(exit) = tapped.phases.exit_ms {
+            facts.push(format!(
+                "the CLI's own calls, timed on a tap on the socket ({}, launch to exit {}; medians): {}",
+                tapped.backend,
+                format_ms(exit.median),
+                calls.join(", ")
+            ));
         }
     }
     if let Some(pss) = split.daemon_pss() {

@@ -42,6 +42,7 @@ fn split(rounds: usize) -> DockerSplit {
         client_startup: series("docker-client", rounds.iter().map(|_| launch("docker-client", 40.0, &[])).collect()),
         api: series("docker-api", rounds.iter().map(|_| launch("docker-api", 200.0, &details)).collect()),
         calibration: Some(series("calibration:docker", rounds.iter().map(|_| launch("c", 2.0, &[])).collect())),
+        tapped: None,
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod frames;
 pub mod http;
+pub mod tap;
 
 use std::io::BufReader;
 use std::os::unix::net::UnixStream;
