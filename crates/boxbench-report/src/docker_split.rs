@@ -324,8 +324,9 @@ pub fn section(doc: &mut Document, results: &Results) {
     doc.heading(2, "Docker's client and server (claim 7)");
     doc.paragraph(format!(
         "Client {}; server {} (API {}, minimum {}, {}, {}) at {}{}; the calls were made in API {}. Each round \
-         launches `docker run` by the CLI, `docker --version` (the client's start-up) and the same container \
-         through the Engine API, on the same launch boundary.",
+         launches `docker run` by the CLI, `docker --version` (the client's start-up), the same container \
+         through the Engine API and, where measured, the CLI through a tap on the socket, on the same launch \
+         boundary.",
         split.client_version,
         split.server.version,
         split.server.api_version,
