@@ -507,7 +507,6 @@ pub struct TappedCliLauncher {
 
 impl TappedCliLauncher {
     /// The CLI `binary` through a tap in front of `socket`.
-    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
         binary: PathBuf,
         socket: &Path,
