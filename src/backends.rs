@@ -188,6 +188,10 @@ pub struct BackendOptions {
     /// Start a private dockerd when no Docker daemon runs (stopped afterwards).
     #[arg(long)]
     pub start_dockerd: bool,
+    /// The Docker daemon to use, as docker's `-H` (default: $DOCKER_HOST, else
+    /// unix:///var/run/docker.sock).
+    #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
+    pub docker_host: Option<String>,
 }
 
 impl Default for BackendOptions {
@@ -203,6 +207,7 @@ impl Default for BackendOptions {
             accel: AccelChoice::Auto,
             firecracker: None,
             start_dockerd: false,
+            docker_host: None,
         }
     }
 }
@@ -283,8 +288,12 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
         BackendChoice::Runsc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runsc).map_err(wrap)?),
         BackendChoice::Podman => Box::new(PodmanLauncher::new(PodmanOptions::default()).map_err(wrap)?),
         BackendChoice::Docker => Box::new(
-            DockerLauncher::new(DockerOptions { start_dockerd: options.start_dockerd, ..DockerOptions::default() })
-                .map_err(wrap)?,
+            DockerLauncher::new(DockerOptions {
+                start_dockerd: options.start_dockerd,
+                host: options.docker_host.clone(),
+                ..DockerOptions::default()
+            })
+            .map_err(wrap)?,
         ),
         BackendChoice::QemuMicrovm => Box::new(qemu(Machine::Microvm).map_err(wrap)?),
         BackendChoice::QemuQ35 => Box::new(qemu(Machine::Q35).map_err(wrap)?),

@@ -266,7 +266,11 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     let regimes = usize::from(settings.regime.interleaved()) + usize::from(settings.regime.warm());
     let launches: usize = ready.iter().map(|r| regimes * hello_total(r) + r.uname_runs(settings)).sum::<usize>()
         + calibrations.len() * calibration_total;
-    progress.planned(launches + density_launches(&ready, settings.density));
+    // Claim 7 splits a docker run where docker itself runs here.
+    let docker_ready = ready.iter().any(|r| r.plan.choice == BackendChoice::Docker);
+    let split_launches =
+        if docker_ready { crate::docker_split::LAUNCHES_PER_ROUND * (settings.warmup + settings.runs) } else { 0 };
+    progress.planned(launches + density_launches(&ready, settings.density) + split_launches);
     if settings.regime.interleaved() {
         for round in 0..rounds {
             for series in &mut ready {
@@ -377,10 +381,51 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
             results.calibration.push(Series::new(name, "hello".to_owned(), None, calibration.records));
         }
     }
+    // After the series' launchers (and a private dockerd of theirs) are gone.
+    if docker_ready {
+        results.docker_split = docker_split(settings, progress, &results, &mut notes);
+    }
     results.density = density_results;
     results.images = image_sizes(&mut notes);
     results.notes = notes;
     results
+}
+
+/// Claim 7's split of a docker run, with the docker harness's calibration of this run beside it; a
+/// split that cannot be measured is a note.
+fn docker_split(
+    settings: &CompareSettings,
+    progress: &dyn CompareProgress,
+    results: &Results,
+    notes: &mut Vec<String>,
+) -> Option<boxbench_report::docker_split::DockerSplit> {
+    let images = match backends::image_paths(BackendChoice::Docker, &settings.options) {
+        Ok(images) => images,
+        Err(e) => {
+            notes.push(format!("claim 7 (docker run split) not measured: {e}"));
+            return None;
+        }
+    };
+    let split_settings = crate::docker_split::SplitSettings {
+        runs: settings.runs,
+        warmup: settings.warmup,
+        timeout: settings.timeout,
+        start_dockerd: settings.options.start_dockerd,
+        docker_host: settings.options.docker_host.clone(),
+        images,
+    };
+    match crate::docker_split::measure(&split_settings, progress) {
+        Ok(mut split) => {
+            let calibration = format!("{}docker", boxbench_core::boundary::CALIBRATION_PREFIX);
+            split.calibration = results.calibration.iter().find(|s| s.backend == calibration).cloned();
+            Some(split)
+        }
+        Err(why) => {
+            progress.skipped("docker run split (claim 7)", &why);
+            notes.push(format!("claim 7 (docker run split) not measured: {why}"));
+            None
+        }
+    }
 }
 
 fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, String> {

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::host::{HostFacts, KvmFlavour};
 use boxbench_images::ImageBuilder;
-use boxbench_peers::{DaemonPlan, PeerStatus, daemon_plan, probe_all};
+use boxbench_peers::{DaemonPlan, DockerVersions, PeerStatus, daemon_plan, docker_versions, probe_all};
 use clap::Args;
 use serde::Serialize;
 
@@ -35,6 +35,8 @@ struct Findings {
     linux_guests: String,
     /// What Docker will run on: a daemon that answers, a private dockerd compare starts, or nothing.
     docker_daemon: DaemonPlan,
+    /// Both halves of `docker version`: the client's, and the server's through the Engine API.
+    docker_versions: DockerVersions,
     peers: Vec<PeerStatus>,
 }
 
@@ -67,6 +69,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         debian_cloud_kernel: builder.debian_cloud_kernel().map(|k| k.release),
         full_os_disk: builder.full_os_disk().is_some(),
         docker_daemon: daemon_plan(),
+        docker_versions: docker_versions(std::env::var("DOCKER_HOST").ok().as_deref()),
         peers: probe_all(),
     };
     let mut out = String::new();
@@ -117,6 +120,25 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     )?;
     writeln!(out, "linux VMs: {}", findings.linux_guests)?;
     writeln!(out, "docker:    {}", findings.docker_daemon.describe())?;
+    let versions = &findings.docker_versions;
+    match (&versions.client_version, &versions.client_binary) {
+        (Some(version), Some(binary)) => writeln!(out, "           client {version} ({})", binary.display())?,
+        _ => writeln!(out, "           client not installed (Debian package docker.io)")?,
+    }
+    match &versions.server {
+        Ok(server) => writeln!(
+            out,
+            "           server {}, API {} (minimum {}), {}, {}/{} (GET /version at {})",
+            server.version,
+            server.api_version,
+            server.min_api_version,
+            server.go_version,
+            server.os,
+            server.arch,
+            versions.host
+        )?,
+        Err(why) => writeln!(out, "           server not asked: {why}")?,
+    }
     writeln!(out, "peers:")?;
     for peer in &findings.peers {
         let state = if peer.usable { "usable" } else { "not usable" };

@@ -3,6 +3,7 @@
 
 pub mod backends;
 pub mod compare;
+pub mod docker_split;
 pub mod images;
 pub mod output;
 pub mod reports;

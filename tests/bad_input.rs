@@ -69,7 +69,7 @@ fn others_may_execute(path: &Path) -> bool {
 
 /// The rows that run boxbench as an unprivileged user, with what it must say there: root is needed
 /// for containers; the micro-VM needs /dev/kvm, and beyond it (in /dev/kvm's group) its cgroup.
-fn not_root_rows() -> Vec<Row> {
+fn not_root_rows(docker_host: &str) -> Vec<Row> {
     if on_path("setpriv").is_none() {
         boxbench_testkit::skip("the not-root rows: no setpriv on PATH (Debian package util-linux)");
         return Vec::new();
@@ -89,6 +89,13 @@ fn not_root_rows() -> Vec<Row> {
         &[&format!("the container backend needs root (running as uid {NOBODY})")],
         RunAs::Nobody,
     )];
+    let socket = docker_host.trim_start_matches("unix://");
+    rows.push(as_user(
+        "no permission on the docker socket",
+        &["run", "-b", "docker", "--docker-host", docker_host],
+        &[&format!("no Docker daemon answers at {docker_host} (docker socket {socket}: Permission denied")],
+        RunAs::Nobody,
+    ));
     let microvm = ["run", "-b", "microvm", "--guest", "boxbench"];
     let cgroup_refused: &[&str] = &["microvm launch: /sys/fs/cgroup/", "Permission denied"];
     match fs::metadata("/dev/kvm") {
@@ -329,7 +336,18 @@ fn rows(dir: &Path) -> Vec<Row> {
             "--missing \"web-1\": expected HOST=REASON",
         ),
     ]);
-    rows.extend(not_root_rows());
+    // A Docker socket whose daemon is gone (the file stays, nothing listens), readable by root only.
+    fs::set_permissions(dir, fs::Permissions::from_mode(0o755)).unwrap();
+    let socket = dir.join("docker.sock");
+    drop(std::os::unix::net::UnixListener::bind(&socket).unwrap());
+    fs::set_permissions(&socket, fs::Permissions::from_mode(0o600)).unwrap();
+    let host = format!("unix://{}", socket.display());
+    rows.push(row(
+        "docker daemon not running",
+        &["run", "-b", "docker", "--docker-host", &host],
+        &format!("no Docker daemon answers at {host} (docker socket {}: Connection refused", socket.display()),
+    ));
+    rows.extend(not_root_rows(&host));
     rows
 }
 

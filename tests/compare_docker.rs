@@ -54,6 +54,27 @@ fn without_a_daemon_compare_starts_a_private_dockerd_measures_docker_and_leaves_
     let docker = &results["series"][1];
     assert_eq!(docker["records"].as_array().unwrap().len(), 2);
     assert_eq!(docker["phases"]["workload_ms"]["n"], 2, "{:#}", docker["phases"]);
+    // Claim 7: the split of a docker run, measured in the same compare.
+    let split = &results["docker_split"];
+    for (part, backend) in [("cli", "docker"), ("client_startup", "docker-client"), ("api", "docker-api")] {
+        assert_eq!(split[part]["backend"], backend, "{split:#}");
+        assert_eq!(split[part]["records"].as_array().unwrap().len(), 2, "{part}");
+    }
+    for trip in ["ping_ms", "create_ms", "attach_ms", "start_ms", "wait_ms", "remove_ms"] {
+        assert_eq!(split["api"]["details"][trip]["n"], 2, "{trip}: {:#}", split["api"]["details"]);
+    }
+    assert!(split["server"]["version"].as_str().is_some_and(|v| !v.is_empty()), "{:#}", split["server"]);
+    assert_eq!(split["calibration"]["backend"], "calibration:docker");
+    assert_eq!(split["tapped"]["details"]["first_request_ms"]["n"], 2, "{:#}", split["tapped"]["details"]);
+    assert_eq!(split["tapped"]["details"]["cli_start_ms"]["n"], 2, "{:#}", split["tapped"]["details"]);
+    let report = std::fs::read_to_string(out.path().join("report.md")).unwrap();
+    assert!(report.contains("## Docker's client and server (claim 7)"), "claim 7's section");
+    assert!(out.path().join("plots/docker_split.svg").is_file());
+    if split["private_daemon"] == true {
+        let dir = PathBuf::from(split["socket"].as_str().unwrap()).parent().unwrap().display().to_string();
+        assert!(!Path::new(&dir).exists(), "{dir} left");
+        assert_eq!(processes_mentioning(&dir), Vec::<String>::new(), "the split's dockerd or a shim left");
+    }
     let notes: Vec<&str> = docker["notes"].as_array().unwrap().iter().filter_map(|n| n.as_str()).collect();
     let Some(private) = notes.iter().find(|n| n.contains("private dockerd started by boxbench")) else {
         // A daemon already answered: it was used, and is not compare's to stop.

@@ -30,8 +30,10 @@ use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use serde::Serialize;
 
+use crate::docker_api::{ClientStartupLauncher, DockerApiLauncher, TappedCliLauncher};
 use crate::engine::container_name_prefix;
 use crate::engine::{EngineClient, EngineError, EngineInstance, Findings, ImportedImages, MarkerProbe};
+use crate::engine_api::{ApiClient, ServerVersion, socket_of_host};
 use crate::oci_runtime::{check_workload, resolve_rootfs};
 use crate::process::{ChildSetup, run_helper};
 use crate::tool::{Tool, ToolError, find_on_path};
@@ -62,10 +64,10 @@ pub enum DockerError {
     Tool(#[from] ToolError),
     /// No daemon answers and starting one was not asked for.
     #[error(
-        "no Docker daemon answers at {host} and starting a private one was not asked for (`boxbench run \
-         --start-dockerd` starts one; `compare` does unless --no-start-dockerd)"
+        "no Docker daemon answers at {host} ({reason}) and starting a private one was not asked for (`boxbench \
+         run --start-dockerd` starts one; `compare` does unless --no-start-dockerd)"
     )]
-    NoDaemon { host: String },
+    NoDaemon { host: String, reason: String },
     /// The private daemon's directory could not be made.
     #[error("dockerd directory in {dir}: {source}")]
     Workdir { dir: PathBuf, source: std::io::Error },
@@ -341,6 +343,36 @@ pub fn daemon_plan() -> DaemonPlan {
     }
 }
 
+/// Both halves of `docker version`: the client's version, and the server's from the Engine API's
+/// `GET /version` (for `boxbench doctor`).
+#[derive(Debug, Clone, Serialize)]
+pub struct DockerVersions {
+    /// The client binary, if installed.
+    pub client_binary: Option<PathBuf>,
+    /// Its version.
+    pub client_version: Option<String>,
+    /// Where the server was asked.
+    pub host: String,
+    /// The server's `/version`, or why it could not be asked.
+    pub server: Result<ServerVersion, String>,
+    /// The API version the two speak (the server's newest), where it answered.
+    pub api_version: Option<String>,
+}
+
+/// The client's and the server's versions; the server asked at `host` (default: the system socket).
+pub fn docker_versions(host: Option<&str>) -> DockerVersions {
+    let client_binary = default_client();
+    let client_version = client_binary.as_deref().and_then(|path| crate::tool::version_of(path).ok());
+    let host = host.unwrap_or(DEFAULT_HOST).to_owned();
+    let asked = ApiClient::connect(&socket_of_host(&host), Duration::from_secs(5))
+        .and_then(|mut api| Ok((api.version()?, api.api_version().to_owned())));
+    let (server, api_version) = match asked {
+        Ok((server, api)) => (Ok(server), Some(api)),
+        Err(e) => (Err(e.to_string()), None),
+    };
+    DockerVersions { client_binary, client_version, host, server, api_version }
+}
+
 /// True if the daemon at `host` answers a version query.
 pub(crate) fn daemon_answers(client: &Path, host: &str) -> bool {
     Command::new(client)
@@ -360,7 +392,7 @@ pub struct DockerLauncher {
     cgroups: CgroupHost,
     probe: Arc<DaemonProbe>,
     // Field order matters: images are removed through the daemon before a private daemon stops.
-    images: ImportedImages,
+    images: Arc<ImportedImages>,
     /// Where image tars are written before import.
     _workdir: tempfile::TempDir,
     daemon: Option<PrivateDaemon>,
@@ -388,7 +420,13 @@ impl DockerLauncher {
             let (daemon, host) = PrivateDaemon::start(&dockerd, &client_tool.path).map_err(LaunchError::backend)?;
             (Some(daemon), host)
         } else {
-            return Err(unsupported(DockerError::NoDaemon { host: wanted_host }));
+            // The API says why (no socket, no permission on it, not a daemon) where the client's
+            // exit status does not.
+            let reason = match ApiClient::connect(&socket_of_host(&wanted_host), Duration::from_secs(5)) {
+                Err(e) => e.to_string(),
+                Ok(_) => format!("the Engine API answers but `{} version` does not", client_tool.path.display()),
+            };
+            return Err(unsupported(DockerError::NoDaemon { host: wanted_host, reason }));
         };
         let workdir = tempfile::Builder::new()
             .prefix("boxbench-docker-")
@@ -416,13 +454,50 @@ impl DockerLauncher {
             server_version,
             host,
         });
-        let images = ImportedImages::new(Arc::clone(&client), workdir.path().to_owned());
+        let images = Arc::new(ImportedImages::new(Arc::clone(&client), workdir.path().to_owned()));
         Ok(Self { client_tool, client, cgroups, probe, images, _workdir: workdir, daemon })
     }
 
     /// The client binary and version in use.
     pub fn tool(&self) -> &Tool {
         &self.client_tool
+    }
+
+    /// The daemon's address (`unix://PATH`).
+    pub fn host(&self) -> &str {
+        &self.probe.host
+    }
+
+    /// The same daemon driven through its Engine API (claim 7's split of a `docker run`), running the
+    /// same image as this launcher. It must not outlive this launcher, which may own the daemon.
+    pub fn api_launcher(&self) -> Result<DockerApiLauncher, LaunchError> {
+        DockerApiLauncher::new(
+            socket_of_host(&self.probe.host),
+            Arc::clone(&self.images),
+            self.cgroups.clone(),
+            Arc::clone(&self.probe) as Arc<dyn MarkerProbe>,
+        )
+        .map_err(|e| LaunchError::Unsupported(e.to_string()))
+    }
+
+    /// This launcher's `docker run` with the client pointed at a tap on the daemon's socket, which
+    /// times each of the client's calls (claim 7).
+    pub fn tapped_launcher(&self) -> Result<TappedCliLauncher, LaunchError> {
+        TappedCliLauncher::new(
+            self.client_tool.path.clone(),
+            &socket_of_host(&self.probe.host),
+            self.cgroups.clone(),
+            Arc::clone(&self.images),
+            Arc::clone(&self.probe) as Arc<dyn MarkerProbe>,
+            &RUN_FLAGS,
+            self.notes(),
+        )
+        .map_err(|e| LaunchError::backend(DockerError::Workdir { dir: std::env::temp_dir(), source: e }))
+    }
+
+    /// This launcher's client's start-up alone (`docker --version`).
+    pub fn client_launcher(&self) -> ClientStartupLauncher {
+        ClientStartupLauncher::new(self.client_tool.path.clone(), self.cgroups.clone())
     }
 
     /// True if this launcher started (and will stop) its own dockerd.

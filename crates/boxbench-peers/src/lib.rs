@@ -10,7 +10,9 @@
 
 pub mod calibration;
 pub mod docker;
+pub mod docker_api;
 pub mod engine;
+pub mod engine_api;
 pub mod firecracker;
 pub mod hierarchies;
 pub mod oci_runtime;
@@ -22,7 +24,8 @@ pub mod run;
 pub mod tool;
 
 pub use calibration::{CalibrationLauncher, HarnessPath};
-pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, daemon_plan};
+pub use docker::{DaemonPlan, DockerLauncher, DockerOptions, DockerVersions, daemon_plan, docker_versions};
+pub use docker_api::{API_BACKEND, CLIENT_BACKEND, ClientStartupLauncher, DockerApiLauncher, TappedCliLauncher};
 pub use firecracker::{FirecrackerLauncher, FirecrackerOptions};
 pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERSION};
 pub use podman::{PodmanLauncher, PodmanOptions};

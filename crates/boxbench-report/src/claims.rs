@@ -47,6 +47,9 @@ pub enum Claim {
     ImageSizes,
     /// (4) A container uses the host's kernel, a VM its own.
     KernelSharing,
+    /// (7) Docker is client–server over REST; judged only where the run measured it
+    /// ([`crate::docker_split`]), so it is not in [`Claim::ALL`].
+    DockerClientServer,
 }
 
 impl Claim {
@@ -61,6 +64,7 @@ impl Claim {
             Claim::ContainerUsesLessMemory => 2,
             Claim::ImageSizes => 3,
             Claim::KernelSharing => 4,
+            Claim::DockerClientServer => 7,
         }
     }
 
@@ -78,6 +82,7 @@ impl Claim {
                 "Container images are MB while VM images reach GB because they carry an OS: every container \
                  image is below 1 GB (10^9 bytes) and a VM image is at least 1 GB."
             }
+            Claim::DockerClientServer => crate::docker_split::STATEMENT,
             Claim::KernelSharing => {
                 "A container uses the host's kernel, a VM its own: `uname -r` in a container prints the \
                  host's release, in a VM something else."
@@ -226,7 +231,11 @@ pub struct ClaimVerdict {
 
 /// Judges every claim on `results`.
 pub fn judge(results: &Results) -> Vec<ClaimVerdict> {
-    vec![judge_start_time(results), judge_memory(results), judge_image_sizes(results), judge_kernel(results)]
+    let mut verdicts =
+        vec![judge_start_time(results), judge_memory(results), judge_image_sizes(results), judge_kernel(results)];
+    // Claim 7 where the run split a docker run (compare does where docker runs).
+    verdicts.extend(crate::docker_split::judge(results));
+    verdicts
 }
 
 /// A summary a series is compared by, and the metric's name.

@@ -277,6 +277,7 @@ fn claim_title(claim: Claim) -> &'static str {
         Claim::ContainerUsesLessMemory => "a container uses less memory",
         Claim::ImageSizes => "container images MB, VM images GB",
         Claim::KernelSharing => "a container shares the host's kernel",
+        Claim::DockerClientServer => "docker is client–server over REST",
     }
 }
 

@@ -80,6 +80,7 @@ pub fn title(claim: Claim) -> &'static str {
         Claim::ContainerUsesLessMemory => "Containers use less memory than VMs",
         Claim::ImageSizes => "Container images are MB, VM images GB",
         Claim::KernelSharing => "Containers use the host's kernel, VMs their own",
+        Claim::DockerClientServer => "Docker is client–server over REST",
     }
 }
 
@@ -279,6 +280,7 @@ pub fn sentence(verdict: &ClaimVerdict) -> String {
         ),
         Claim::ImageSizes => image_sentence(verdict),
         Claim::KernelSharing => kernel_sentence(verdict),
+        Claim::DockerClientServer => crate::docker_split::sentence(verdict),
     }
 }
 

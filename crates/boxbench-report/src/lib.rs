@@ -17,6 +17,7 @@
 //! report under `hosts/`). The claim verdicts ([`claims`]) are pure functions of the results.
 
 pub mod claims;
+pub mod docker_split;
 pub mod document;
 pub mod export;
 pub mod fleet;

@@ -93,16 +93,20 @@ pub enum PlotKind {
     HostsTimeToMarker,
     /// Median cgroup peak per series, one bar per host (multi-host comparisons).
     HostsMemory,
+    /// Claim 7: a `docker run`'s wall time split into the client's and the daemon's parts, as a
+    /// stacked bar beside the same container through the Engine API.
+    DockerSplit,
 }
 
 impl PlotKind {
     /// The plots of a one-host report.
-    pub const SINGLE_HOST: [PlotKind; 5] = [
+    pub const SINGLE_HOST: [PlotKind; 6] = [
         PlotKind::BootPhases,
         PlotKind::TimeToMarker,
         PlotKind::MemoryPerInstance,
         PlotKind::ImageSizes,
         PlotKind::Density,
+        PlotKind::DockerSplit,
     ];
 
     /// The file name stem.
@@ -115,6 +119,7 @@ impl PlotKind {
             PlotKind::Density => "density",
             PlotKind::HostsTimeToMarker => "hosts_time_to_marker",
             PlotKind::HostsMemory => "hosts_memory",
+            PlotKind::DockerSplit => "docker_split",
         }
     }
 
@@ -128,6 +133,7 @@ impl PlotKind {
             PlotKind::Density => "Density: host memory used against instances running",
             PlotKind::HostsTimeToMarker => "Median time to the marker per backend and host (log axis)",
             PlotKind::HostsMemory => "Median cgroup peak per instance per backend and host (log axis)",
+            PlotKind::DockerSplit => "A docker run split: the client's parts and the daemon's (medians)",
         }
     }
 }
@@ -166,6 +172,7 @@ pub fn has_data(kind: PlotKind, source: PlotSource) -> bool {
         (PlotKind::Density, PlotSource::Host(r)) => !density_lines(r).is_empty(),
         (PlotKind::HostsTimeToMarker, PlotSource::Hosts(m)) => !hosts_rows(m, host_marker).is_empty(),
         (PlotKind::HostsMemory, PlotSource::Hosts(m)) => !hosts_rows(m, host_peak).is_empty(),
+        (PlotKind::DockerSplit, PlotSource::Host(r)) => r.docker_split.as_ref().is_some_and(|s| !s.parts().is_empty()),
         _ => false,
     }
 }
@@ -265,8 +272,78 @@ fn draw<DB: DrawingBackend>(
             let names: Vec<&str> = names.iter().map(String::as_str).collect();
             grouped_bars(kind, &body, &hosts_rows(m, host_peak), &names, Unit::Bytes, "median cgroup peak")
         }
+        (PlotKind::DockerSplit, PlotSource::Host(r)) => docker_split(kind, &body, r),
         _ => Err(PlotError::Draw { plot: kind.name().to_owned(), message: "not drawn from this source".to_owned() }),
     }
+}
+
+/// Claim 7's stacked bars on a linear axis: the CLI's `docker run` as every part end to end, and the
+/// Engine API run as its own parts (transport, the daemon's calls, the harness); a part whose
+/// median is not positive is not drawn. The lowest row is left for the legend.
+fn docker_split<DB: DrawingBackend>(
+    kind: PlotKind,
+    area: &DrawingArea<DB, Shift>,
+    r: &Results,
+) -> Result<(), PlotError> {
+    use crate::docker_split::Side;
+    let err = |e| draw_error(kind, e);
+    let Some(split) = &r.docker_split else { return Ok(()) };
+    let parts = split.parts();
+    let labels = ["docker run (CLI)".to_owned(), "Engine API, no client".to_owned(), String::new()];
+    let cli_total: f64 = parts.iter().map(|p| p.summary.median.max(0.0)).sum();
+    let hi = cli_total.max(split.cli.phases.exit_ms.map_or(0.0, |s| s.median)) * 1.05;
+    let n = labels.len();
+    let mut chart = ChartBuilder::on(area)
+        .margin(12)
+        .margin_right(40)
+        .x_label_area_size(44)
+        .y_label_area_size(label_width(&labels))
+        .build_cartesian_2d(0.0..hi.max(1.0), RowAxis { rows: n })
+        .map_err(err)?;
+    chart
+        .configure_mesh()
+        .disable_y_mesh()
+        .x_desc("milliseconds (median of each part, end to end)")
+        .x_label_formatter(&|v| axis_ms(*v))
+        .y_label_formatter(&|v| labels.get(n.saturating_sub(1 + v.floor() as usize)).cloned().unwrap_or_default())
+        .label_style(("sans-serif", LABEL_PX))
+        .axis_desc_style(("sans-serif", LABEL_PX))
+        .draw()
+        .map_err(err)?;
+    let (mut cli_at, mut api_at) = (0.0, 0.0);
+    for (i, part) in parts.iter().enumerate() {
+        let width = part.summary.median;
+        if width <= 0.0 {
+            continue;
+        }
+        let colour = if i < PALETTE.len() { PALETTE[i] } else { RGBColor(175, 175, 175) };
+        let mut bars = vec![Rectangle::new(
+            [(cli_at, row_base(0, n) + 0.2), (cli_at + width, row_base(0, n) + 0.8)],
+            colour.filled(),
+        )];
+        cli_at += width;
+        // The API run has no client: its bar is the transport, the daemon's calls and the harness.
+        if matches!(part.side, Side::Daemon | Side::Harness) || part.name.starts_with("REST transport") {
+            bars.push(Rectangle::new(
+                [(api_at, row_base(1, n) + 0.2), (api_at + width, row_base(1, n) + 0.8)],
+                colour.filled(),
+            ));
+            api_at += width;
+        }
+        chart
+            .draw_series(bars)
+            .map_err(err)?
+            .label(format!("{} ({})", part.name, format_ms(width)))
+            .legend(move |(x, y)| Rectangle::new([(x, y - 6), (x + 14, y + 6)], colour.filled()));
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::LowerRight)
+        .background_style(WHITE.mix(0.85))
+        .border_style(BLACK.mix(0.4))
+        .label_font(("sans-serif", LABEL_PX))
+        .draw()
+        .map_err(err)
 }
 
 /// A log axis range that holds every value with a margin: whole powers of ten.

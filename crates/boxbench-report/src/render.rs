@@ -77,6 +77,7 @@ pub fn host_document(results: &Results) -> Document {
 
     crate::vmms::section(&mut doc, results);
     crate::harness::section(&mut doc, results);
+    crate::docker_split::section(&mut doc, results);
 
     doc.heading(2, "Memory per instance");
     doc.plot(PlotKind::MemoryPerInstance);

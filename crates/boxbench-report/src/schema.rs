@@ -90,6 +90,9 @@ pub struct Results {
     /// the regime of [`series`](Self::series) (see [`RunSettings::interleaved`]).
     #[serde(default)]
     pub warm: Vec<Series>,
+    /// Claim 7: a `docker run` split into the client's and the daemon's parts, where measured.
+    #[serde(default)]
+    pub docker_split: Option<crate::docker_split::DockerSplit>,
     /// Facts about the run as a whole a reader needs (e.g. backends skipped and why).
     pub notes: Vec<String>,
 }
@@ -108,6 +111,7 @@ impl Results {
             application_kernels: Vec::new(),
             calibration: Vec::new(),
             warm: Vec::new(),
+            docker_split: None,
             notes: Vec::new(),
         }
     }
