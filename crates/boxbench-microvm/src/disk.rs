@@ -89,7 +89,11 @@ impl DiskImage {
         // SAFETY: flock on a descriptor this function owns; no memory is passed.
         if unsafe { libc::flock(file.as_raw_fd(), mode | libc::LOCK_NB) } != 0 {
             let error = std::io::Error::last_os_error();
-            return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) { DiskError::Locked(path) } else { io(error) });
+            return Err(if error.raw_os_error() == Some(libc::EWOULDBLOCK) {
+                DiskError::Locked(path)
+            } else {
+                io(error)
+            });
         }
         Ok(Self { file: Arc::new(file), path, size, read_only: config.read_only })
     }

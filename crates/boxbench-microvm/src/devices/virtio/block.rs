@@ -377,7 +377,8 @@ mod tests {
         let before = f.file();
         let size = before.len() as u64;
         f.memory.write_slice(&[0x55; 1024], GuestAddress(DATA_AT)).unwrap();
-        let cases: Vec<(u32, u64, Vec<(u64, u32, bool)>)> = vec![
+        type Chain = Vec<(u64, u32, bool)>;
+        let cases: Vec<(u32, u64, Chain)> = vec![
             // Past the end of the disk, by one sector, and by an offset that overflows.
             (VIRTIO_BLK_T_OUT, size / 512, vec![(HEADER_AT, 16, false), (DATA_AT, 512, false), (STATUS_AT, 1, true)]),
             (VIRTIO_BLK_T_IN, u64::MAX / 256, vec![(HEADER_AT, 16, false), (DATA_AT, 512, true), (STATUS_AT, 1, true)]),

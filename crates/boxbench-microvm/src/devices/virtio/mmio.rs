@@ -209,11 +209,12 @@ impl<D: VirtioDevice> MmioTransport<D> {
             value = (value & !VIRTIO_CONFIG_S_DRIVER_OK) | VIRTIO_CONFIG_S_FAILED;
         }
         // Bits the driver sets stay set until a reset; ACKNOWLEDGE and DRIVER come first.
-        self.status = (self.status | value) & (VIRTIO_CONFIG_S_ACKNOWLEDGE
-            | VIRTIO_CONFIG_S_DRIVER
-            | VIRTIO_CONFIG_S_FEATURES_OK
-            | VIRTIO_CONFIG_S_DRIVER_OK
-            | VIRTIO_CONFIG_S_FAILED);
+        self.status = (self.status | value)
+            & (VIRTIO_CONFIG_S_ACKNOWLEDGE
+                | VIRTIO_CONFIG_S_DRIVER
+                | VIRTIO_CONFIG_S_FEATURES_OK
+                | VIRTIO_CONFIG_S_DRIVER_OK
+                | VIRTIO_CONFIG_S_FAILED);
     }
 
     fn reset(&mut self) {
