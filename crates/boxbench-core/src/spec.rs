@@ -87,7 +87,7 @@ pub enum Workload {
     Uname,
     /// Reads and writes the VM's first disk (`/dev/vda`) past the page cache, prints the checksum
     /// of what it read and whether the write went through (or was refused, on a read-only disk),
-    /// then the marker; fails without a disk.
+    /// then the marker; fails without a disk, and anywhere but in a VM booted for it.
     Disk,
     /// A user's command and its arguments; its output is the console, its exit status the instance's.
     Command(Vec<String>),
