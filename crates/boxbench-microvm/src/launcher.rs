@@ -596,6 +596,23 @@ mod tests {
     }
 
     #[test]
+    fn a_root_on_the_disk_is_mounted_read_write_unless_the_disk_is_read_only() {
+        for (read_only, mode) in [(false, "rw"), (true, "ro")] {
+            let launcher = MicroVmLauncher::new(MicroVmOptions {
+                guest: GuestKind::Linux,
+                disks: vec![DiskConfig { path: "disk.img".into(), read_only }],
+                root: Some("/dev/vda".into()),
+                cmdline_extra: "quiet=0".into(),
+                ..MicroVmOptions::default()
+            });
+            let cmdline = launcher.cmdline(&Workload::Hello);
+            assert!(cmdline.ends_with(&format!(" root=/dev/vda {mode} quiet=0")), "{cmdline}");
+        }
+        let without = MicroVmLauncher::new(MicroVmOptions::default()).cmdline(&Workload::Hello);
+        assert!(!without.contains("root="), "{without}");
+    }
+
+    #[test]
     fn the_compat_note_names_cmdline_memory_and_initramfs() {
         let dir = tempfile::tempdir().unwrap();
         let (plain, gzip) = (dir.path().join("initramfs.cpio"), dir.path().join("initramfs.cpio.gz"));
