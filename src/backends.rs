@@ -6,6 +6,7 @@ use std::path::PathBuf;
 use boxbench_core::host::KvmFlavour;
 use boxbench_core::{ImagePaths, LaunchError, Launcher};
 use boxbench_images::{ImageBuilder, ImageError};
+use boxbench_microvm::disk::DiskConfig;
 use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
 use boxbench_peers::{
     Accel, CalibrationLauncher, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine,
@@ -179,6 +180,17 @@ pub struct BackendOptions {
     /// Boot a Linux guest in boxbench's VMM even on a kvm_pvm host, where it is refused by default.
     #[arg(long)]
     pub force: bool,
+    /// A raw disk image the VM gets as a virtio-blk disk (`/dev/vda`), locked while the VM runs
+    /// (microvm backend).
+    #[arg(long, value_name = "PATH")]
+    pub disk: Option<PathBuf>,
+    /// The guest may only read the disk (virtio-blk's read-only feature: writes fail in the guest).
+    #[arg(long, requires = "disk")]
+    pub disk_read_only: bool,
+    /// The guest device the kernel mounts as its root filesystem (e.g. /dev/vda) instead of running
+    /// the busybox initramfs: `root=DEVICE` on the command line, no initramfs unless --initrd.
+    #[arg(long, value_name = "DEVICE", requires = "disk")]
+    pub root: Option<String>,
     /// The QEMU accelerator.
     #[arg(long, value_enum, default_value = "auto")]
     pub accel: AccelChoice,
@@ -204,6 +216,9 @@ impl Default for BackendOptions {
             initrd: None,
             cmdline: String::new(),
             force: false,
+            disk: None,
+            disk_read_only: false,
+            root: None,
             accel: AccelChoice::Auto,
             firecracker: None,
             start_dockerd: false,
@@ -263,6 +278,12 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
             }),
         })
     };
+    if options.disk.is_some() && choice != BackendChoice::Microvm {
+        return Err(wrap(LaunchError::InvalidSpec(format!(
+            "--disk: only the microvm backend takes a disk, not {}",
+            choice.name()
+        ))));
+    }
     let launcher: Box<dyn Launcher> = match choice {
         BackendChoice::Container => Box::new(
             boxbench_container::ContainerLauncher::new().map_err(|e| wrap(LaunchError::Unsupported(e.to_string())))?,
@@ -281,6 +302,12 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
             kernel: None,
             initrd: None,
             cmdline_extra: options.cmdline.clone(),
+            disks: options
+                .disk
+                .iter()
+                .map(|path| DiskConfig { path: path.clone(), read_only: options.disk_read_only })
+                .collect(),
+            root: options.root.clone(),
         })),
         BackendChoice::Crun => Box::new(OciRuntimeLauncher::new(OciRuntime::Crun).map_err(wrap)?),
         BackendChoice::Runc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runc).map_err(wrap)?),
@@ -339,17 +366,19 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
                     KernelChoice::MicroVm => crate::images::build_microvm_kernel(&progress)?.vmlinux,
                 };
                 let initrd = match &options.initrd {
-                    Some(initrd) => initrd.clone(),
-                    None => {
+                    Some(initrd) => Some(initrd.clone()),
+                    // The kernel mounts its root from the disk and runs the disk's init.
+                    None if options.root.is_some() => None,
+                    None => Some({
                         let built = crate::images::build_default(false)?;
                         // Inflating a gzip initramfs costs about a minute of emulated kernel code
                         // under kvm_pvm: a VMM booting the patched kernel under KVM there (ours, or
                         // QEMU asked for KVM) hands it the cpio as it is.
                         let under_pvm_kvm = choice == BackendChoice::Microvm || options.accel == AccelChoice::Kvm;
                         if under_pvm_kvm && options.pvm_compat() { built.initramfs_cpio } else { built.initramfs_gz }
-                    }
+                    }),
                 };
-                (kernel, Some(initrd))
+                (kernel, initrd)
             }
         };
         return Ok(ImagePaths { kernel: Some(kernel), initrd, ..ImagePaths::default() });

@@ -33,12 +33,19 @@ struct Findings {
     /// Whether the full-OS VM disk (claim 3) is built.
     full_os_disk: bool,
     linux_guests: String,
+    /// Which guests see a disk of boxbench's VMM (`run -b microvm --disk PATH`).
+    disks: &'static str,
     /// What Docker will run on: a daemon that answers, a private dockerd compare starts, or nothing.
     docker_daemon: DaemonPlan,
     /// Both halves of `docker version`: the client's, and the server's through the Engine API.
     docker_versions: DockerVersions,
     peers: Vec<PeerStatus>,
 }
+
+/// Which guests can use a virtio-blk disk of boxbench's VMM.
+const DISK_GUESTS: &str = "`run -b microvm --disk PATH` gives the VM a virtio-blk disk (virtio-mmio, announced on \
+                           the kernel command line): boxbench's micro-VM kernel sees it as /dev/vda; Debian's cloud \
+                           kernel does not (its virtio_mmio module takes no command-line devices)";
 
 /// How Linux guests run on a host with this KVM.
 fn linux_guests(kvm: KvmFlavour) -> String {
@@ -61,6 +68,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
     let findings = Findings {
         host_label: host.label(),
         linux_guests: linux_guests(host.kvm),
+        disks: DISK_GUESTS,
         host,
         cgroup: CgroupHost::detect().map_err(|e| e.to_string()),
         images_built: paths.bundle.join("config.json").is_file() && paths.rootfs.is_dir(),
@@ -119,6 +127,7 @@ pub fn doctor(args: &DoctorArgs) -> anyhow::Result<ExitCode> {
         }
     )?;
     writeln!(out, "linux VMs: {}", findings.linux_guests)?;
+    writeln!(out, "disks:     {}", findings.disks)?;
     writeln!(out, "docker:    {}", findings.docker_daemon.describe())?;
     let versions = &findings.docker_versions;
     match (&versions.client_version, &versions.client_binary) {

@@ -18,7 +18,7 @@ pub struct RunArgs {
     /// Which launcher runs the workload.
     #[arg(long, short = 'b', value_enum, default_value = "container")]
     pub backend: BackendChoice,
-    /// The named workload: hello, idle or uname (ignored when a command follows `--`).
+    /// The named workload: hello, idle, uname or disk (ignored when a command follows `--`).
     #[arg(long, short = 'w', default_value = "hello", value_parser = parse_workload)]
     pub workload: Workload,
     /// How many launches, one after another.

@@ -23,7 +23,7 @@ pub struct SoakArgs {
     /// How many launches at once.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
     pub parallel: u32,
-    /// The named workload: hello, idle or uname.
+    /// The named workload: hello, idle, uname or disk.
     #[arg(long, short = 'w', default_value = "hello", value_parser = parse_workload)]
     pub workload: Workload,
     /// Every launch's deadline, in seconds.

@@ -31,6 +31,11 @@ pub struct SvmHostArgs {
     /// reports/svm-host-<UTC timestamp>/).
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// A host file copied into the L1's working directory before the command runs, under its own
+    /// name (e.g. a disk image for `run -b microvm --disk NAME`); it comes back to --out with
+    /// whatever the command did to it. Repeatable.
+    #[arg(long = "file", value_name = "PATH")]
+    pub files: Vec<PathBuf>,
     /// The QEMU that runs the L1.
     #[arg(long, default_value = "/usr/bin/qemu-system-x86_64")]
     pub qemu: PathBuf,
@@ -51,6 +56,7 @@ pub fn svm_host_cmd(args: &SvmHostArgs) -> anyhow::Result<ExitCode> {
         boot_timeout: Duration::from_secs(args.boot_timeout),
         stall_timeout: Duration::from_secs(args.stall_timeout),
         qemu: args.qemu.clone(),
+        files: args.files.clone(),
     })?;
     boxbench_core::interrupt::install()?;
     let progress = boxbench::images::ProgressLines::new(false);

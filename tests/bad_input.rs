@@ -186,6 +186,10 @@ fn rows(dir: &Path) -> Vec<Row> {
         ("kernel random bytes", "--kernel", "random", "neither an ELF vmlinux nor a bzImage"),
         ("kernel text file", "--kernel", "text", "neither an ELF vmlinux nor a bzImage"),
         ("kernel ELF for AArch64", "--kernel", "aarch64.elf", "ELF for machine 183, not x86-64"),
+        ("disk missing", "--disk", "missing", "no such file"),
+        ("disk empty", "--disk", "empty", "empty file"),
+        ("disk not a whole number of sectors", "--disk", "text", "21 bytes is not a multiple of 512"),
+        ("disk a directory", "--disk", "rootfs-without-workload", "not a regular file"),
         ("initrd missing", "--initrd", "missing", "no such file"),
         ("initrd empty", "--initrd", "empty", "empty file"),
         ("initrd random bytes", "--initrd", "random", not_initramfs),
@@ -421,4 +425,56 @@ fn a_closed_stdout_is_a_one_line_error_after_the_instances_are_gone() {
     assert_eq!(child.status.code(), Some(1), "{stderr}");
     assert_eq!(stderr.lines().collect::<Vec<_>>(), ["boxbench: writing to stdout: Broken pipe (os error 32)"]);
     common::assert_clean_after(pid, &temp_before, "closed stdout");
+}
+
+/// True while another open file description holds a lock on `path` (probed with a non-blocking
+/// shared lock, released at once).
+fn locked_by_another(path: &Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let file = fs::File::open(path).unwrap();
+    // SAFETY: flock on a descriptor this function owns; the lock, if taken, goes with the file.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
+}
+
+#[test]
+fn a_second_vm_on_a_disk_in_use_is_refused_in_one_line_and_the_lock_goes_with_the_first() {
+    boxbench_testkit::require!(common::is_root(), "the micro-VM backend needs root");
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("shared.img");
+    fs::write(&disk, vec![0u8; 64 * 512]).unwrap();
+    let temp_before = common::temp_entries();
+    let vm = |workload: &str, extra: &[&str]| {
+        let mut command = Command::new(BOXBENCH);
+        command.args(["run", "-b", "microvm", "--guest", "boxbench", "--workload", workload, "--timeout", "120"]);
+        command.args(extra).arg("--disk").arg(&disk);
+        command.stdout(Stdio::piped()).stderr(Stdio::piped());
+        command
+    };
+    // boxbench's own guest ignores the disk: the lock is the VMM's, whatever the guest.
+    let mut first = vm("idle", &[]).spawn().unwrap();
+    while !locked_by_another(&disk) {
+        assert!(first.try_wait().unwrap().is_none(), "the first VM ended before it locked its disk");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    for read_only in [false, true] {
+        let extra: &[&str] = if read_only { &["--disk-read-only"] } else { &[] };
+        let second = vm("hello", extra).spawn().unwrap();
+        let pid = second.id();
+        let output = second.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(1), "{stderr}");
+        assert_eq!(
+            stderr.lines().collect::<Vec<_>>(),
+            [format!("boxbench: microvm launch: disk {}: in use by another VM (locked)", disk.display())]
+        );
+        common::assert_clean_after(pid, &temp_before, "second VM on a locked disk");
+    }
+    // SAFETY: SIGINT to the child spawned above, still running (checked by the loop above).
+    unsafe { libc::kill(first.id() as libc::pid_t, libc::SIGINT) };
+    let first_pid = first.id();
+    first.wait().unwrap();
+    common::assert_clean_after(first_pid, &temp_before, "first VM, interrupted");
+    assert!(!locked_by_another(&disk), "the disk is still locked after its VM ended");
+    let third = vm("hello", &[]).output().unwrap();
+    assert!(third.status.success(), "{}", String::from_utf8_lossy(&third.stderr));
 }

@@ -85,13 +85,17 @@ pub enum Workload {
     Idle,
     /// Prints `uname -r` (the kernel the workload sees), then the marker.
     Uname,
+    /// Reads and writes the VM's first disk (`/dev/vda`) past the page cache, prints the checksum
+    /// of what it read and whether the write went through (or was refused, on a read-only disk),
+    /// then the marker; fails without a disk, and anywhere but in a VM booted for it.
+    Disk,
     /// A user's command and its arguments; its output is the console, its exit status the instance's.
     Command(Vec<String>),
 }
 
 impl Workload {
     /// Every named workload, in the order they are documented.
-    pub const NAMED: [Workload; 3] = [Workload::Hello, Workload::Idle, Workload::Uname];
+    pub const NAMED: [Workload; 4] = [Workload::Hello, Workload::Idle, Workload::Uname, Workload::Disk];
 
     /// The workload's name as the guest image and the CLI know it (`command` for a custom one).
     pub fn name(&self) -> &'static str {
@@ -99,6 +103,7 @@ impl Workload {
             Workload::Hello => "hello",
             Workload::Idle => "idle",
             Workload::Uname => "uname",
+            Workload::Disk => "disk",
             Workload::Command(_) => "command",
         }
     }
@@ -123,7 +128,7 @@ impl fmt::Display for Workload {
 
 /// A workload name that is not one of the named workloads.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown workload `{0}` (expected hello, idle or uname)")]
+#[error("unknown workload `{0}` (expected hello, idle, uname or disk)")]
 pub struct UnknownWorkload(String);
 
 impl FromStr for Workload {
@@ -213,6 +218,6 @@ mod tests {
     #[test]
     fn unknown_workload_is_named_in_the_error() {
         let err = "sleepy".parse::<Workload>().unwrap_err();
-        assert_eq!(err.to_string(), "unknown workload `sleepy` (expected hello, idle or uname)");
+        assert_eq!(err.to_string(), "unknown workload `sleepy` (expected hello, idle, uname or disk)");
     }
 }

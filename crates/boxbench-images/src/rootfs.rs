@@ -11,8 +11,13 @@ use crate::command::{CommandError, run};
 use crate::tree::{self, EntryKind, TreeError};
 
 /// Recipe files the tree cannot do without.
-pub const REQUIRED_RECIPES: [&str; 4] =
-    ["init", "boxbench/workloads/hello", "boxbench/workloads/idle", "boxbench/workloads/uname"];
+pub const REQUIRED_RECIPES: [&str; 5] = [
+    "init",
+    "boxbench/workloads/hello",
+    "boxbench/workloads/idle",
+    "boxbench/workloads/uname",
+    "boxbench/workloads/disk",
+];
 
 /// Directories every rootfs has, with their modes (mount points are left empty).
 const DIRECTORIES: [(&str, u32); 13] = [

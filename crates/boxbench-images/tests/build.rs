@@ -67,7 +67,7 @@ fn rootfs_has_busybox_applets_workloads_and_mount_points() {
     for applet in ["bin/sh", "bin/mount", "bin/sleep", "bin/uname", "sbin/reboot"] {
         assert_eq!(fs::read_link(rootfs.join(applet)).unwrap(), Path::new("/bin/busybox"), "{applet}");
     }
-    for script in ["init", "boxbench/workloads/hello", "boxbench/workloads/idle", "boxbench/workloads/uname"] {
+    for script in boxbench_images::rootfs::REQUIRED_RECIPES {
         let meta = fs::metadata(rootfs.join(script)).unwrap();
         assert_eq!(meta.permissions().mode() & 0o777, 0o755, "{script}");
         assert!(fs::read_to_string(rootfs.join(script)).unwrap().starts_with("#!/bin/sh\n"), "{script}");

@@ -14,7 +14,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 cd "$here"
 export RUSTC_BOOTSTRAP=1
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/target}"
-targets="serial i8042 rtc boot_timer reset exit_dispatcher"
+targets="serial i8042 rtc boot_timer reset exit_dispatcher virtio_blk"
 cargo fuzz build --release --sanitizer address
 summary=""
 status=0

@@ -128,7 +128,11 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
     if orphaned {
         exit_now(EXIT_FAILED);
     }
-    close_other_fds(&[events_fd, console_fd, setup.cgroup_join]);
+    // The disk images stay open: they were opened and locked before the fork, and the seccomp filter
+    // allows no `open` once the VM runs.
+    let mut keep = vec![events_fd, console_fd, setup.cgroup_join];
+    keep.extend(setup.plan.disks.iter().map(|disk| disk.file().as_raw_fd()));
+    close_other_fds(&keep);
     // SAFETY: `events_fd` and `console_fd` are open pipe write ends inherited from the parent, and
     // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
     // through _exit).

@@ -27,6 +27,7 @@ use boxbench_images::microvm_kernel::{KVM_PVM_MEMORY_BYTES, kvm_pvm_cmdline};
 
 use crate::child::{self, ChildSetup};
 use crate::cpuid::CpuidQuirks;
+use crate::disk::DiskConfig;
 use crate::events::{ChildEvent, EventDecoder};
 use crate::hypervisor::{Hypervisor, HypervisorError, KvmHypervisor};
 use crate::mptable;
@@ -102,6 +103,11 @@ pub struct MicroVmOptions {
     pub initrd: Option<PathBuf>,
     /// Appended to the command line.
     pub cmdline_extra: String,
+    /// virtio-blk disks, in order (`/dev/vda` first).
+    pub disks: Vec<DiskConfig>,
+    /// The guest device the kernel mounts as its root filesystem (`root=DEVICE`, read-write unless
+    /// the first disk is read-only); `None`: the initramfs is the root.
+    pub root: Option<String>,
 }
 
 /// boxbench's own micro-VM monitor as a backend.
@@ -127,7 +133,8 @@ impl MicroVmLauncher {
     /// ([`LINUX_GUEST_ARGS`]), the i8042 settings of a reset-only controller, the workload's name,
     /// how to reboot (through the keyboard controller, or on kvm_pvm with boxbench's micro-VM kernel its
     /// whole compatibility set with `reboot=p`, the reset-control port; the VMM treats both as a clean
-    /// exit), then the user's additions.
+    /// exit), the root device if the root is on a disk, then the user's additions. The disks are announced
+    /// after all of it ([`VmConfig::plan`]).
     pub fn cmdline(&self, workload: &Workload) -> String {
         let reboot = if self.pvm_compat() { kvm_pvm_cmdline() } else { "reboot=k" };
         let mut cmdline = format!(
@@ -135,6 +142,10 @@ impl MicroVmLauncher {
             VM_DEFAULTS.base_cmdline,
             workload.name()
         );
+        if let Some(root) = &self.options.root {
+            let mode = if self.options.disks.first().is_some_and(|disk| disk.read_only) { "ro" } else { "rw" };
+            cmdline.push_str(&format!(" root={root} {mode}"));
+        }
         let extra = self.options.cmdline_extra.trim();
         if !extra.is_empty() {
             cmdline.push(' ');
@@ -152,7 +163,7 @@ impl Launcher for MicroVmLauncher {
     fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
         if let Workload::Command(_) = spec.workload {
             return Err(LaunchError::InvalidSpec(
-                "microvm: runs named workloads only (hello, idle, uname), not a command".into(),
+                "microvm: runs named workloads only (hello, idle, uname, disk), not a command".into(),
             ));
         }
         if self.options.guest == GuestKind::Linux && self.kvm == KvmFlavour::Pvm && !self.options.force {
@@ -181,6 +192,7 @@ impl Launcher for MicroVmLauncher {
             cmdline: self.cmdline(&spec.workload),
             memory_mib,
             vcpus: spec.vcpus,
+            disks: self.options.disks.clone(),
             ..VmConfig::new(kernel)
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
@@ -581,6 +593,23 @@ mod tests {
         assert_eq!(VM_DEFAULTS.exit_status(console), Some(3));
         assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_READY\n"), None);
         assert_eq!(VM_DEFAULTS.exit_status("BOXBENCH_EXIT_STATUS=x\n"), None);
+    }
+
+    #[test]
+    fn a_root_on_the_disk_is_mounted_read_write_unless_the_disk_is_read_only() {
+        for (read_only, mode) in [(false, "rw"), (true, "ro")] {
+            let launcher = MicroVmLauncher::new(MicroVmOptions {
+                guest: GuestKind::Linux,
+                disks: vec![DiskConfig { path: "disk.img".into(), read_only }],
+                root: Some("/dev/vda".into()),
+                cmdline_extra: "quiet=0".into(),
+                ..MicroVmOptions::default()
+            });
+            let cmdline = launcher.cmdline(&Workload::Hello);
+            assert!(cmdline.ends_with(&format!(" root=/dev/vda {mode} quiet=0")), "{cmdline}");
+        }
+        let without = MicroVmLauncher::new(MicroVmOptions::default()).cmdline(&Workload::Hello);
+        assert!(!without.contains("root="), "{without}");
     }
 
     #[test]

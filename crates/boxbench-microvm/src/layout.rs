@@ -72,6 +72,26 @@ pub const BOOT_TIMER_LEN: u64 = 0x1000;
 /// The value the guest writes to the boot timer (Firecracker's magic value).
 pub const BOOT_TIMER_MAGIC: u8 = 123;
 
+/// The first virtio-mmio device's register window, right after the boot timer; device `i` is at
+/// `VIRTIO_MMIO_START + i * VIRTIO_MMIO_LEN` (see [`virtio_mmio_slot`]).
+pub const VIRTIO_MMIO_START: u64 = BOOT_TIMER_ADDR + BOOT_TIMER_LEN;
+/// The length of one virtio-mmio register window: 0x100 of registers and the device's
+/// configuration space, rounded to a page as Linux's `virtio_mmio.device=` sizes expect.
+pub const VIRTIO_MMIO_LEN: u64 = 0x1000;
+/// The ISA interrupt lines of the virtio-mmio devices, in device order: free lines of the PC (COM1
+/// has 4; 8 is the RTC's; 9 and up are left alone), each an IOAPIC pin of the MP table's ISA
+/// entries (edge-triggered, active high: what an irqfd delivers).
+pub const VIRTIO_MMIO_IRQS: [u32; 3] = [5, 6, 7];
+/// How many virtio-mmio devices a VM can have: one interrupt line each.
+pub const MAX_VIRTIO_DEVICES: usize = VIRTIO_MMIO_IRQS.len();
+
+/// The register window and interrupt line of virtio-mmio device `index` (`None` past
+/// [`MAX_VIRTIO_DEVICES`]).
+pub fn virtio_mmio_slot(index: usize) -> Option<(u64, u32)> {
+    let irq = *VIRTIO_MMIO_IRQS.get(index)?;
+    Some((VIRTIO_MMIO_START + index as u64 * VIRTIO_MMIO_LEN, irq))
+}
+
 /// The IOAPIC of KVM's in-kernel irqchip, as the MP table advertises it.
 pub const IOAPIC_ADDR: u32 = 0xfec0_0000;
 /// The local APIC base every vCPU starts with.
@@ -128,6 +148,15 @@ mod tests {
         assert_eq!(big[0], (GuestAddress(0), MMIO_GAP_START));
         assert_eq!(big[1], (GuestAddress(1 << 32), (4 << 30) - MMIO_GAP_START));
         assert_eq!(low_ram_end(4 << 30), MMIO_GAP_START);
+    }
+
+    #[test]
+    fn virtio_windows_sit_in_the_mmio_gap_apart_from_everything_else() {
+        let (last, _) = virtio_mmio_slot(MAX_VIRTIO_DEVICES - 1).unwrap();
+        assert!(virtio_mmio_slot(MAX_VIRTIO_DEVICES).is_none());
+        const { assert!(VIRTIO_MMIO_START >= BOOT_TIMER_ADDR + BOOT_TIMER_LEN) };
+        assert!(last + VIRTIO_MMIO_LEN <= u64::from(IOAPIC_ADDR));
+        assert!(!VIRTIO_MMIO_IRQS.contains(&SERIAL_IRQ));
     }
 
     #[test]

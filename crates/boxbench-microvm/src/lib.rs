@@ -4,7 +4,8 @@
 //! One module per hardware concern: [`layout`] (every guest address), [`gdt`], [`paging`],
 //! [`mptable`], [`cpuid`], [`msr`], [`regs`], [`fpu`], [`boot_params`] (zero page, e820), [`pvh`]
 //! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`initramfs`] (what an initrd
-//! must be), [`devices`] (serial, i8042, boot timer, reset control), [`hypervisor`] (the KVM calls
+//! must be), [`disk`] (a disk image, checked and locked), [`devices`] (serial, i8042, boot timer,
+//! reset control, virtio-mmio and virtio-blk), [`hypervisor`] (the KVM calls
 //! behind a small trait), [`vcpu`] and [`vm`]. [`launcher`] runs each VM in a child process
 //! ([`child`]) that reports over a pipe ([`events`]), measuring its own cost beyond guest memory
 //! ([`vmm_memory`]).
@@ -13,6 +14,7 @@ pub mod boot_params;
 pub mod child;
 pub mod cpuid;
 pub mod devices;
+pub mod disk;
 pub mod events;
 pub mod fpu;
 pub mod gdt;

@@ -3,8 +3,9 @@
 //! reports as such.
 //!
 //! The run loop needs: `ioctl(KVM_RUN)` and nothing else of KVM; `write` (serial output, event
-//! records, the serial interrupt's eventfd); `pread64` of the already-open `/proc/self/smaps`
-//! ([`crate::vmm_memory::Smaps`]); memory management for the heap and thread stacks (`brk`, `mmap`
+//! records, the serial and virtio interrupts' eventfds); `pread64` of the already-open
+//! `/proc/self/smaps` ([`crate::vmm_memory::Smaps`]) and, with `pwrite64` and `fdatasync`, of the
+//! already-open disk images (virtio-blk's read, write and flush); memory management for the heap and thread stacks (`brk`, `mmap`
 //! without `PROT_EXEC`, `mremap`, `munmap`, `madvise`); locks and channels (`futex`, `sched_yield`); stopping vCPU threads
 //! with the kick signal (`tgkill`, `getpid`, `gettid`, `rt_sigreturn`, `clock_nanosleep`,
 //! `nanosleep`); releasing the VM (`close`, and `fcntl(F_GETFD)`, which Rust's standard library
@@ -24,6 +25,8 @@ const KVM_RUN: u64 = 0xae80;
 const RUN_LOOP_SYSCALLS: &[libc::c_long] = &[
     libc::SYS_write,
     libc::SYS_pread64,
+    libc::SYS_pwrite64,
+    libc::SYS_fdatasync,
     libc::SYS_brk,
     libc::SYS_mremap,
     libc::SYS_munmap,

@@ -21,7 +21,9 @@ use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRe
 use crate::boot_params::{self, InitrdRegion};
 use crate::cpuid::CpuidQuirks;
 use crate::devices::serial::{SerialError, SerialPort};
+use crate::devices::virtio::{self, VirtioError};
 use crate::devices::{Devices, IgnoredAccesses};
+use crate::disk::{DiskConfig, DiskError, DiskImage};
 use crate::gdt::{self, GdtError};
 use crate::hypervisor::{self, Hypervisor, HypervisorError, HypervisorVm, KvmHypervisor, KvmVcpu, KvmVm};
 use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, SERIAL_IRQ};
@@ -61,6 +63,8 @@ pub struct VmConfig {
     pub console: Option<File>,
     /// Who hears of the VM's milestones.
     pub observer: Arc<dyn VmObserver>,
+    /// virtio-blk disks, in order (`/dev/vda`, `/dev/vdb`, …).
+    pub disks: Vec<DiskConfig>,
 }
 
 impl VmConfig {
@@ -76,15 +80,23 @@ impl VmConfig {
             cpuid_quirks: CpuidQuirks { hide_pv_clock_features: KvmFlavour::detect() == KvmFlavour::Pvm },
             console: None,
             observer: Arc::new(IgnoreMilestones),
+            disks: Vec::new(),
         }
     }
 
-    /// Checks the files and settings without touching KVM, and works out where everything goes.
+    /// Checks the files and settings without touching KVM, and works out where everything goes. The
+    /// disks are opened and locked here: the plan holds them until the VM is over.
     pub fn plan(&self) -> Result<BootPlan, VmConfigError> {
         if self.vcpus == 0 {
             return Err(VmConfigError::NoVcpus);
         }
-        loader::check_cmdline(&self.cmdline)?;
+        // Each disk is announced to the guest on the command line, after the caller's arguments.
+        let mut cmdline = self.cmdline.clone();
+        for index in 0..self.disks.len() {
+            cmdline.push(' ');
+            cmdline.push_str(&virtio::cmdline_arg(index)?);
+        }
+        loader::check_cmdline(&cmdline)?;
         let kernel = loader::inspect_kernel(&self.kernel)?;
         let mem_bytes = u64::from(self.memory_mib) << 20;
         let low_end = layout::low_ram_end(mem_bytes);
@@ -109,7 +121,8 @@ impl VmConfig {
             }
             None => None,
         };
-        Ok(BootPlan { kernel, initrd, cmdline: self.cmdline.clone(), mem_bytes, vcpus: self.vcpus })
+        let disks = self.disks.iter().map(DiskImage::open).collect::<Result<Vec<_>, _>>()?;
+        Ok(BootPlan { kernel, initrd, cmdline, mem_bytes, vcpus: self.vcpus, disks })
     }
 }
 
@@ -126,6 +139,8 @@ pub struct BootPlan {
     pub mem_bytes: u64,
     /// Virtual CPUs.
     pub vcpus: u8,
+    /// The disks, open and locked.
+    pub disks: Vec<DiskImage>,
 }
 
 /// A configuration that cannot become a VM; each message names the setting or file.
@@ -149,6 +164,12 @@ pub enum VmConfigError {
     /// A kernel, initrd or command line problem.
     #[error(transparent)]
     Loader(#[from] LoaderError),
+    /// A disk that cannot be used.
+    #[error(transparent)]
+    Disk(#[from] DiskError),
+    /// More disks than the machine has room for.
+    #[error(transparent)]
+    Virtio(#[from] VirtioError),
     /// KVM is missing or refused.
     #[error(transparent)]
     Hypervisor(#[from] HypervisorError),
@@ -190,6 +211,9 @@ pub enum VmError {
     /// The serial port could not be created.
     #[error(transparent)]
     Serial(#[from] SerialError),
+    /// A virtio device could not be attached.
+    #[error(transparent)]
+    VirtioDevice(#[from] VirtioError),
     /// A vCPU thread could not be started.
     #[error("starting the thread of vCPU {vcpu}: {source}")]
     Thread { vcpu: u8, source: std::io::Error },
@@ -307,7 +331,8 @@ impl Vm {
 
         let serial = SerialPort::new(console, observer.clone())?;
         vm.register_irqfd(serial.irq_eventfd(), SERIAL_IRQ)?;
-        let devices = Arc::new(Devices::new(serial, observer.clone()));
+        let disks = virtio::attach_disks(&vm, &memory, &plan.disks)?;
+        let devices = Arc::new(Devices::new(serial, observer.clone()).with_virtio(disks));
 
         let supported = kvm.supported_cpuid()?;
         let msrs = msr::boot_msrs()?;

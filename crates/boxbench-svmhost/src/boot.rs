@@ -83,6 +83,9 @@ pub struct BootSettings {
     pub timeout: Duration,
     /// How long the L1's heartbeat may be silent once it is ready.
     pub stall_timeout: Duration,
+    /// Host files the L1's init copies into its working directory (each a fw_cfg file under
+    /// [`init::FILES_FW_CFG_DIR`], named by its file name).
+    pub files: Vec<PathBuf>,
 }
 
 /// What the L1 gave back.
@@ -150,6 +153,10 @@ pub fn qemu_args(settings: &BootSettings, command_file: &Path, channels: &Channe
     ]
     .iter()
     .map(|s| (*s).to_owned())
+    .chain(settings.files.iter().flat_map(|file| {
+        let name = file.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        ["-fw_cfg".to_owned(), format!("name={}/{name},file={}", init::FILES_FW_CFG_DIR, file.display())]
+    }))
     .collect()
 }
 
@@ -347,6 +354,7 @@ mod tests {
             boot_timeout: Duration::from_secs(120),
             timeout: Duration::from_secs(600),
             stall_timeout: Duration::from_secs(120),
+            files: Vec::new(),
         }
     }
 

@@ -5,8 +5,9 @@
 //! tmpfs and `switch_root` runs stage 2 there. Stage 2 (`/sbin/l1-init`) sets up what a real
 //! user's host has (proc, sysfs, devtmpfs, devpts, cgroup v2 alone at `/sys/fs/cgroup` with the
 //! controllers a systemd host enables, loopback), loads the KVM modules, reads the command from
-//! QEMU's fw_cfg, runs it in `/out` while a heartbeat goes out on the third serial port, sends
-//! `/out` back as a base64 tar on the second serial port, and powers off.
+//! QEMU's fw_cfg, copies the host files fw_cfg carries into `/out`, runs the command there while a
+//! heartbeat goes out on the third serial port, sends `/out` back as a base64 tar on the second
+//! serial port, and powers off.
 
 use std::path::Path;
 
@@ -27,6 +28,9 @@ pub const OUT_BEGIN: &str = "BOXBENCH_OUT_BEGIN";
 pub const OUT_END: &str = "BOXBENCH_OUT_END";
 /// The fw_cfg file that carries the command script (QEMU's `-fw_cfg name=...`).
 pub const COMMAND_FW_CFG: &str = "opt/boxbench/command";
+/// The fw_cfg directory of the host files copied into [`OUT_DIR`] before the command (QEMU's
+/// `-fw_cfg name=opt/boxbench/files/NAME,file=PATH`).
+pub const FILES_FW_CFG_DIR: &str = "opt/boxbench/files";
 /// The directory the command runs in and whose contents come back to the host.
 pub const OUT_DIR: &str = "/out";
 /// The environment variable that points `compare`'s default report directory into [`OUT_DIR`].
@@ -83,6 +87,11 @@ done
 command=/sys/firmware/qemu_fw_cfg/by_name/{COMMAND_FW_CFG}/raw
 [ -r \"$command\" ] || fail \"no command in fw_cfg ($command)\"
 cp \"$command\" /run/command.sh
+for file in /sys/firmware/qemu_fw_cfg/by_name/{FILES_FW_CFG_DIR}/*/raw; do
+    [ -r \"$file\" ] || continue
+    name=${{file%/raw}}
+    cp \"$file\" \"{OUT_DIR}/${{name##*/}}\" || fail \"copying $file into {OUT_DIR}\"
+done
 echo {READY_MARKER}
 # A heartbeat the host watches: it stops only if the L1 itself stops (its clock or its CPUs).
 while :; do echo {HEARTBEAT}; sleep {HEARTBEAT_INTERVAL_S}; done > /dev/ttyS2 2>/dev/null &

@@ -62,7 +62,14 @@ pub struct SvmHostRequest {
     pub stall_timeout: Duration,
     /// `qemu-system-x86_64`.
     pub qemu: PathBuf,
+    /// Host files copied into the L1's working directory before the command runs (e.g. a disk
+    /// image); they come back with everything else the command leaves there.
+    pub files: Vec<PathBuf>,
 }
+
+/// The longest file name `--file` carries: QEMU's fw_cfg names are at most 55 bytes, and
+/// [`init::FILES_FW_CFG_DIR`] and a slash come first.
+pub const MAX_FILE_NAME_LEN: usize = 55 - init::FILES_FW_CFG_DIR.len() - 1;
 
 /// A checked request.
 #[derive(Debug, Clone)]
@@ -99,6 +106,20 @@ impl TryFrom<SvmHostRequest> for SvmHostConfig {
         }
         if !request.qemu.is_file() {
             return Err(SvmHostError::NoQemu(request.qemu));
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for file in &request.files {
+            let bad = |reason: &str| setting("--file", format!("{}: {reason}", file.display()));
+            if !file.is_file() {
+                return Err(bad("not a regular file"));
+            }
+            let name = file.file_name().and_then(|n| n.to_str()).unwrap_or_default();
+            if name.is_empty() || name.len() > MAX_FILE_NAME_LEN || name.contains(',') {
+                return Err(bad(&format!("its name must be 1 to {MAX_FILE_NAME_LEN} bytes of UTF-8 without a comma")));
+            }
+            if !names.insert(name.to_owned()) {
+                return Err(bad("another --file has the same name"));
+            }
         }
         Ok(Self { request })
     }
@@ -144,6 +165,7 @@ impl SvmHostConfig {
             boot_timeout: self.request.boot_timeout,
             timeout: self.request.timeout,
             stall_timeout: self.request.stall_timeout,
+            files: self.request.files.clone(),
         };
         Ok(boot::run(
             &settings,
@@ -166,6 +188,7 @@ mod tests {
             boot_timeout: Duration::from_secs(120),
             stall_timeout: Duration::from_secs(120),
             qemu: PathBuf::from("/bin/sh"),
+            files: Vec::new(),
         }
     }
 
@@ -188,6 +211,13 @@ mod tests {
         for (bad, message) in cases {
             assert_eq!(SvmHostConfig::try_from(bad).unwrap_err().to_string(), message);
         }
+        let missing = SvmHostRequest { files: vec![PathBuf::from("/nonexistent/disk.img")], ..request() };
+        assert_eq!(
+            SvmHostConfig::try_from(missing).unwrap_err().to_string(),
+            "--file: /nonexistent/disk.img: not a regular file"
+        );
+        let twice = SvmHostRequest { files: vec![PathBuf::from("/bin/sh"), PathBuf::from("/usr/bin/sh")], ..request() };
+        assert!(SvmHostConfig::try_from(twice).unwrap_err().to_string().contains("the same name"));
         assert!(SvmHostConfig::try_from(request()).is_ok());
     }
 }

@@ -12,6 +12,7 @@ pub mod i8042;
 pub mod reset;
 pub mod rtc;
 pub mod serial;
+pub mod virtio;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -48,6 +49,7 @@ pub struct Devices {
     reset_control: Mutex<reset::ResetControl>,
     rtc: Mutex<rtc::Rtc>,
     boot_timer: boot_timer::BootTimer,
+    virtio: Vec<virtio::VirtioSlot>,
     ignored_port_io: AtomicU64,
     ignored_mmio: AtomicU64,
 }
@@ -61,9 +63,20 @@ impl Devices {
             reset_control: Mutex::new(reset::ResetControl::default()),
             rtc: Mutex::new(rtc::Rtc::default()),
             boot_timer: boot_timer::BootTimer::new(observer),
+            virtio: Vec::new(),
             ignored_port_io: AtomicU64::new(0),
             ignored_mmio: AtomicU64::new(0),
         }
+    }
+
+    /// These devices with the virtio-mmio devices of `slots` in the MMIO space.
+    pub fn with_virtio(mut self, slots: Vec<virtio::VirtioSlot>) -> Self {
+        self.virtio = slots;
+        self
+    }
+
+    fn virtio_slot(&self, address: u64) -> Option<&virtio::VirtioSlot> {
+        self.virtio.iter().find(|slot| slot.contains(address))
     }
 
     /// A guest `in` from `port`: fills `data`, whatever its length (KVM passes 1, 2 or 4 bytes; the
@@ -127,6 +140,8 @@ impl Devices {
     pub fn mmio_read(&self, address: u64, data: &mut [u8]) {
         if is_boot_timer(address) {
             data.fill(0);
+        } else if let Some(slot) = self.virtio_slot(address) {
+            slot.transport.lock().unwrap_or_else(PoisonError::into_inner).read(address - slot.base, data);
         } else {
             self.ignored_mmio.fetch_add(1, Ordering::Relaxed);
             data.fill(0xff);
@@ -137,6 +152,8 @@ impl Devices {
     pub fn mmio_write(&self, address: u64, data: &[u8]) {
         if is_boot_timer(address) {
             self.boot_timer.write(address - BOOT_TIMER_ADDR, data);
+        } else if let Some(slot) = self.virtio_slot(address) {
+            slot.transport.lock().unwrap_or_else(PoisonError::into_inner).write(address - slot.base, data);
         } else {
             self.ignored_mmio.fetch_add(1, Ordering::Relaxed);
         }
