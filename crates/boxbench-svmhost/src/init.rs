@@ -11,6 +11,8 @@
 
 use std::path::Path;
 
+use boxbench_images::IMAGES_DIR_ENV;
+
 /// Printed on the console once the modules are loaded and /dev/kvm exists, before the command.
 pub const READY_MARKER: &str = "BOXBENCH_L1_READY";
 /// Printed on the console after the command, followed by its exit status.
@@ -125,8 +127,9 @@ const KEEPER_WAIT_TENTHS: u32 = 100;
 /// reproduced within 20 short-lived VMs beside busy vCPUs). With a VM always there, the key never
 /// flips and nothing is patched; 300 such launches ran through. (Single-threaded TCG avoids the
 /// stale translation too, but stalled Linux guests inside.)
-pub fn command_script(program: &Path, args: &[String], keeper_timeout_s: u64) -> String {
+pub fn command_script(program: &Path, args: &[String], images_dir: &Path, keeper_timeout_s: u64) -> String {
     let program = shell_quote(&program.to_string_lossy());
+    let images_dir = shell_quote(&images_dir.to_string_lossy());
     let mut line = program.clone();
     for arg in args {
         line.push(' ');
@@ -134,6 +137,8 @@ pub fn command_script(program: &Path, args: &[String], keeper_timeout_s: u64) ->
     }
     format!(
         "#!/bin/sh
+# The images the L1 carries, wherever the host's boxbench found them.
+export {IMAGES_DIR_ENV}={images_dir}
 {program} run -b microvm --guest boxbench --workload idle --timeout {keeper_timeout_s} >/dev/null 2>&1 &
 keeper=$!
 waited=0
@@ -168,14 +173,26 @@ mod tests {
     fn the_command_script_passes_every_argument_through_unchanged() {
         let args: Vec<String> =
             ["compare", "-n", "2", "it's", "two words", "$HOME", "`id`", "a\\b", ""].map(str::to_owned).to_vec();
-        let script =
-            command_script(Path::new("/usr/bin/printf"), &[vec!["%s\\n".to_owned()], args.clone()].concat(), 1);
+        let script = command_script(
+            Path::new("/usr/bin/printf"),
+            &[vec!["%s\\n".to_owned()], args.clone()].concat(),
+            Path::new("/srv/guest-images"),
+            1,
+        );
         let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
         assert!(script.contains("'/usr/bin/printf' run -b microvm --guest boxbench --workload idle --timeout 1 "));
         assert!(script.contains("kill $keeper"), "the keeper VM outlives the command");
         let printed = String::from_utf8(out.stdout).unwrap();
         let lines: Vec<&str> = printed.split('\n').collect();
         assert_eq!(&lines[..args.len()], args.iter().map(String::as_str).collect::<Vec<_>>().as_slice());
+    }
+
+    #[test]
+    fn the_command_is_told_where_the_carried_images_are() {
+        let args = ["-c".to_owned(), format!("printf %s \"${IMAGES_DIR_ENV}\"")];
+        let script = command_script(Path::new("/bin/sh"), &args, Path::new("/work/it's here/guest-images"), 1);
+        let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+        assert_eq!(String::from_utf8(out.stdout).unwrap(), "/work/it's here/guest-images");
     }
 
     #[test]

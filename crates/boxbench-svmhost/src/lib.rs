@@ -136,13 +136,21 @@ pub struct L1Image {
     pub built_now: bool,
     /// The payload's file bytes.
     pub payload_bytes: u64,
+    /// The guest-images directory it carries, at its host path (the inner command is told it).
+    pub images_dir: PathBuf,
 }
 
 /// Gathers `sources` into the cached L1 initramfs under `images_out`.
 pub fn prepare(sources: &PayloadSources, images_out: &Path) -> Result<L1Image, SvmHostError> {
     let payload = payload::assemble(sources)?;
     let (initramfs, built_now) = boxbench_images::build_l1_initramfs(images_out, &payload)?;
-    Ok(L1Image { kernel: sources.kernel.clone(), initramfs, built_now, payload_bytes: payload.file_bytes() })
+    Ok(L1Image {
+        kernel: sources.kernel.clone(),
+        initramfs,
+        built_now,
+        payload_bytes: payload.file_bytes(),
+        images_dir: sources.images_dir.clone(),
+    })
 }
 
 impl SvmHostConfig {
@@ -169,7 +177,7 @@ impl SvmHostConfig {
         };
         Ok(boot::run(
             &settings,
-            &init::command_script(program, args, self.request.timeout.as_secs()),
+            &init::command_script(program, args, &image.images_dir, self.request.timeout.as_secs()),
             out_dir,
             console,
         )?)
