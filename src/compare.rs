@@ -112,6 +112,7 @@ impl SeriesPlan {
             let guest = match self.options.guest() {
                 GuestChoice::Boxbench => "boxbench",
                 GuestChoice::Linux => "linux",
+                GuestChoice::FullOs => "full-os",
             };
             cmd.push_str(&format!(" --guest {guest}"));
             if self.options.guest() == GuestChoice::Linux && self.options.kernel == Some(KernelChoice::DebianCloud) {
