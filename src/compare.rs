@@ -14,7 +14,8 @@ use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use boxbench_images::ImageBuilder;
 use boxbench_peers::CalibrationLauncher;
 use boxbench_report::{
-    DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind,
+    ContainerKind, DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings,
+    Series, VmKind,
 };
 
 use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice, KernelChoice};
@@ -34,6 +35,10 @@ pub struct CompareSettings {
     /// emulated (about a minute a launch): 0 leaves them out, with a note saying so. They take one
     /// `uname` launch (when `uname_runs` asks for any), no warm-up and no density step.
     pub pvm_linux_runs: usize,
+    /// Whether the full-OS disk is built for this run (its system containers are measured then).
+    pub full_os: bool,
+    /// Measured launches of the full-OS disk booted in a VM through its firmware (0 leaves them out).
+    pub full_os_vm_runs: usize,
     /// Only these backends (all when empty).
     pub only: Vec<BackendChoice>,
     /// Each launch's deadline.
@@ -88,6 +93,8 @@ pub struct SeriesPlan {
     pub options: BackendOptions,
     /// What kind of VM it is (`None` for containers).
     pub vm_kind: Option<VmKind>,
+    /// What kind of container it is, where not an application container (`None` for VMs too).
+    pub container_kind: Option<ContainerKind>,
 }
 
 impl SeriesPlan {
@@ -95,6 +102,12 @@ impl SeriesPlan {
     /// launch.
     pub fn is_pvm_emulated(&self) -> bool {
         self.vm_kind == Some(VmKind::LinuxPvmEmulated)
+    }
+
+    /// The full-OS disk booted in a VM through its firmware and boot loader: minutes a launch under
+    /// TCG, measured only when asked ([`CompareSettings::full_os_vm_runs`]).
+    pub fn is_full_os_vm(&self) -> bool {
+        matches!(self.vm_kind, Some(VmKind::FullOsTcg | VmKind::FullOsHardware | VmKind::FullOsSvmEmulated))
     }
 
     /// The series' name in progress lines and errors.
@@ -149,13 +162,14 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
         BackendChoice::Docker,
     ]
     .into_iter()
-    .map(|choice| SeriesPlan { choice, options: base.clone(), vm_kind: None })
+    .map(|choice| SeriesPlan { choice, options: base.clone(), vm_kind: None, container_kind: None })
     .collect();
     if kvm != KvmFlavour::Absent {
         plan.push(SeriesPlan {
             choice: BackendChoice::Microvm,
             options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
             vm_kind: Some(VmKind::OwnGuestFloor),
+            container_kind: None,
         });
         // The same minimal guest in the other VMMs compares the monitors themselves; Firecracker is
         // measured where its binary is given or on PATH, and the report notes it skipped otherwise.
@@ -164,6 +178,7 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
                 choice,
                 options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
                 vm_kind: Some(VmKind::OwnGuestOtherVmm),
+                container_kind: None,
             });
         }
     }
@@ -172,13 +187,38 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
     } else {
         (AccelChoice::Tcg, VmKind::LinuxTcg)
     };
+    // The full-OS disk, booted as a system container on the host and as a VM through its firmware.
+    for choice in [BackendChoice::Nspawn, BackendChoice::Lxc] {
+        plan.push(SeriesPlan {
+            choice,
+            options: base.clone(),
+            vm_kind: None,
+            container_kind: Some(ContainerKind::System),
+        });
+    }
+    let full_os_kind = match (kvm.is_hardware(), cpu_emulated) {
+        (true, false) => VmKind::FullOsHardware,
+        (true, true) => VmKind::FullOsSvmEmulated,
+        (false, _) => VmKind::FullOsTcg,
+    };
+    plan.push(SeriesPlan {
+        choice: BackendChoice::QemuQ35,
+        options: with(GuestChoice::FullOs, linux_accel),
+        vm_kind: Some(full_os_kind),
+        container_kind: None,
+    });
     let mut linux_vms = vec![BackendChoice::QemuMicrovm, BackendChoice::QemuQ35];
     if kvm.is_hardware() {
         linux_vms.insert(0, BackendChoice::Microvm);
         linux_vms.push(BackendChoice::Firecracker);
     }
     for choice in linux_vms {
-        plan.push(SeriesPlan { choice, options: with(GuestChoice::Linux, linux_accel), vm_kind: Some(linux_kind) });
+        plan.push(SeriesPlan {
+            choice,
+            options: with(GuestChoice::Linux, linux_accel),
+            vm_kind: Some(linux_kind),
+            container_kind: None,
+        });
     }
     if kvm == KvmFlavour::Pvm {
         for choice in [BackendChoice::Microvm, BackendChoice::QemuMicrovm] {
@@ -186,6 +226,7 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
                 choice,
                 options: with(GuestChoice::Linux, AccelChoice::Kvm),
                 vm_kind: Some(VmKind::LinuxPvmEmulated),
+                container_kind: None,
             });
         }
     }
@@ -208,12 +249,22 @@ impl Ready {
     /// The `hello` launches of this series: (warm-up, measured). It takes part in the first
     /// `warm-up + measured` rounds.
     fn hello_launches(&self, settings: &CompareSettings) -> (usize, usize) {
-        if self.plan.is_pvm_emulated() { (0, settings.pvm_linux_runs) } else { (settings.warmup, settings.runs) }
+        if self.plan.is_pvm_emulated() {
+            (0, settings.pvm_linux_runs)
+        } else if self.plan.is_full_os_vm() {
+            (0, settings.full_os_vm_runs)
+        } else {
+            (settings.warmup, settings.runs)
+        }
     }
 
     /// How many `uname` launches this series makes.
     fn uname_runs(&self, settings: &CompareSettings) -> usize {
-        if self.plan.is_pvm_emulated() { settings.uname_runs.min(1) } else { settings.uname_runs }
+        if self.plan.is_pvm_emulated() || self.plan.is_full_os_vm() {
+            settings.uname_runs.min(1)
+        } else {
+            settings.uname_runs
+        }
     }
 }
 
@@ -239,6 +290,20 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
 
     let mut ready = Vec::new();
     for series in plan {
+        let full_os = series.is_full_os_vm() || series.container_kind.is_some();
+        if full_os && !settings.full_os {
+            notes.push(format!("{} not measured: it boots the full-OS disk, not built in this run", series.label()));
+            continue;
+        }
+        if series.is_full_os_vm() && settings.full_os_vm_runs == 0 {
+            notes.push(format!(
+                "{} not measured: a firmware boot of the full-OS disk takes minutes under TCG here \
+                 (`boxbench compare --full-os-vm-runs N` measures it; `{} --timeout 600` runs one)",
+                series.label(),
+                series.command("hello")
+            ));
+            continue;
+        }
         if series.is_pvm_emulated() && settings.pvm_linux_runs == 0 {
             notes.push(format!(
                 "{} not measured: guest kernel code is emulated, about a minute a launch here \
@@ -363,6 +428,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         if !warm_records.is_empty() {
             results.warm.push(
                 Series::new(plan.choice.name().to_owned(), "hello".to_owned(), plan.vm_kind, warm_records)
+                    .with_container_kind(plan.container_kind)
                     .with_command(plan.command("hello")),
             );
         }
@@ -372,6 +438,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
             }
             results.series.push(
                 Series::new(plan.choice.name().to_owned(), workload.to_owned(), plan.vm_kind, records)
+                    .with_container_kind(plan.container_kind)
                     .with_command(plan.command(workload)),
             );
         }
@@ -436,7 +503,11 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
     let launcher = backends::launcher(series.choice, &series.options).map_err(|e| e.to_string())?;
     let images = backends::image_paths(series.choice, &series.options).map_err(|e| e.to_string())?;
     // A kvm_pvm Linux boot takes about a minute, more on a loaded host: its deadline only bounds a hang.
-    let timeout = if series.is_pvm_emulated() { settings.timeout.max(PVM_LINUX_TIMEOUT) } else { settings.timeout };
+    let timeout = if series.is_pvm_emulated() || series.is_full_os_vm() {
+        settings.timeout.max(PVM_LINUX_TIMEOUT)
+    } else {
+        settings.timeout
+    };
     let spec = |workload: Workload| {
         let mut spec = InstanceSpec::new(workload, images.clone());
         spec.timeout = timeout;
