@@ -802,7 +802,14 @@ mod tests {
             plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Boxbench)).map(|p| p.choice).collect();
         assert_eq!(own_guest_vmms, [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]);
         assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
-        let containers: Vec<BackendChoice> = plan.iter().filter(|p| p.vm_kind.is_none()).map(|p| p.choice).collect();
+        let containers: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.vm_kind.is_none() && p.container_kind.is_none()).map(|p| p.choice).collect();
+        let system: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.container_kind == Some(ContainerKind::System)).map(|p| p.choice).collect();
+        assert_eq!(system, [BackendChoice::Nspawn, BackendChoice::Lxc]);
+        let full_os: Vec<String> = plan.iter().filter(|p| p.is_full_os_vm()).map(|p| p.command("hello")).collect();
+        assert_eq!(full_os, ["boxbench run --backend qemu-q35 --workload hello --guest full-os --accel tcg"]);
+        assert!(plan.iter().filter(|p| p.is_full_os_vm()).all(|p| p.vm_kind == Some(VmKind::FullOsTcg)));
         assert_eq!(
             containers,
             [
@@ -839,6 +846,9 @@ mod tests {
         assert!(
             linux.iter().all(|p| p.vm_kind == Some(VmKind::LinuxSvmEmulated) && p.options.accel == AccelChoice::Kvm)
         );
+        let full_os = plan.iter().find(|p| p.is_full_os_vm()).unwrap();
+        assert_eq!(full_os.vm_kind, Some(VmKind::FullOsSvmEmulated));
+        assert_eq!(full_os.options.accel, AccelChoice::Kvm);
     }
 
     #[test]
@@ -850,7 +860,10 @@ mod tests {
     #[test]
     fn series_command_reproduces_the_launch() {
         let plan = default_plan(KvmFlavour::Pvm, false, &BackendOptions::default());
-        let q35 = plan.iter().find(|p| p.choice == BackendChoice::QemuQ35).unwrap();
+        let q35 = plan
+            .iter()
+            .find(|p| p.choice == BackendChoice::QemuQ35 && p.options.guest == Some(GuestChoice::Linux))
+            .unwrap();
         assert_eq!(q35.command("hello"), "boxbench run --backend qemu-q35 --workload hello --guest linux --accel tcg");
     }
 }
