@@ -21,10 +21,13 @@ set -euo pipefail
 # patch: the micro-VM kernel; mmdebstrap, e2fsprogs: the full-OS VM disk; fonts-dejavu-core: report
 # plots; chromium: the report's rendering test; iproute2: soak's network-namespace check;
 # ansible-core, openssh-server, openssh-client: the fleet playbook (deploy/ansible/) and its test, which
-# runs it over real SSH against sshd on loopback addresses.
+# runs it over real SSH against sshd on loopback addresses; syslinux, syslinux-common, mtools, dosfstools,
+# fdisk: the full-OS disk's bootable copy (SYSLINUX on a FAT boot partition, no loop device);
+# systemd-container (systemd-nspawn), lxc: the system container peers booting the full-OS disk's tree.
 packages=(busybox-static cpio crun runc runsc libseccomp-dev pkg-config podman docker.io gcc binutils make
           linux-source-6.1 bison flex bc libelf-dev xz-utils patch mmdebstrap e2fsprogs fonts-dejavu-core
-          chromium iproute2 ansible-core openssh-server openssh-client)
+          chromium iproute2 ansible-core openssh-server openssh-client syslinux syslinux-common mtools
+          dosfstools fdisk systemd-container lxc)
 # QEMU (the qemu-* peers, and qemu-img for the full-OS disk): qemu-system-x86 and qemu-utils must come
 # from one release. These machines ship a newer qemu-utils (bookworm-backports) that bookworm's
 # qemu-system-x86 conflicts with; asked for qemu-system-x86 alone, apt removes qemu-utils and qemu-img
@@ -54,6 +57,13 @@ docker.io	dockerd --version
 containerd	containerd --version
 mmdebstrap	mmdebstrap --version
 e2fsprogs	mkfs.ext4 -V
+syslinux	syslinux --version
+syslinux-common	test -f /usr/lib/syslinux/mbr/mbr.bin
+mtools	mcopy --version
+dosfstools	mkfs.vfat --help
+fdisk	sfdisk --version
+systemd-container	systemd-nspawn --version
+lxc	lxc-start --version
 chromium	chromium --version
 cpio	cpio --version
 busybox-static	/bin/busybox --help

@@ -11,6 +11,7 @@ use boxbench_microvm::{MicroVmLauncher, MicroVmOptions};
 use boxbench_peers::{
     Accel, CalibrationLauncher, DockerLauncher, DockerOptions, FirecrackerLauncher, FirecrackerOptions, Machine,
     OciRuntime, OciRuntimeLauncher, PodmanLauncher, PodmanOptions, PvmCompat, QemuLauncher, QemuOptions,
+    SystemContainer, SystemContainerLauncher,
 };
 use clap::{Args, ValueEnum};
 
@@ -53,11 +54,15 @@ pub enum BackendChoice {
     QemuQ35,
     /// Firecracker (only where a binary is given or on PATH).
     Firecracker,
+    /// systemd-nspawn booting the full-OS disk's tree (a system container).
+    Nspawn,
+    /// LXC booting the full-OS disk's tree (a system container).
+    Lxc,
 }
 
 impl BackendChoice {
     /// Every backend, containers first.
-    pub const ALL: [BackendChoice; 11] = [
+    pub const ALL: [BackendChoice; 13] = [
         BackendChoice::Container,
         BackendChoice::Crun,
         BackendChoice::Runc,
@@ -65,6 +70,8 @@ impl BackendChoice {
         BackendChoice::Runsc,
         BackendChoice::Podman,
         BackendChoice::Docker,
+        BackendChoice::Nspawn,
+        BackendChoice::Lxc,
         BackendChoice::Microvm,
         BackendChoice::QemuMicrovm,
         BackendChoice::QemuQ35,
@@ -85,6 +92,8 @@ impl BackendChoice {
             BackendChoice::QemuMicrovm => "qemu-microvm",
             BackendChoice::QemuQ35 => "qemu-q35",
             BackendChoice::Firecracker => "firecracker",
+            BackendChoice::Nspawn => "nspawn",
+            BackendChoice::Lxc => "lxc",
         }
     }
 
@@ -104,6 +113,16 @@ impl BackendChoice {
         self.oci_runtime().is_some_and(OciRuntime::is_application_kernel)
     }
 
+    /// The system container manager this backend drives, if it is one: it boots the full-OS disk's
+    /// tree, never the busybox root filesystem.
+    pub fn system_container(self) -> Option<SystemContainer> {
+        match self {
+            BackendChoice::Nspawn => Some(SystemContainer::Nspawn),
+            BackendChoice::Lxc => Some(SystemContainer::Lxc),
+            _ => None,
+        }
+    }
+
     /// True for the backends that boot a virtual machine.
     pub fn is_vm(self) -> bool {
         matches!(
@@ -120,6 +139,9 @@ pub enum GuestChoice {
     Boxbench,
     /// A Linux kernel with boxbench's busybox initramfs running the workload.
     Linux,
+    /// boxbench's full-OS disk (Debian with systemd), which qemu-q35 boots through SeaBIOS and its boot
+    /// loader.
+    FullOs,
 }
 
 /// The `--kernel` values.
@@ -249,6 +271,7 @@ impl BackendOptions {
         match self.guest() {
             GuestChoice::Boxbench => boxbench_peers::GuestKind::Boxbench,
             GuestChoice::Linux => boxbench_peers::GuestKind::Linux,
+            GuestChoice::FullOs => boxbench_peers::GuestKind::FullOs,
         }
     }
 
@@ -284,6 +307,12 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
             choice.name()
         ))));
     }
+    if options.guest() == GuestChoice::FullOs && choice.is_vm() && choice != BackendChoice::QemuQ35 {
+        return Err(wrap(LaunchError::InvalidSpec(format!(
+            "--guest full-os: {} does not boot the full-OS disk (qemu-q35 does; nspawn and lxc boot its tree)",
+            choice.name()
+        ))));
+    }
     let launcher: Box<dyn Launcher> = match choice {
         BackendChoice::Container => Box::new(
             boxbench_container::ContainerLauncher::new().map_err(|e| wrap(LaunchError::Unsupported(e.to_string())))?,
@@ -296,7 +325,7 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
                 GuestChoice::Linux if matches!(options.kernel, None | Some(KernelChoice::MicroVm)) => {
                     boxbench_microvm::GuestKind::MicroVmLinux
                 }
-                GuestChoice::Linux => boxbench_microvm::GuestKind::Linux,
+                GuestChoice::Linux | GuestChoice::FullOs => boxbench_microvm::GuestKind::Linux,
             },
             force: options.force,
             kernel: None,
@@ -331,6 +360,8 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
             })
             .map_err(wrap)?,
         ),
+        BackendChoice::Nspawn => Box::new(SystemContainerLauncher::new(SystemContainer::Nspawn).map_err(wrap)?),
+        BackendChoice::Lxc => Box::new(SystemContainerLauncher::new(SystemContainer::Lxc).map_err(wrap)?),
     };
     Ok(launcher)
 }
@@ -349,6 +380,10 @@ pub fn calibration(choice: BackendChoice, options: &BackendOptions) -> Result<Ca
 /// Debian's kernel fetched, on first use).
 pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<ImagePaths, BackendError> {
     let builder = ImageBuilder::default_dirs();
+    if choice.is_vm() && options.guest() == GuestChoice::FullOs {
+        let built = builder.build_full_os_disk(&crate::images::ProgressLines::new(false))?;
+        return Ok(ImagePaths { disk: Some(built.bootable), ..ImagePaths::default() });
+    }
     if choice.is_vm() {
         let (kernel, initrd) = match options.guest() {
             GuestChoice::Boxbench => {
@@ -358,7 +393,7 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
                 };
                 (kernel, options.initrd.clone())
             }
-            GuestChoice::Linux => {
+            GuestChoice::Linux | GuestChoice::FullOs => {
                 let progress = crate::images::ProgressLines::new(false);
                 let kernel = match options.kernel.clone().unwrap_or(KernelChoice::MicroVm) {
                     KernelChoice::Path(path) => path,
@@ -382,6 +417,13 @@ pub fn image_paths(choice: BackendChoice, options: &BackendOptions) -> Result<Im
             }
         };
         return Ok(ImagePaths { kernel: Some(kernel), initrd, ..ImagePaths::default() });
+    }
+    if choice.system_container().is_some() {
+        let rootfs = match &options.rootfs {
+            Some(rootfs) => rootfs.clone(),
+            None => builder.build_full_os_disk(&crate::images::ProgressLines::new(false))?.rootfs,
+        };
+        return Ok(ImagePaths { rootfs: Some(rootfs), ..ImagePaths::default() });
     }
     if options.rootfs.is_some() || options.bundle.is_some() {
         return Ok(ImagePaths {

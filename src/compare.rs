@@ -14,7 +14,8 @@ use boxbench_core::{InstanceSpec, Launcher, Record, Workload};
 use boxbench_images::ImageBuilder;
 use boxbench_peers::CalibrationLauncher;
 use boxbench_report::{
-    DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings, Series, VmKind,
+    ContainerKind, DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, Results, RunSettings,
+    Series, VmKind,
 };
 
 use crate::backends::{self, AccelChoice, BackendChoice, BackendOptions, GuestChoice, KernelChoice};
@@ -34,6 +35,10 @@ pub struct CompareSettings {
     /// emulated (about a minute a launch): 0 leaves them out, with a note saying so. They take one
     /// `uname` launch (when `uname_runs` asks for any), no warm-up and no density step.
     pub pvm_linux_runs: usize,
+    /// Whether the full-OS disk is built for this run (its system containers are measured then).
+    pub full_os: bool,
+    /// Measured launches of the full-OS disk booted in a VM through its firmware (0 leaves them out).
+    pub full_os_vm_runs: usize,
     /// Only these backends (all when empty).
     pub only: Vec<BackendChoice>,
     /// Each launch's deadline.
@@ -88,6 +93,8 @@ pub struct SeriesPlan {
     pub options: BackendOptions,
     /// What kind of VM it is (`None` for containers).
     pub vm_kind: Option<VmKind>,
+    /// What kind of container it is, where not an application container (`None` for VMs too).
+    pub container_kind: Option<ContainerKind>,
 }
 
 impl SeriesPlan {
@@ -95,6 +102,12 @@ impl SeriesPlan {
     /// launch.
     pub fn is_pvm_emulated(&self) -> bool {
         self.vm_kind == Some(VmKind::LinuxPvmEmulated)
+    }
+
+    /// The full-OS disk booted in a VM through its firmware and boot loader: minutes a launch under
+    /// TCG, measured only when asked ([`CompareSettings::full_os_vm_runs`]).
+    pub fn is_full_os_vm(&self) -> bool {
+        matches!(self.vm_kind, Some(VmKind::FullOsTcg | VmKind::FullOsHardware | VmKind::FullOsSvmEmulated))
     }
 
     /// The series' name in progress lines and errors.
@@ -112,6 +125,7 @@ impl SeriesPlan {
             let guest = match self.options.guest() {
                 GuestChoice::Boxbench => "boxbench",
                 GuestChoice::Linux => "linux",
+                GuestChoice::FullOs => "full-os",
             };
             cmd.push_str(&format!(" --guest {guest}"));
             if self.options.guest() == GuestChoice::Linux && self.options.kernel == Some(KernelChoice::DebianCloud) {
@@ -148,13 +162,14 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
         BackendChoice::Docker,
     ]
     .into_iter()
-    .map(|choice| SeriesPlan { choice, options: base.clone(), vm_kind: None })
+    .map(|choice| SeriesPlan { choice, options: base.clone(), vm_kind: None, container_kind: None })
     .collect();
     if kvm != KvmFlavour::Absent {
         plan.push(SeriesPlan {
             choice: BackendChoice::Microvm,
             options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
             vm_kind: Some(VmKind::OwnGuestFloor),
+            container_kind: None,
         });
         // The same minimal guest in the other VMMs compares the monitors themselves; Firecracker is
         // measured where its binary is given or on PATH, and the report notes it skipped otherwise.
@@ -163,6 +178,7 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
                 choice,
                 options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
                 vm_kind: Some(VmKind::OwnGuestOtherVmm),
+                container_kind: None,
             });
         }
     }
@@ -171,13 +187,38 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
     } else {
         (AccelChoice::Tcg, VmKind::LinuxTcg)
     };
+    // The full-OS disk, booted as a system container on the host and as a VM through its firmware.
+    for choice in [BackendChoice::Nspawn, BackendChoice::Lxc] {
+        plan.push(SeriesPlan {
+            choice,
+            options: base.clone(),
+            vm_kind: None,
+            container_kind: Some(ContainerKind::System),
+        });
+    }
+    let full_os_kind = match (kvm.is_hardware(), cpu_emulated) {
+        (true, false) => VmKind::FullOsHardware,
+        (true, true) => VmKind::FullOsSvmEmulated,
+        (false, _) => VmKind::FullOsTcg,
+    };
+    plan.push(SeriesPlan {
+        choice: BackendChoice::QemuQ35,
+        options: with(GuestChoice::FullOs, linux_accel),
+        vm_kind: Some(full_os_kind),
+        container_kind: None,
+    });
     let mut linux_vms = vec![BackendChoice::QemuMicrovm, BackendChoice::QemuQ35];
     if kvm.is_hardware() {
         linux_vms.insert(0, BackendChoice::Microvm);
         linux_vms.push(BackendChoice::Firecracker);
     }
     for choice in linux_vms {
-        plan.push(SeriesPlan { choice, options: with(GuestChoice::Linux, linux_accel), vm_kind: Some(linux_kind) });
+        plan.push(SeriesPlan {
+            choice,
+            options: with(GuestChoice::Linux, linux_accel),
+            vm_kind: Some(linux_kind),
+            container_kind: None,
+        });
     }
     if kvm == KvmFlavour::Pvm {
         for choice in [BackendChoice::Microvm, BackendChoice::QemuMicrovm] {
@@ -185,6 +226,7 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
                 choice,
                 options: with(GuestChoice::Linux, AccelChoice::Kvm),
                 vm_kind: Some(VmKind::LinuxPvmEmulated),
+                container_kind: None,
             });
         }
     }
@@ -207,12 +249,22 @@ impl Ready {
     /// The `hello` launches of this series: (warm-up, measured). It takes part in the first
     /// `warm-up + measured` rounds.
     fn hello_launches(&self, settings: &CompareSettings) -> (usize, usize) {
-        if self.plan.is_pvm_emulated() { (0, settings.pvm_linux_runs) } else { (settings.warmup, settings.runs) }
+        if self.plan.is_pvm_emulated() {
+            (0, settings.pvm_linux_runs)
+        } else if self.plan.is_full_os_vm() {
+            (0, settings.full_os_vm_runs)
+        } else {
+            (settings.warmup, settings.runs)
+        }
     }
 
     /// How many `uname` launches this series makes.
     fn uname_runs(&self, settings: &CompareSettings) -> usize {
-        if self.plan.is_pvm_emulated() { settings.uname_runs.min(1) } else { settings.uname_runs }
+        if self.plan.is_pvm_emulated() || self.plan.is_full_os_vm() {
+            settings.uname_runs.min(1)
+        } else {
+            settings.uname_runs
+        }
     }
 }
 
@@ -238,6 +290,20 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
 
     let mut ready = Vec::new();
     for series in plan {
+        let full_os = series.is_full_os_vm() || series.container_kind.is_some();
+        if full_os && !settings.full_os {
+            notes.push(format!("{} not measured: it boots the full-OS disk, not built in this run", series.label()));
+            continue;
+        }
+        if series.is_full_os_vm() && settings.full_os_vm_runs == 0 {
+            notes.push(format!(
+                "{} not measured: a firmware boot of the full-OS disk takes minutes under TCG here \
+                 (`boxbench compare --full-os-vm-runs N` measures it; `{} --timeout 600` runs one)",
+                series.label(),
+                series.command("hello")
+            ));
+            continue;
+        }
         if series.is_pvm_emulated() && settings.pvm_linux_runs == 0 {
             notes.push(format!(
                 "{} not measured: guest kernel code is emulated, about a minute a launch here \
@@ -362,6 +428,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         if !warm_records.is_empty() {
             results.warm.push(
                 Series::new(plan.choice.name().to_owned(), "hello".to_owned(), plan.vm_kind, warm_records)
+                    .with_container_kind(plan.container_kind)
                     .with_command(plan.command("hello")),
             );
         }
@@ -371,6 +438,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
             }
             results.series.push(
                 Series::new(plan.choice.name().to_owned(), workload.to_owned(), plan.vm_kind, records)
+                    .with_container_kind(plan.container_kind)
                     .with_command(plan.command(workload)),
             );
         }
@@ -435,7 +503,11 @@ fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, Str
     let launcher = backends::launcher(series.choice, &series.options).map_err(|e| e.to_string())?;
     let images = backends::image_paths(series.choice, &series.options).map_err(|e| e.to_string())?;
     // A kvm_pvm Linux boot takes about a minute, more on a loaded host: its deadline only bounds a hang.
-    let timeout = if series.is_pvm_emulated() { settings.timeout.max(PVM_LINUX_TIMEOUT) } else { settings.timeout };
+    let timeout = if series.is_pvm_emulated() || series.is_full_os_vm() {
+        settings.timeout.max(PVM_LINUX_TIMEOUT)
+    } else {
+        settings.timeout
+    };
     let spec = |workload: Workload| {
         let mut spec = InstanceSpec::new(workload, images.clone());
         spec.timeout = timeout;
@@ -730,7 +802,14 @@ mod tests {
             plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Boxbench)).map(|p| p.choice).collect();
         assert_eq!(own_guest_vmms, [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]);
         assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
-        let containers: Vec<BackendChoice> = plan.iter().filter(|p| p.vm_kind.is_none()).map(|p| p.choice).collect();
+        let containers: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.vm_kind.is_none() && p.container_kind.is_none()).map(|p| p.choice).collect();
+        let system: Vec<BackendChoice> =
+            plan.iter().filter(|p| p.container_kind == Some(ContainerKind::System)).map(|p| p.choice).collect();
+        assert_eq!(system, [BackendChoice::Nspawn, BackendChoice::Lxc]);
+        let full_os: Vec<String> = plan.iter().filter(|p| p.is_full_os_vm()).map(|p| p.command("hello")).collect();
+        assert_eq!(full_os, ["boxbench run --backend qemu-q35 --workload hello --guest full-os --accel tcg"]);
+        assert!(plan.iter().filter(|p| p.is_full_os_vm()).all(|p| p.vm_kind == Some(VmKind::FullOsTcg)));
         assert_eq!(
             containers,
             [
@@ -767,6 +846,9 @@ mod tests {
         assert!(
             linux.iter().all(|p| p.vm_kind == Some(VmKind::LinuxSvmEmulated) && p.options.accel == AccelChoice::Kvm)
         );
+        let full_os = plan.iter().find(|p| p.is_full_os_vm()).unwrap();
+        assert_eq!(full_os.vm_kind, Some(VmKind::FullOsSvmEmulated));
+        assert_eq!(full_os.options.accel, AccelChoice::Kvm);
     }
 
     #[test]
@@ -778,7 +860,10 @@ mod tests {
     #[test]
     fn series_command_reproduces_the_launch() {
         let plan = default_plan(KvmFlavour::Pvm, false, &BackendOptions::default());
-        let q35 = plan.iter().find(|p| p.choice == BackendChoice::QemuQ35).unwrap();
+        let q35 = plan
+            .iter()
+            .find(|p| p.choice == BackendChoice::QemuQ35 && p.options.guest == Some(GuestChoice::Linux))
+            .unwrap();
         assert_eq!(q35.command("hello"), "boxbench run --backend qemu-q35 --workload hello --guest linux --accel tcg");
     }
 }

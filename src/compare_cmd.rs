@@ -33,6 +33,11 @@ pub struct CompareArgs {
     /// and in QEMU (about a minute each: guest kernel code is emulated; 0 leaves them out).
     #[arg(long, default_value_t = 0)]
     pub pvm_linux_runs: usize,
+    /// Measured launches of the full-OS disk booted by qemu-q35 through SeaBIOS and its boot loader
+    /// (minutes each under TCG; 0 leaves it out). Its system containers (nspawn, lxc) are measured
+    /// whenever the disk is built.
+    #[arg(long, default_value_t = 0)]
+    pub full_os_vm_runs: usize,
     /// Only these backends (repeat the option; default: every backend this host can run).
     #[arg(long = "backend", short = 'b', value_enum)]
     pub backends: Vec<BackendChoice>,
@@ -128,6 +133,8 @@ pub fn compare_cmd(args: &CompareArgs) -> anyhow::Result<ExitCode> {
         uname_runs: args.uname_runs as usize,
         density: args.density,
         pvm_linux_runs: args.pvm_linux_runs,
+        full_os: !args.no_full_os,
+        full_os_vm_runs: args.full_os_vm_runs,
         only: args.backends.clone(),
         timeout: Duration::from_secs(args.timeout),
         options: BackendOptions {

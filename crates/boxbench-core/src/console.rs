@@ -28,6 +28,9 @@ pub struct Console {
     pub marker_at: Option<MonotonicNs>,
     /// What the marker callback returned (e.g. PSS sampled at the marker).
     pub marker_sample: Option<u64>,
+    /// When each of the stamped lines ([`ConsoleCapture::spawn_stamping`]) first appeared, in the
+    /// order they were asked for (`None`: never).
+    pub stamps: Vec<Option<MonotonicNs>>,
 }
 
 /// A console being drained by its reader thread.
@@ -40,7 +43,23 @@ pub struct ConsoleCapture {
 impl ConsoleCapture {
     /// Starts draining `source` until end of file, stamping `marker` and calling `on_marker` once,
     /// on the reader thread, the moment it appears.
-    pub fn spawn<R, F>(mut source: R, marker: &'static str, on_marker: F) -> std::io::Result<Self>
+    pub fn spawn<R, F>(source: R, marker: &'static str, on_marker: F) -> std::io::Result<Self>
+    where
+        R: Read + Send + 'static,
+        F: FnOnce() -> Option<u64> + Send + 'static,
+    {
+        Self::spawn_stamping(source, marker, &[], on_marker)
+    }
+
+    /// Like [`spawn`](Self::spawn), also stamping when each of `stamps` (strings a guest prints at a
+    /// known point of its boot, such as a boot loader's banner) first appears, by the same scan as
+    /// the marker.
+    pub fn spawn_stamping<R, F>(
+        mut source: R,
+        marker: &'static str,
+        stamps: &'static [&'static str],
+        on_marker: F,
+    ) -> std::io::Result<Self>
     where
         R: Read + Send + 'static,
         F: FnOnce() -> Option<u64> + Send + 'static,
@@ -50,7 +69,8 @@ impl ConsoleCapture {
         let reader = std::thread::Builder::new().name("console".into()).spawn(move || {
             let mut scanner = MarkerScanner::new(marker);
             let mut on_marker = Some(on_marker);
-            let mut console = Console::default();
+            let mut console = Console { stamps: vec![None; stamps.len()], ..Console::default() };
+            let mut stamp_scanners: Vec<MarkerScanner> = stamps.iter().map(|s| MarkerScanner::new(s)).collect();
             let mut kept: Vec<u8> = Vec::new();
             let mut buf = [0u8; 8192];
             loop {
@@ -67,6 +87,11 @@ impl ConsoleCapture {
                     console.marker_at = Some(now);
                     console.marker_sample = on_marker.take().and_then(|f| f());
                     seen.store(true, Ordering::Release);
+                }
+                for (scanner, stamp) in stamp_scanners.iter_mut().zip(console.stamps.iter_mut()) {
+                    if stamp.is_none() && scanner.feed(&buf[..n]) {
+                        *stamp = Some(now);
+                    }
                 }
                 kept.extend_from_slice(&buf[..n]);
                 if kept.len() > 2 * CONSOLE_KEEP_BYTES {
@@ -198,6 +223,19 @@ mod tests {
         assert!(console.first_byte_at.is_some());
         assert!(console.marker_at.is_some());
         assert_eq!(console.marker_sample, Some(42));
+    }
+
+    #[test]
+    fn stamped_lines_are_timed_in_order_and_a_missing_one_is_none() {
+        let input = b"SYSLINUX 6.04\nLinux version 6.1\nBOXBENCH_READY\n".to_vec();
+        let stamps: &'static [&'static str] = &["SYSLINUX", "Linux version", "never printed"];
+        let console = ConsoleCapture::spawn_stamping(std::io::Cursor::new(input), "BOXBENCH_READY", stamps, || None)
+            .unwrap()
+            .join();
+        assert_eq!(console.stamps.len(), 3);
+        assert!(console.stamps[0].is_some() && console.stamps[1].is_some());
+        assert!(console.stamps[0] <= console.stamps[1] && console.stamps[1] <= console.marker_at);
+        assert_eq!(console.stamps[2], None);
     }
 
     #[test]

@@ -151,6 +151,9 @@ pub struct ImagePaths {
     pub kernel: Option<PathBuf>,
     /// An initramfs (VMs).
     pub initrd: Option<PathBuf>,
+    /// A disk image a VM boots from (the full-OS disk: partitioned with a boot loader for a firmware
+    /// boot, or its bare root filesystem beside `kernel` and `initrd` for a direct boot).
+    pub disk: Option<PathBuf>,
 }
 
 /// Everything a backend needs to prepare one instance.

@@ -6,6 +6,8 @@
 //! | `disk.raw` | raw ext4 filesystem image of the root filesystem (sparse) |
 //! | `disk.qcow2` | the same disk converted to qcow2 (`qemu-img convert -O qcow2`) |
 //! | `disk-compressed.qcow2` | qcow2 with zlib-compressed clusters (`qemu-img convert -c`) |
+//! | `bootable.raw` | the same filesystem as the second partition of a disk with a partition table and SYSLINUX ([`crate::full_os_guest`]) |
+//! | `rootfs/` | the same filesystem as a directory tree: the root of the system containers (nspawn, LXC) |
 //! | `vmlinuz`, `initrd.img` | copies of the disk's own kernel and initramfs, for direct kernel boot |
 //! | `packages.txt` | every installed package with its version |
 //! | `build.json` | the build's record: inputs hash, tree measurement, timings (written last) |
@@ -19,7 +21,10 @@
 //! verdict resting on it errs towards the VM. The mirror is mmdebstrap's default (deb.debian.org, with
 //! the updates and security suites of a stable release), the one this host's apt uses.
 //!
-//! The disk is a bare filesystem (no partition table, no boot loader): it boots with
+//! Every boot of the disk (VM or system container) reaches `boxbench-workload.service` after
+//! `multi-user.target`, which runs the workload and prints the marker on the console
+//! ([`crate::full_os_guest`]). `disk.raw` is a bare filesystem (no partition table, no boot loader):
+//! it boots directly with
 //! `qemu-system-x86_64 -kernel vmlinuz -initrd initrd.img -drive file=disk.raw,format=raw,if=virtio
 //! -append "root=/dev/vda console=ttyS0"`; `/etc/fstab` mounts it by its label [`FILESYSTEM_LABEL`].
 //!
@@ -70,7 +75,7 @@ pub const HOSTNAME: &str = "boxbench-full-os";
 
 /// Bumped whenever the disk or its measurement changes for the same inputs (mkfs options, files
 /// written, how the tree is measured), so an old disk is rebuilt.
-pub const FULL_OS_FORMAT_VERSION: u32 = 2;
+pub const FULL_OS_FORMAT_VERSION: u32 = 3;
 
 /// The ext4 block size of the disk.
 pub const BLOCK_SIZE: u64 = 4096;
@@ -84,6 +89,8 @@ const HEADROOM_FIXED_BYTES: u64 = 64 << 20;
 const DISK_SIZE_GRANULE: u64 = 1 << 20;
 
 const RAW_FILE: &str = "disk.raw";
+const BOOTABLE_FILE: &str = "bootable.raw";
+const ROOTFS_DIR: &str = "rootfs";
 const QCOW2_FILE: &str = "disk.qcow2";
 const QCOW2_COMPRESSED_FILE: &str = "disk-compressed.qcow2";
 const KERNEL_FILE: &str = "vmlinuz";
@@ -117,6 +124,9 @@ pub enum FullOsError {
     /// Something is still mounted inside the staging directory, which is therefore not removed.
     #[error("{0} is still mounted: not removing the staging directory around it (umount it first)")]
     StillMounted(PathBuf),
+    /// The bootable copy of the disk could not be made.
+    #[error(transparent)]
+    Bootable(#[from] crate::full_os_guest::BootableError),
     /// The disk's lock failed.
     #[error(transparent)]
     Lock(#[from] LockError),
@@ -187,6 +197,7 @@ impl FullOsRecipe {
         hasher.update(format!("suite {}\nvariant {VARIANT}\n", self.suite));
         hasher.update(format!("packages {}\n", packages.join(",")));
         hasher.update(format!("mmdebstrap {}\n", mmdebstrap_version.trim()));
+        hasher.update(crate::full_os_guest::digest_input());
         hex(&hasher.finalize())
     }
 }
@@ -228,6 +239,11 @@ pub struct FullOsDisk {
     pub dir: PathBuf,
     /// The raw ext4 image (sparse).
     pub raw: PathBuf,
+    /// The bootable disk: partition table, SYSLINUX, a FAT `/boot` partition and the ext4 root
+    /// partition ([`crate::full_os_guest`]).
+    pub bootable: PathBuf,
+    /// The disk's root filesystem as a directory tree (the root of the system containers).
+    pub rootfs: PathBuf,
     /// The qcow2 image.
     pub qcow2: PathBuf,
     /// The qcow2 image with compressed clusters.
@@ -265,6 +281,8 @@ impl FullOsDisk {
         Self {
             dir: dir.to_owned(),
             raw: dir.join(RAW_FILE),
+            bootable: dir.join(BOOTABLE_FILE),
+            rootfs: dir.join(ROOTFS_DIR),
             qcow2: dir.join(QCOW2_FILE),
             qcow2_compressed: dir.join(QCOW2_COMPRESSED_FILE),
             kernel,
@@ -301,7 +319,9 @@ pub(crate) fn built(out_dir: &Path) -> Option<FullOsDisk> {
     let dir = out_dir.join(DIR);
     let record: BuildRecord = serde_json::from_slice(&fs::read(dir.join(RECORD_FILE)).ok()?).ok()?;
     let disk = FullOsDisk::from_record(&dir, record);
-    [&disk.raw, &disk.qcow2, &disk.qcow2_compressed].iter().all(|p| p.is_file()).then_some(disk)
+    let files = [&disk.raw, &disk.qcow2, &disk.qcow2_compressed].iter().all(|p| p.is_file())
+        && (disk.kernel.is_none() || disk.bootable.is_file());
+    (files && disk.rootfs.join("boxbench/run-workload").is_file()).then_some(disk)
 }
 
 /// The disk's figures, each named for what it is (the [`ArtefactSize`] listing has only an
@@ -397,6 +417,10 @@ pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progre
     tool_output("qemu-img", "qemu-utils", &["--version"])?;
     tool_output("tar", "tar", &["--version"])?;
     tool_output("gzip", "gzip", &["--version"])?;
+    tool_output("mkfs.vfat", "dosfstools", &["--help"])?;
+    tool_output("mcopy", "mtools", &["--version"])?;
+    tool_output("syslinux", "syslinux", &["--version"])?;
+    tool_output("sfdisk", "fdisk", &["--version"])?;
     progress.step(artefact::FULL_OS_DISK, StepState::Building);
     let record_path = dir.join(RECORD_FILE);
     match fs::remove_file(&record_path) {
@@ -407,7 +431,14 @@ pub(crate) fn build(recipe: &FullOsRecipe, out_dir: &Path, progress: &dyn Progre
     let staging = Staging::create(dir.join(WORK_DIR))?;
     let record = build_in(recipe, &staging, &inputs, mmdebstrap_version.trim(), started)?;
 
-    for name in [RAW_FILE, QCOW2_FILE, QCOW2_COMPRESSED_FILE, PACKAGE_LIST_FILE, KERNEL_FILE, INITRD_FILE] {
+    let rootfs = dir.join(ROOTFS_DIR);
+    if rootfs.exists() {
+        remove_unmounted(&rootfs)?;
+    }
+    fs::rename(staging.path().join(ROOTFS_DIR), &rootfs).map_err(io_err(&rootfs))?;
+    for name in
+        [RAW_FILE, BOOTABLE_FILE, QCOW2_FILE, QCOW2_COMPRESSED_FILE, PACKAGE_LIST_FILE, KERNEL_FILE, INITRD_FILE]
+    {
         let (from, to) = (staging.path().join(name), dir.join(name));
         if from.exists() {
             fs::rename(&from, &to).map_err(io_err(&to))?;
@@ -464,7 +495,19 @@ fn build_in(
     file.set_len(disk_size).map_err(io_err(&raw))?;
     drop(file);
     run_step("mkfs.ext4", "e2fsprogs", Command::new("mkfs.ext4").args(mkfs_args(&tree, &raw, measured.entries)))?;
-    staging.remove_tree(&tree)?;
+    // The tree stays as the system containers' root, the same bytes as the disk's filesystem.
+    let rootfs = work.join(ROOTFS_DIR);
+    fs::rename(&tree, &rootfs).map_err(io_err(&rootfs))?;
+    if kernel_release.is_some() && work.join(INITRD_FILE).is_file() {
+        crate::full_os_guest::make_bootable_disk(
+            &raw,
+            &work.join(KERNEL_FILE),
+            &work.join(INITRD_FILE),
+            FILESYSTEM_LABEL,
+            work,
+            &work.join(BOOTABLE_FILE),
+        )?;
+    }
 
     let qcow2 = work.join(QCOW2_FILE);
     let compressed = work.join(QCOW2_COMPRESSED_FILE);
@@ -527,7 +570,8 @@ fn configure_tree(tree: &Path) -> Result<(), FullOsError> {
     let fstab = tree.join("etc/fstab");
     fs::write(&fstab, format!("LABEL={FILESYSTEM_LABEL} / ext4 errors=remount-ro 0 1\n")).map_err(io_err(&fstab))?;
     let hostname = tree.join("etc/hostname");
-    fs::write(&hostname, format!("{HOSTNAME}\n")).map_err(io_err(&hostname))
+    fs::write(&hostname, format!("{HOSTNAME}\n")).map_err(io_err(&hostname))?;
+    crate::full_os_guest::install_guest_files(tree).map_err(io_err(tree))
 }
 
 /// Copies the tree's `boot/vmlinuz-RELEASE` and `boot/initrd.img-RELEASE` (the newest release, if
@@ -764,10 +808,6 @@ impl Staging {
             Some(mount_point) => Err(FullOsError::StillMounted(mount_point)),
             None => Ok(()),
         }
-    }
-
-    fn remove_tree(&self, tree: &Path) -> Result<(), FullOsError> {
-        remove_unmounted(tree)
     }
 }
 

@@ -33,6 +33,7 @@ pub mod command;
 pub mod cpio;
 pub mod debian;
 pub mod full_os;
+pub mod full_os_guest;
 pub mod kernel;
 pub mod l1_initramfs;
 pub mod lock;
@@ -255,6 +256,7 @@ impl BuiltImages {
             bundle: Some(self.bundle.clone()),
             kernel: None,
             initrd: Some(self.initramfs_gz.clone()),
+            disk: None,
         }
     }
 }

@@ -21,6 +21,9 @@ pub enum HierarchyError {
     /// rmdir failed (most likely a process is still in it).
     #[error("removing cgroup {path}: {source}")]
     Remove { path: PathBuf, source: io::Error },
+    /// A cgroup directory or its join file could not be made or opened.
+    #[error("creating cgroup {path}: {source}")]
+    Create { path: PathBuf, source: io::Error },
 }
 
 /// Every hierarchy mounted under /sys/fs/cgroup other than the one at `except` (the memory
@@ -41,6 +44,42 @@ fn hierarchies_except(except: &Path) -> Vec<PathBuf> {
         .map(|e| e.path())
         .filter(|p| p != except)
         .collect()
+}
+
+/// The instance's cgroup at `relative` made in every hierarchy except `memory_root`, each with its
+/// join file open (`tasks` on v1, `cgroup.procs` on v2, as [`boxbench_core::boundary::JoinRule`]
+/// picks): for a tool that makes its container's cgroups under its own cgroup in every hierarchy
+/// (systemd-nspawn, LXC with `lxc.cgroup.relative`), so they land inside the instance and go with it.
+/// Made before the clock; the child writes `0` to each file between fork and exec.
+pub fn create_beside_memory(memory_root: &Path, relative: &Path) -> Result<Vec<fs::File>, HierarchyError> {
+    let relative = relative.strip_prefix("/").unwrap_or(relative);
+    let mut files = Vec::new();
+    for hierarchy in hierarchies_except(memory_root) {
+        let dir = hierarchy.join(relative);
+        let err = |source| HierarchyError::Create { path: dir.clone(), source };
+        fs::create_dir_all(&dir).map_err(err)?;
+        inherit_cpuset(&hierarchy, relative).map_err(err)?;
+        let join = dir.join(boxbench_core::boundary::JoinRule::for_dir(&dir).file_name());
+        files.push(fs::OpenOptions::new().write(true).open(&join).map_err(err)?);
+    }
+    Ok(files)
+}
+
+/// A new cgroup v1 cpuset has no CPUs and no memory nodes, and joining it fails (`ENOSPC`): each
+/// level of `relative` made in the cpuset hierarchy gets its parent's, as systemd and LXC do.
+fn inherit_cpuset(hierarchy: &Path, relative: &Path) -> io::Result<()> {
+    let mut parent = hierarchy.to_owned();
+    for component in relative.components() {
+        let dir = parent.join(component);
+        for file in ["cpuset.cpus", "cpuset.mems"] {
+            let path = dir.join(file);
+            if path.exists() && fs::read_to_string(&path)?.trim().is_empty() {
+                fs::write(&path, fs::read_to_string(parent.join(file))?.trim())?;
+            }
+        }
+        parent = dir;
+    }
+    Ok(())
 }
 
 /// Removes `relative` (a path such as `/boxbench/crun-123-0`, relative to each hierarchy's root) and

@@ -14,13 +14,16 @@ pub mod docker_api;
 pub mod engine;
 pub mod engine_api;
 pub mod firecracker;
+pub mod full_os_boot;
 pub mod hierarchies;
 pub mod oci_runtime;
 pub mod podman;
 pub mod probe;
 pub mod process;
 pub mod qemu;
+pub mod qemu_full_os;
 pub mod run;
+pub mod system_container;
 pub mod tool;
 
 pub use calibration::{CalibrationLauncher, HarnessPath};
@@ -31,12 +34,13 @@ pub use oci_runtime::{OciRuntime, OciRuntimeLauncher, RUNSC_PLATFORM, YOUKI_VERS
 pub use podman::{PodmanLauncher, PodmanOptions};
 pub use probe::{PeerStatus, probe_all};
 pub use qemu::{Accel, GuestKind, Machine, PvmCompat, QemuLauncher, QemuOptions};
+pub use system_container::{SystemContainer, SystemContainerLauncher};
 
 use boxbench_core::{LaunchError, Launcher};
 
 /// The backend names this crate provides, as `--backend` takes them.
-pub const BACKENDS: [&str; 9] =
-    ["crun", "runc", "youki", "runsc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker"];
+pub const BACKENDS: [&str; 11] =
+    ["crun", "runc", "youki", "runsc", "podman", "docker", "qemu-microvm", "qemu-q35", "firecracker", "nspawn", "lxc"];
 
 /// The launcher of the backend called `name` (one of [`BACKENDS`]) with its default options (docker:
 /// an already running daemon only). Engines import a root filesystem on its first `prepare`.
@@ -53,6 +57,8 @@ pub fn launcher_by_name(name: &str) -> Result<Box<dyn Launcher>, LaunchError> {
         }
         "qemu-q35" => Ok(Box::new(QemuLauncher::new(QemuOptions { machine: Machine::Q35, ..Default::default() })?)),
         "firecracker" => Ok(Box::new(FirecrackerLauncher::new(FirecrackerOptions::default())?)),
+        "nspawn" => Ok(Box::new(SystemContainerLauncher::new(SystemContainer::Nspawn)?)),
+        "lxc" => Ok(Box::new(SystemContainerLauncher::new(SystemContainer::Lxc)?)),
         other => Err(LaunchError::InvalidSpec(format!(
             "unknown peer backend `{other}` (expected one of {})",
             BACKENDS.join(", ")

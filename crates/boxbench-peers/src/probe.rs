@@ -84,12 +84,21 @@ pub fn probe_all() -> Vec<PeerStatus> {
         statuses.push(status);
     }
     let kvm_problem = (kvm == KvmFlavour::Absent).then(|| "Firecracker needs /dev/kvm".to_owned());
-    let mut firecracker = tool_status("firecracker", find_on_path("firecracker"), None, host_problem.or(kvm_problem));
+    let mut firecracker =
+        tool_status("firecracker", find_on_path("firecracker"), None, host_problem.clone().or(kvm_problem));
     if firecracker.binary.is_none() {
         firecracker.detail =
             Some("not on PATH and not packaged in Debian; give a binary with --firecracker".to_owned());
     }
     statuses.push(firecracker);
+    for kind in crate::SystemContainer::ALL {
+        let (program, package) = kind.program();
+        let mut status = tool_status(kind.backend_name(), find_on_path(program), Some(package), host_problem.clone());
+        if status.usable {
+            status.detail = Some(format!("system container: {program} boots the full-OS disk's tree to systemd"));
+        }
+        statuses.push(status);
+    }
     statuses
 }
 

@@ -52,6 +52,30 @@ pub enum ChildSetup {
     /// Enter a private mount namespace (all mounts made private) with the hybrid host's cgroup v2
     /// mount detached, so a runtime sees a pure v1 layout (crun refuses hybrid mode).
     PrivateMountsWithoutUnifiedCgroup,
+    /// Also join the instance's cgroups in the other hierarchies, through these open join files
+    /// ([`crate::hierarchies::create_beside_memory`]; the parent keeps them open until the spawn).
+    AlsoJoin(JoinFds),
+}
+
+/// Open join files of other cgroup hierarchies, by descriptor (copied into the forked child).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct JoinFds {
+    fds: [i32; Self::MAX],
+    len: usize,
+}
+
+impl JoinFds {
+    /// At most this many hierarchies (a v1 host mounts about a dozen).
+    pub const MAX: usize = 16;
+
+    /// The descriptors of `files` (the first [`Self::MAX`]).
+    pub fn of(files: &[File]) -> Self {
+        let mut fds = [-1; Self::MAX];
+        for (slot, file) in fds.iter_mut().zip(files) {
+            *slot = file.as_raw_fd();
+        }
+        Self { fds, len: files.len().min(Self::MAX) }
+    }
 }
 
 /// Something a backend samples when the marker appears (besides the cgroup's PSS), such as the
@@ -91,7 +115,9 @@ pub struct ToolProcess {
 impl ToolProcess {
     /// Starts `command` inside `cgroup` (joined through `join_file`, its open join file), stdin from /dev/null, its console (see [`Streams`]) through
     /// a pipe; when the marker appears, `at_marker` runs on the console thread and the proportional
-    /// set size of the cgroup's processes is sampled.
+    /// set size of the cgroup's processes is sampled; the first appearance of each of `stamps` on
+    /// the console is timed too ([`ConsoleCapture::spawn_stamping`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn spawn(
         tool: &str,
         mut command: Command,
@@ -99,6 +125,7 @@ impl ToolProcess {
         join_file: File,
         setup: ChildSetup,
         streams: Streams,
+        stamps: &'static [&'static str],
         at_marker: Option<MarkerHook>,
     ) -> Result<Self, ProcessError> {
         let pipe_error = |source| ProcessError::Pipe { tool: tool.into(), source };
@@ -145,7 +172,7 @@ impl ToolProcess {
             }
             pss
         };
-        let console = ConsoleCapture::spawn(File::from(read_end), READY_MARKER, on_marker)
+        let console = ConsoleCapture::spawn_stamping(File::from(read_end), READY_MARKER, stamps, on_marker)
             .map_err(|source| ProcessError::Spawn { tool: tool.into(), source })?;
         this.console = Some(console);
         if let Some(stderr_read) = stderr_read {
@@ -271,6 +298,11 @@ fn join_cgroup_then_setup(join_fd: i32, setup: ChildSetup) -> io::Result<()> {
 }
 
 fn enter_setup(setup: ChildSetup) -> io::Result<()> {
+    if let ChildSetup::AlsoJoin(join) = setup {
+        for fd in &join.fds[..join.len] {
+            boxbench_core::boundary::join_writing_task(*fd)?;
+        }
+    }
     if setup == ChildSetup::PrivateMountsWithoutUnifiedCgroup {
         // SAFETY: unshare with a constant flag only changes this (single-threaded) child's namespaces.
         if unsafe { libc::unshare(libc::CLONE_NEWNS) } != 0 {

@@ -34,6 +34,7 @@ use boxbench_core::host::KvmFlavour;
 use boxbench_core::spec::VM_DEFAULTS;
 use boxbench_core::{Instance, InstanceSpec, LaunchError, Launcher, Outcome, Phases, READY_MARKER, Record, Workload};
 
+use crate::full_os_boot::{BootTimestamps, VM_STAMPS};
 use crate::process::{ChildSetup, Streams};
 use crate::run::{ToolRun, record};
 use crate::tool::{Tool, ToolError};
@@ -98,6 +99,9 @@ pub enum GuestKind {
     /// boxbench's own minimal guest (crate boxbench-guest): prints a report and the marker, then
     /// resets through the i8042 controller.
     Boxbench,
+    /// boxbench's full-OS disk (`images.disk`), booted to systemd and its workload service through
+    /// SeaBIOS and SYSLINUX, on q35 only ([`crate::qemu_full_os`] says why not microvm).
+    FullOs,
 }
 
 /// How to run QEMU.
@@ -183,6 +187,17 @@ impl QemuLauncher {
 
     /// The command line that boots `spec` (without the binary).
     fn arguments(&self, spec: &InstanceSpec, kernel: &Path) -> Vec<String> {
+        let mut args = self.machine_arguments(spec);
+        args.extend(["-kernel".to_owned(), kernel.display().to_string()]);
+        if let Some(initrd) = &spec.images.initrd {
+            args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
+        }
+        args.extend(["-append".to_owned(), self.kernel_command_line(spec)]);
+        args
+    }
+
+    /// The machine, accelerator, memory, vCPUs and devices, without what the guest boots from.
+    fn machine_arguments(&self, spec: &InstanceSpec) -> Vec<String> {
         let memory_mib = self.memory_bytes(spec).div_ceil(1 << 20);
         let mut args: Vec<String> = [
             "-M",
@@ -214,11 +229,6 @@ impl QemuLauncher {
                     .map(str::to_owned),
             );
         }
-        args.extend(["-kernel".to_owned(), kernel.display().to_string()]);
-        if let Some(initrd) = &spec.images.initrd {
-            args.extend(["-initrd".to_owned(), initrd.display().to_string()]);
-        }
-        args.extend(["-append".to_owned(), self.kernel_command_line(spec)]);
         args
     }
 
@@ -274,7 +284,7 @@ fn choose_kvm(kvm: KvmFlavour, guest: GuestKind) -> bool {
         (KvmFlavour::Absent, _) => false,
         (KvmFlavour::Vmx | KvmFlavour::Svm, _) => true,
         (_, GuestKind::Boxbench) => true,
-        (KvmFlavour::Pvm | KvmFlavour::Unknown, GuestKind::Linux) => false,
+        (KvmFlavour::Pvm | KvmFlavour::Unknown, GuestKind::Linux | GuestKind::FullOs) => false,
     }
 }
 
@@ -285,6 +295,9 @@ impl Launcher for QemuLauncher {
 
     fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
         let name = self.name();
+        if self.options.guest == GuestKind::FullOs {
+            return self.prepare_full_os(spec);
+        }
         let kernel = spec.images.kernel.as_ref().ok_or_else(|| {
             LaunchError::InvalidSpec(format!("{name} needs images.kernel (a bzImage or PVH vmlinux)"))
         })?;
@@ -317,6 +330,63 @@ impl Launcher for QemuLauncher {
             overhead: Arc::default(),
             run,
             notes: self.notes(spec),
+            overlay: None,
+        }))
+    }
+}
+
+impl QemuLauncher {
+    /// An instance booting the full-OS disk `images.disk` through its boot loader, on a qcow2 overlay
+    /// of its own.
+    fn prepare_full_os(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
+        let name = self.name();
+        if self.options.machine != Machine::Q35 {
+            return Err(LaunchError::Unsupported(format!(
+                "{name} does not boot the full-OS disk (its Debian kernel needs ACPI to find a virtio-mmio root \
+                 disk, and hangs calibrating its TSC on QEMU's microvm with ACPI); qemu-q35 boots it"
+            )));
+        }
+        let disk = spec.images.disk.as_ref().ok_or_else(|| {
+            LaunchError::InvalidSpec(format!("{name} needs images.disk (the full-OS disk) for a full-OS guest"))
+        })?;
+        crate::qemu_full_os::check_disk(disk)?;
+        if let Workload::Command(_) = spec.workload {
+            return Err(LaunchError::InvalidSpec(format!(
+                "{name} runs named workloads only (the disk's workload service runs /boxbench/workloads/NAME)"
+            )));
+        }
+        let overlay = tempfile::Builder::new()
+            .prefix("boxbench-full-os-")
+            .tempdir()
+            .map_err(|e| LaunchError::Unsupported(format!("temporary directory for {name}: {e}")))?;
+        let overlay_file = overlay.path().join("overlay.qcow2");
+        let qemu_img = self.tool.path.with_file_name("qemu-img");
+        let qemu_img = if qemu_img.is_file() { qemu_img } else { PathBuf::from("qemu-img") };
+        crate::qemu_full_os::create_overlay(&qemu_img, disk, &overlay_file)?;
+        let mut args = self.machine_arguments(spec);
+        args.extend(crate::qemu_full_os::arguments(spec, &overlay_file));
+        let mut run = ToolRun::new(name, &self.cgroups)?;
+        run.stamp_console(VM_STAMPS);
+        let mut notes = self.notes(spec);
+        notes.push(format!(
+            "full-OS VM: SeaBIOS, SYSLINUX, the disk's kernel and initramfs, systemd, on a qcow2 overlay of {}",
+            disk.display()
+        ));
+        notes.push(
+            "details: loader_ms (SYSLINUX banner) and kernel_ms (the kernel's first line) as they reached the              console; initrd_ms, init_ms, multi_user_ms: systemd's guest-clock timestamps placed after kernel_ms"
+                .to_owned(),
+        );
+        Ok(Box::new(QemuInstance {
+            backend: self.options.machine.backend_name(),
+            binary: self.tool.path.clone(),
+            args,
+            guest: GuestKind::FullOs,
+            reset_through_debug_exit: false,
+            guest_bytes: self.memory_bytes(spec).div_ceil(1 << 20) << 20,
+            overhead: Arc::default(),
+            run,
+            notes,
+            overlay: Some(overlay),
         }))
     }
 }
@@ -335,6 +405,8 @@ struct QemuInstance {
     overhead: Arc<Mutex<Option<u64>>>,
     run: ToolRun,
     notes: Vec<String>,
+    /// The launch's own copy-on-write overlay of the full-OS disk, removed with the instance.
+    overlay: Option<tempfile::TempDir>,
 }
 
 impl fmt::Debug for QemuInstance {
@@ -374,7 +446,7 @@ pub(crate) fn guest_outcome(status: ExitStatus, console: &str, vmm_messages: &st
     match guest {
         GuestKind::Boxbench if console.contains(READY_MARKER) => Outcome::Exited { code: 0 },
         GuestKind::Boxbench => Outcome::Failed { reason: "guest reset before printing its marker".to_owned() },
-        GuestKind::Linux => {
+        GuestKind::Linux | GuestKind::FullOs => {
             Outcome::Failed { reason: format!("guest reset without printing {}N", VM_DEFAULTS.exit_status_prefix) }
         }
     }
@@ -428,8 +500,33 @@ impl Instance for QemuInstance {
         if overhead.is_some() {
             notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
         }
-        Ok(record(self.backend, stopped, outcome, Phases::default(), overhead, notes))
+        let details = (self.guest == GuestKind::FullOs).then(|| full_os_details(&stopped));
+        drop(self.overlay.take());
+        let mut record = record(self.backend, stopped, outcome, Phases::default(), overhead, notes);
+        if let Some(details) = details {
+            record.phases.userspace_ms = details.get("initrd_ms").or(details.get("init_ms")).copied();
+            record.details_ms = details;
+        }
+        Ok(record)
     }
+}
+
+/// The phases of a full-OS boot: the boot loader's banner and the kernel's first line as they reached
+/// the console, and systemd's timestamps placed after the kernel line.
+fn full_os_details(stopped: &crate::run::Stopped) -> std::collections::BTreeMap<String, f64> {
+    let stamp = |i: usize| stopped.timeline.ms(stopped.console.stamps.get(i).copied().flatten());
+    let (loader_ms, kernel_ms, initramfs_ms) = (stamp(0), stamp(1), stamp(2));
+    let mut details = BootTimestamps::parse(&stopped.console.text).map(|t| t.vm_details(kernel_ms)).unwrap_or_default();
+    for (name, value) in [("loader_ms", loader_ms), ("kernel_ms", kernel_ms)] {
+        if let Some(value) = value {
+            details.insert(name.to_owned(), value);
+        }
+    }
+    // Debian's initramfs runs no systemd, which therefore has no initrd timestamp: its first line is it.
+    if let Some(initramfs_ms) = initramfs_ms {
+        details.entry("initrd_ms".to_owned()).or_insert(initramfs_ms);
+    }
+    details
 }
 
 /// A note quoting what the VMM printed on its stderr (first lines), if anything.

@@ -57,6 +57,8 @@ pub struct ToolRun {
     timeline: Option<Timeline>,
     /// Where the clock started and stops ([`Started::note`]).
     boundary_note: Option<String>,
+    /// Console lines whose first appearance is timed (see [`ToolRun::stamp_console`]).
+    stamps: &'static [&'static str],
 }
 
 impl ToolRun {
@@ -65,6 +67,12 @@ impl ToolRun {
     /// puts it (a container's cgroup, a VM's memory).
     pub fn new(backend: &str, host: &CgroupHost) -> Result<Self, LaunchError> {
         Ok(Self::with_boundary(backend, LaunchBoundary::prepare(host, backend, false, None)?))
+    }
+
+    /// Like [`new`](Self::new), with the instance cgroup's memory limited to `limit` (a tool that
+    /// keeps its container in the instance cgroup: a system container).
+    pub fn with_memory_limit(backend: &str, host: &CgroupHost, limit: Option<u64>) -> Result<Self, LaunchError> {
+        Ok(Self::with_boundary(backend, LaunchBoundary::prepare(host, backend, false, limit)?))
     }
 
     /// Like [`new`](Self::new), for a tool that nests its container's cgroup in the instance cgroup
@@ -82,7 +90,14 @@ impl ToolRun {
             process: None,
             timeline: None,
             boundary_note: None,
+            stamps: &[],
         }
+    }
+
+    /// Times the first appearance of each of `stamps` on the console (a boot loader's banner, the
+    /// kernel's first line): [`Stopped::console`]'s `stamps`, in this order.
+    pub fn stamp_console(&mut self, stamps: &'static [&'static str]) {
+        self.stamps = stamps;
     }
 
     /// Where this launch's clock started and stops, once launched.
@@ -152,9 +167,17 @@ impl ToolRun {
             .started
             .take()
             .ok_or_else(|| LaunchError::backend(RunError::AlreadyLaunched { backend: self.backend.clone() }))?;
-        let process =
-            ToolProcess::spawn(&self.backend, command, &started.cgroup, started.join_file, setup, streams, at_marker)
-                .map_err(LaunchError::backend)?;
+        let process = ToolProcess::spawn(
+            &self.backend,
+            command,
+            &started.cgroup,
+            started.join_file,
+            setup,
+            streams,
+            self.stamps,
+            at_marker,
+        )
+        .map_err(LaunchError::backend)?;
         self.process = Some(process);
         Ok(())
     }

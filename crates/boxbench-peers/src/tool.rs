@@ -92,11 +92,12 @@ pub fn version_of(path: &Path) -> Result<String, ToolError> {
 }
 
 /// The first word of `text` that starts with a digit and has a dot (`1.8.1`, `7.2.22`,
-/// `20.10.24+dfsg1,`), trimmed of a trailing comma; tools print it after different words
-/// (`crun version 1.8.1`, `QEMU emulator version 7.2.22 (Debian ...)`, `Firecracker v1.7.0`).
+/// `20.10.24+dfsg1,`), trimmed of a trailing comma and of parentheses; tools print it after different
+/// words (`crun version 1.8.1`, `QEMU emulator version 7.2.22 (Debian ...)`, `Firecracker v1.7.0`,
+/// `systemd 252 (252.39-1~deb12u2)`).
 pub fn parse_version(text: &str) -> Option<String> {
     text.split_whitespace()
-        .map(|word| word.trim_end_matches(',').trim_start_matches('v'))
+        .map(|word| word.trim_end_matches(',').trim_start_matches('(').trim_end_matches(')').trim_start_matches('v'))
         .find(|word| word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('.'))
         .map(str::to_owned)
 }
@@ -116,6 +117,8 @@ mod tests {
             Some("7.2.22")
         );
         assert_eq!(parse_version("Firecracker v1.7.0\n\n").as_deref(), Some("1.7.0"));
+        assert_eq!(parse_version("systemd 252 (252.39-1~deb12u2)\n+PAM\n").as_deref(), Some("252.39-1~deb12u2"));
+        assert_eq!(parse_version("5.0.2\n").as_deref(), Some("5.0.2"));
         assert_eq!(parse_version("usage: tool [options]\n"), None);
     }
 

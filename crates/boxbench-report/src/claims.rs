@@ -199,6 +199,10 @@ pub struct Evidence {
     pub reference: String,
     /// The reference's figure.
     pub reference_figure: Figure,
+    /// The container kind the reference stands for ("container", or a system container), so a
+    /// verdict is given per kind on that side too.
+    #[serde(default)]
+    pub reference_group: String,
     /// Subject over reference, where both are numbers.
     pub ratio: Option<f64>,
     /// The ratio's 95% bootstrap interval, where both sides are launch series.
@@ -363,6 +367,7 @@ fn pair_up(
                     subject_figure: vm.figure.clone(),
                     reference: c.name.clone(),
                     reference_figure: c.figure.clone(),
+                    reference_group: c.group.clone(),
                     ratio: (r > 0.0).then_some(v / r),
                     ratio_ci,
                     finding: finding(v, r, ratio_ci),
@@ -411,10 +416,17 @@ fn verdict_by_group(evidence: &[Evidence]) -> Verdict {
     if evidence.iter().all(|e| e.finding != Finding::Supports) {
         return Verdict::DoesNotHold;
     }
-    let groups = distinct(evidence.iter().map(|e| e.group.as_str()));
+    // Where the containers are of several kinds (application and system containers), each VM kind
+    // is judged against each container kind.
+    let per_container_kind = distinct(evidence.iter().map(|e| e.reference_group.as_str())).len() > 1;
+    let group_of = |e: &Evidence| {
+        if per_container_kind { format!("{} against {}", e.group, e.reference_group) } else { e.group.clone() }
+    };
+    let keys: Vec<String> = evidence.iter().map(group_of).collect();
+    let groups = distinct(keys.iter().map(String::as_str));
     let mut holds_for = Vec::new();
     for group in groups {
-        let rows: Vec<&Evidence> = evidence.iter().filter(|e| e.group == group).collect();
+        let rows: Vec<&Evidence> = evidence.iter().filter(|e| group_of(e) == group).collect();
         if rows.iter().all(|e| e.finding == Finding::Supports) {
             holds_for.push(group.to_owned());
             continue;
@@ -461,7 +473,7 @@ fn caveats(results: &Results, kinds: &[VmKind], series: &[&Series], timing: bool
     let mut caveats = Vec::new();
     let host = &results.host;
     let facts = &host.facts;
-    let kvm_guests = kinds.iter().any(|k| *k != VmKind::LinuxTcg);
+    let kvm_guests = kinds.iter().any(|k| !k.is_tcg());
     if timing && kvm_guests && facts.kvm == KvmFlavour::Pvm {
         caveats.push(
             "KVM on this host is kvm_pvm (software nested): guest kernel-mode code is emulated, so VM start \
@@ -469,7 +481,7 @@ fn caveats(results: &Results, kinds: &[VmKind], series: &[&Series], timing: bool
                 .to_owned(),
         );
     }
-    if kinds.contains(&VmKind::LinuxTcg) {
+    if kinds.iter().any(|k| k.is_tcg()) {
         caveats.push(if timing {
             "The Linux guest figures come from QEMU's TCG emulator (every guest instruction translated): \
              far slower than a hardware-virtualised VM; they bound a VM from above, not a typical one."
@@ -736,6 +748,7 @@ fn judge_kernel(results: &Results) -> ClaimVerdict {
             subject_figure: Figure::Text { text: text.clone() },
             reference: "host kernel".to_owned(),
             reference_figure: Figure::Text { text: u.host_kernel.clone() },
+            reference_group: "host".to_owned(),
             ratio: None,
             ratio_ci: None,
             finding: if supports { Finding::Supports } else { Finding::Contradicts },

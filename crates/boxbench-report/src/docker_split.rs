@@ -239,6 +239,7 @@ pub fn judge(results: &Results) -> Option<ClaimVerdict> {
                     subject_figure: Figure::Summary { unit: Unit::Milliseconds, summary: part.summary },
                     reference: REFERENCE.to_owned(),
                     reference_figure: reference_figure.clone(),
+                    reference_group: "docker run".to_owned(),
                     ratio: Some(part.summary.median / cli_median),
                     ratio_ci: ratio_interval(&part.samples, &cli_samples),
                     // The parts are a decomposition: none argues for or against the claim alone.

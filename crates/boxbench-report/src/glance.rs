@@ -469,6 +469,7 @@ mod tests {
             subject_figure: Figure::Text { text: String::new() },
             reference: format!("{reference} × hello"),
             reference_figure: Figure::Text { text: String::new() },
+            reference_group: "container".to_owned(),
             ratio: Some(ratio),
             ratio_ci: Some(ci),
             finding,

@@ -35,7 +35,7 @@ use std::path::{Path, PathBuf};
 pub use claims::{Claim, ClaimVerdict, Verdict, judge};
 pub use schema::Results;
 pub use schema::{
-    DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, MultiHost, RunSettings,
+    ContainerKind, DensityPoint, DensityResult, HostSection, ImageKind, ImageSize, LoadAverage, MultiHost, RunSettings,
     SCHEMA_VERSION, Series, VmKind,
 };
 

@@ -277,18 +277,51 @@ pub enum VmKind {
     LinuxPvmEmulated,
     /// boxbench's own minimal guest under another VMM (QEMU, Firecracker).
     OwnGuestOtherVmm,
+    /// The VM the claims are about: boxbench's full-OS disk (Debian, systemd) booted through firmware
+    /// and its boot loader, on hardware-virtualised KVM.
+    FullOsHardware,
+    /// The full-OS disk on KVM over SVM that QEMU's TCG emulates (the L1 of `boxbench svm-host`).
+    FullOsSvmEmulated,
+    /// The full-OS disk under QEMU's TCG emulator.
+    FullOsTcg,
+}
+
+/// Which kind of container a series ran, where it is not an application container.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ContainerKind {
+    /// A system container: a whole OS (the full-OS disk's tree) booted by its own systemd, by
+    /// systemd-nspawn or LXC.
+    System,
+}
+
+impl ContainerKind {
+    /// The label reports use (also the group a verdict names).
+    pub fn label(self) -> &'static str {
+        match self {
+            ContainerKind::System => "system container (whole OS booted, no VM)",
+        }
+    }
 }
 
 impl VmKind {
     /// Every kind, from the VM floor to the Linux guests.
-    pub const ALL: [VmKind; 6] = [
+    pub const ALL: [VmKind; 9] = [
         VmKind::OwnGuestFloor,
         VmKind::OwnGuestOtherVmm,
         VmKind::LinuxHardware,
         VmKind::LinuxSvmEmulated,
         VmKind::LinuxPvmEmulated,
         VmKind::LinuxTcg,
+        VmKind::FullOsHardware,
+        VmKind::FullOsSvmEmulated,
+        VmKind::FullOsTcg,
     ];
+
+    /// True for the kinds whose guest code QEMU's TCG translates (directly, or the L1 host's).
+    pub fn is_tcg(self) -> bool {
+        matches!(self, VmKind::LinuxTcg | VmKind::FullOsTcg)
+    }
 
     /// The label reports use.
     pub fn label(self) -> &'static str {
@@ -299,6 +332,9 @@ impl VmKind {
             VmKind::LinuxTcg => "Linux guest under QEMU TCG emulation",
             VmKind::LinuxPvmEmulated => "Linux guest under kvm_pvm (guest kernel emulated)",
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
+            VmKind::FullOsHardware => "full-OS VM (Debian + systemd, firmware boot) on hardware KVM",
+            VmKind::FullOsSvmEmulated => "full-OS VM (Debian + systemd, firmware boot) on emulated SVM (nested)",
+            VmKind::FullOsTcg => "full-OS VM (Debian + systemd, firmware boot) under QEMU TCG emulation",
         }
     }
 
@@ -311,6 +347,9 @@ impl VmKind {
             VmKind::LinuxSvmEmulated => "Linux, emulated SVM",
             VmKind::LinuxTcg => "Linux, TCG",
             VmKind::LinuxPvmEmulated => "Linux, kvm_pvm",
+            VmKind::FullOsHardware => "full OS",
+            VmKind::FullOsSvmEmulated => "full OS, emulated SVM",
+            VmKind::FullOsTcg => "full OS, TCG",
         }
     }
 
@@ -343,6 +382,10 @@ pub struct Series {
     pub workload: String,
     /// `None` for containers; for VMs, which kind.
     pub vm_kind: Option<VmKind>,
+    /// For containers that are not application containers, which kind (`None`: an application
+    /// container, or a VM).
+    #[serde(default)]
+    pub container_kind: Option<ContainerKind>,
     /// The exact command a real tool was run with, where there is one (e.g. QEMU's argv).
     pub command: Option<String>,
     /// The settings of the launches (memory, vCPUs, images, deadline), by name.
@@ -409,6 +452,7 @@ impl Series {
             backend,
             workload,
             vm_kind,
+            container_kind: None,
             command: None,
             settings: BTreeMap::new(),
             records,
@@ -447,9 +491,19 @@ impl Series {
         self.records.iter().filter_map(|r| r.phases.get(name)).collect()
     }
 
-    /// "container" or the VM kind's label.
+    /// "container", the container kind's label, or the VM kind's label.
     pub fn kind_label(&self) -> &'static str {
-        self.vm_kind.map_or("container", VmKind::label)
+        match (self.vm_kind, self.container_kind) {
+            (Some(kind), _) => kind.label(),
+            (None, Some(kind)) => kind.label(),
+            (None, None) => "container",
+        }
+    }
+
+    /// Marks the series as one of `kind` containers.
+    pub fn with_container_kind(mut self, kind: Option<ContainerKind>) -> Self {
+        self.container_kind = kind;
+        self
     }
 }
 

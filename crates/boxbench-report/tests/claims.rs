@@ -6,7 +6,7 @@ use boxbench_core::host::KvmFlavour;
 use boxbench_core::{Outcome, Phases};
 use boxbench_report::Results;
 use boxbench_report::claims::{APPLICATION_KERNEL, Claim, ClaimVerdict, Finding, Verdict, judge, larger_by_interval};
-use boxbench_report::schema::{ImageKind, Series, VmKind};
+use boxbench_report::schema::{ContainerKind, ImageKind, Series, VmKind};
 use common::*;
 
 fn verdict_of(results: &Results, claim: Claim) -> ClaimVerdict {
@@ -42,6 +42,32 @@ fn start_time_holds_when_every_vm_is_slower() {
     assert!((floor.ratio.unwrap() - 51.0 / 5.0).abs() < 1e-9, "ratio of medians: {:?}", floor.ratio);
     assert!(v.context.iter().all(|e| e.metric == "launch to exit"));
     assert_eq!(v.context.len(), 2);
+}
+
+#[test]
+fn start_time_is_judged_per_container_kind_when_system_containers_were_measured() {
+    // The own-guest floor starts faster than a booted system container but slower than crun.
+    let r = with_series(vec![
+        series("crun", None, &[10.0, 10.5, 9.8], 2),
+        series("nspawn", None, &[1400.0, 1450.0, 1380.0], 24).with_container_kind(Some(ContainerKind::System)),
+        series("microvm", Some(VmKind::OwnGuestFloor), &[50.0, 52.0, 51.0], 100),
+        series("qemu-q35", Some(VmKind::FullOsTcg), &[49000.0, 50000.0, 48000.0], 360),
+    ]);
+    let v = verdict_of(&r, Claim::VmSlowerToStart);
+    let system = ContainerKind::System.label();
+    let floor = VmKind::OwnGuestFloor.label();
+    let full_os = VmKind::FullOsTcg.label();
+    assert_eq!(
+        v.verdict,
+        Verdict::HoldsOnlyFor(vec![
+            format!("{floor} against container"),
+            format!("{full_os} against container"),
+            format!("{full_os} against {system}"),
+        ])
+    );
+    let nspawn = v.evidence.iter().find(|e| e.reference.starts_with("nspawn")).unwrap();
+    assert_eq!(nspawn.reference_group, system);
+    assert_eq!(v.rests_on, vec![VmKind::OwnGuestFloor, VmKind::FullOsTcg]);
 }
 
 #[test]
