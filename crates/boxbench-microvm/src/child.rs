@@ -16,11 +16,12 @@ use std::sync::{Arc, OnceLock};
 
 use boxbench_core::MonotonicNs;
 use boxbench_core::smaps::ResidentSplit;
+use kvm_bindings::CpuId;
+use seccompiler::BpfProgram;
 
 use crate::cpuid::CpuidQuirks;
 use crate::events::ChildEvent;
-use crate::observer::VmObserver;
-use crate::seccomp;
+use crate::observer::{BuildStep, VmObserver};
 use crate::vm::{BootPlan, Vm};
 use crate::vmm_memory::Smaps;
 
@@ -39,6 +40,10 @@ pub struct ChildSetup {
     pub plan: BootPlan,
     /// CPUID fixes for this host.
     pub quirks: CpuidQuirks,
+    /// The host's KVM_GET_SUPPORTED_CPUID, read once by the launcher.
+    pub supported_cpuid: CpuId,
+    /// The run loop's seccomp filter, compiled once by the launcher.
+    pub filter: BpfProgram,
     /// The instance cgroup's join file, open for writing (the launch boundary's rule, in
     /// `boxbench_core::boundary`: `tasks` on cgroup v1, `cgroup.procs` on v2).
     pub cgroup_join: RawFd,
@@ -68,6 +73,10 @@ impl Reporter {
 }
 
 impl VmObserver for Reporter {
+    fn build_step(&self, step: BuildStep, at: MonotonicNs) {
+        self.send(&ChildEvent::BuildStep { step, at });
+    }
+
     fn first_entry(&self, at: MonotonicNs) {
         self.send(&ChildEvent::FirstEntry { at });
     }
@@ -162,11 +171,11 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
 fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result<(), String> {
     join_cgroup(setup.cgroup_join)?;
     reporter.send(&ChildEvent::CgroupJoined { at: MonotonicNs::now() });
-    let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
+    let vm = Vm::build_with_cpuid(&setup.plan, setup.quirks, &setup.supported_cpuid, Some(console), reporter.clone())
+        .map_err(|e| e.to_string())?;
     // The guest ranges are known once memory is allocated; the marker measurement needs them.
     let _ = reporter.guest_ranges.set(vm.guest_memory_host_ranges());
-    let filter = seccomp::run_loop_filter().map_err(|e| e.to_string())?;
-    let summary = vm.run_confined(Some(&filter)).map_err(|e| e.to_string())?;
+    let summary = vm.run_confined(Some(&setup.filter)).map_err(|e| e.to_string())?;
     // Stamped after `run` released the VM: "VM end" includes KVM's teardown.
     let at = MonotonicNs::now();
     reporter.send(&ChildEvent::Ignored { port_io: summary.ignored.port_io, mmio: summary.ignored.mmio });

@@ -8,8 +8,8 @@
 use std::os::raw::c_int;
 
 use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_fpu, kvm_lapic_state, kvm_pit_config, kvm_regs,
-    kvm_sregs, kvm_userspace_memory_region,
+    CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_enable_cap, kvm_fpu,
+    kvm_lapic_state, kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
@@ -81,6 +81,9 @@ pub trait HypervisorVm {
     fn create_irqchip(&self) -> Result<(), HypervisorError>;
     /// Creates the in-kernel PIT (8254 timer), its speaker port answered too.
     fn create_pit(&self) -> Result<(), HypervisorError>;
+    /// Creates only the LAPICs in the kernel (KVM_CAP_SPLIT_IRQCHIP), leaving PIC and IOAPIC to
+    /// userspace with `ioapic_pins` routes reserved for them (before any vCPU).
+    fn create_split_irqchip(&self, ioapic_pins: u32) -> Result<(), HypervisorError>;
     /// Places the pages KVM needs for real-mode emulation on VMX hosts.
     fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError>;
     /// Maps `size` bytes of host memory at `host_address` as guest memory at `guest_address`.
@@ -184,6 +187,12 @@ impl HypervisorVm for KvmVm {
     fn create_pit(&self) -> Result<(), HypervisorError> {
         let config = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
         self.fd.create_pit2(config).map_err(ioctl("KVM_CREATE_PIT2"))
+    }
+
+    fn create_split_irqchip(&self, ioapic_pins: u32) -> Result<(), HypervisorError> {
+        let mut cap = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+        cap.args[0] = u64::from(ioapic_pins);
+        self.fd.enable_cap(&cap).map_err(ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
     }
 
     fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError> {

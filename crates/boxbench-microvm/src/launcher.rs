@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use boxbench_core::boundary::{LaunchBoundary, Started};
@@ -23,6 +23,9 @@ use boxbench_core::{
     Timeline, Workload,
 };
 
+use kvm_bindings::CpuId;
+use seccompiler::BpfProgram;
+
 use boxbench_images::microvm_kernel::{KVM_PVM_MEMORY_BYTES, kvm_pvm_cmdline};
 
 use crate::child::{self, ChildSetup};
@@ -30,7 +33,10 @@ use crate::cpuid::CpuidQuirks;
 use crate::disk::DiskConfig;
 use crate::events::{ChildEvent, EventDecoder};
 use crate::hypervisor::{Hypervisor, HypervisorError, KvmHypervisor};
+use crate::interrupts::InterruptModel;
 use crate::mptable;
+use crate::observer::BuildStep;
+use crate::seccomp;
 use crate::vm::{BootPlan, VmConfig};
 
 /// The backend's name.
@@ -51,6 +57,20 @@ pub const DETAIL_VMM_CGROUP_JOIN: &str = "vmm_cgroup_join_ms";
 /// `Record::details_ms` key: in the instance cgroup → first KVM_RUN (KVM objects, memory, boot data,
 /// vCPU threads, the seccomp filter).
 pub const DETAIL_VM_BUILD: &str = "vm_build_ms";
+/// `Record::details_ms` keys of the steps of `vm_build_ms`, each from the previous step's end: the VM
+/// created, guest memory mapped, interrupt controllers created, boot data written, vCPUs configured,
+/// then vCPU threads started and confined up to the first KVM_RUN.
+pub const DETAIL_BUILD_STEPS: [&str; 6] = [
+    "build_vm_create_ms",
+    "build_memory_map_ms",
+    "build_interrupts_ms",
+    "build_boot_data_ms",
+    "build_vcpu_setup_ms",
+    "build_vcpu_start_ms",
+];
+/// `Record::details_ms` key: the VMM saw the marker's last byte → every vCPU stopped (the at-marker
+/// memory measurement, then what the guest does after its marker, up to its reset).
+pub const DETAIL_MARKER_TO_STOP: &str = "marker_to_vcpus_stopped_ms";
 /// `Record::details_ms` key: every vCPU stopped → KVM objects and guest memory released.
 pub const DETAIL_KVM_TEARDOWN: &str = "kvm_teardown_ms";
 /// `Record::details_ms` key: the child reported the VM's end → boxbench reaped it.
@@ -81,6 +101,18 @@ pub enum GuestKind {
     /// unless the spec sets `memory_limit_bytes`, [`boxbench_images::microvm_kernel::KVM_PVM_MEMORY_BYTES`]
     /// of memory, and its record says so; elsewhere it boots like any Linux kernel.
     MicroVmLinux,
+}
+
+/// The interrupt model each guest needs: see [`crate::interrupts`].
+impl From<GuestKind> for InterruptModel {
+    fn from(guest: GuestKind) -> Self {
+        match guest {
+            // Polls its UART, starts its APs through the LAPIC: no PIC, IOAPIC or PIT.
+            GuestKind::Boxbench => InterruptModel::SplitLapicOnly,
+            // Its console and timers take interrupts through the IOAPIC and PIT.
+            GuestKind::Linux | GuestKind::MicroVmLinux => InterruptModel::InKernelIrqchip,
+        }
+    }
 }
 
 impl GuestKind {
@@ -115,12 +147,32 @@ pub struct MicroVmOptions {
 pub struct MicroVmLauncher {
     options: MicroVmOptions,
     kvm: KvmFlavour,
+    /// What every VM's child needs and is the same for all: read and compiled once, before any clock.
+    shared: OnceLock<SharedSetup>,
+}
+
+/// The parts of a child's set-up that do not change between VMs.
+#[derive(Debug, Clone)]
+struct SharedSetup {
+    supported_cpuid: CpuId,
+    filter: BpfProgram,
 }
 
 impl MicroVmLauncher {
     /// A launcher with `options`, for this host's KVM.
     pub fn new(options: MicroVmOptions) -> Self {
-        Self { options, kvm: KvmFlavour::detect() }
+        Self { options, kvm: KvmFlavour::detect(), shared: OnceLock::new() }
+    }
+
+    /// Checks the host for `vcpus` and returns the set-up every child shares.
+    fn shared_setup(&self, vcpus: u8) -> Result<&SharedSetup, LaunchError> {
+        let kvm = check_host(vcpus)?;
+        if let Some(shared) = self.shared.get() {
+            return Ok(shared);
+        }
+        let supported_cpuid = kvm.supported_cpuid().map_err(LaunchError::backend)?;
+        let filter = seccomp::run_loop_filter().map_err(LaunchError::backend)?;
+        Ok(self.shared.get_or_init(|| SharedSetup { supported_cpuid, filter }))
     }
 
     /// True when this host's KVM is kvm_pvm and the guest is boxbench's micro-VM kernel: the VM then
@@ -193,14 +245,16 @@ impl Launcher for MicroVmLauncher {
             memory_mib,
             vcpus: spec.vcpus,
             disks: self.options.disks.clone(),
+            interrupts: InterruptModel::from(self.options.guest),
             ..VmConfig::new(kernel)
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
-        check_host(plan.vcpus)?;
+        let shared = self.shared_setup(plan.vcpus)?.clone();
         let boundary = LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?;
         Ok(Box::new(MicroVmInstance {
             plan,
             quirks: config.cpuid_quirks,
+            shared,
             boundary: Some(boundary),
             kvm: self.kvm,
             guest: self.options.guest,
@@ -230,7 +284,7 @@ fn is_gzip(path: &Path) -> bool {
 }
 
 /// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
-fn check_host(vcpus: u8) -> Result<(), LaunchError> {
+fn check_host(vcpus: u8) -> Result<KvmHypervisor, LaunchError> {
     let kvm = KvmHypervisor::open().map_err(|e| match e {
         HypervisorError::NoKvm(_) | HypervisorError::KvmPermission(_) => LaunchError::Unsupported(e.to_string()),
         other => LaunchError::backend(other),
@@ -247,7 +301,7 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
             mptable::max_cpus()
         )));
     }
-    Ok(())
+    Ok(kvm)
 }
 
 /// What the child reported, gathered as it arrives.
@@ -255,9 +309,11 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
 struct Reported {
     cgroup_joined: Option<MonotonicNs>,
     vcpus_stopped: Option<MonotonicNs>,
+    build_steps: [Option<MonotonicNs>; BuildStep::ALL.len()],
     first_entry: Option<MonotonicNs>,
     boot_timer: Option<MonotonicNs>,
     marker_memory: Option<(u64, u64)>,
+    marker_at: Option<MonotonicNs>,
     exit_overhead: Option<u64>,
     ignored: Option<(u64, u64)>,
     exit: Option<(bool, String, MonotonicNs)>,
@@ -269,11 +325,17 @@ impl Reported {
         match event {
             ChildEvent::CgroupJoined { at } => self.cgroup_joined = Some(at),
             ChildEvent::VcpusStopped { at } => self.vcpus_stopped = Some(at),
+            ChildEvent::BuildStep { step, at } => {
+                if let Some(index) = BuildStep::ALL.iter().position(|&s| s == step) {
+                    self.build_steps[index] = Some(at);
+                }
+            }
             ChildEvent::FirstEntry { at } => self.first_entry = Some(at),
             ChildEvent::BootTimer { at } => {
                 self.boot_timer.get_or_insert(at);
             }
-            ChildEvent::MarkerMemory { pss_bytes, overhead_bytes, .. } => {
+            ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes } => {
+                self.marker_at = Some(at);
                 self.marker_memory = Some((pss_bytes, overhead_bytes));
             }
             ChildEvent::ExitMemory { overhead_bytes, .. } => self.exit_overhead = Some(overhead_bytes),
@@ -317,6 +379,7 @@ enum ChildStatus {
 struct MicroVmInstance {
     plan: BootPlan,
     quirks: CpuidQuirks,
+    shared: SharedSetup,
     /// The cgroup set up before the clock, until the launch starts the clock.
     boundary: Option<LaunchBoundary>,
     kvm: KvmFlavour,
@@ -343,6 +406,8 @@ impl Instance for MicroVmInstance {
         let setup = ChildSetup {
             plan: self.plan.clone(),
             quirks: self.quirks,
+            supported_cpuid: self.shared.supported_cpuid.clone(),
+            filter: self.shared.filter.clone(),
             cgroup_join: join_file.as_raw_fd(),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
@@ -490,6 +555,12 @@ impl Finished {
         detail(DETAIL_VMM_START_TO_FIRST_RUN, reported.first_entry.map(|entry| (forked_at, entry)));
         detail(DETAIL_VMM_CGROUP_JOIN, reported.cgroup_joined.map(|joined| (forked_at, joined)));
         detail(DETAIL_VM_BUILD, reported.cgroup_joined.zip(reported.first_entry));
+        let step_ends = reported.build_steps.iter().copied().chain([reported.first_entry]);
+        let step_starts = std::iter::once(reported.cgroup_joined).chain(reported.build_steps.iter().copied());
+        for ((key, start), end) in DETAIL_BUILD_STEPS.into_iter().zip(step_starts).zip(step_ends) {
+            detail(key, start.zip(end));
+        }
+        detail(DETAIL_MARKER_TO_STOP, reported.marker_at.zip(reported.vcpus_stopped));
         detail(DETAIL_KVM_TEARDOWN, reported.vcpus_stopped.zip(exited_at));
         detail(DETAIL_CHILD_REAP, exited_at.zip(reaped_at));
         detail(DETAIL_CGROUP_REMOVE, reaped_at.map(|reaped| (reaped, removed_at)));

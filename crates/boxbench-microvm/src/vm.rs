@@ -2,7 +2,8 @@
 //! the guest memory prepared for the boot vCPU, and the run of its vCPU threads.
 //!
 //! Order matters and follows what KVM and the guest need: guest memory is mapped first (cheap before
-//! the irqchip exists), the irqchip and PIT exist before any vCPU (vCPUs get their LAPIC at creation), and
+//! the irqchip exists), the interrupt controllers the guest needs ([`InterruptModel`]) exist before any
+//! vCPU (vCPUs get their LAPIC at creation), and
 //! the boot vCPU enters only after every vCPU is configured so APs are ready for the guest's SIPIs.
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use boxbench_core::MonotonicNs;
 use boxbench_core::host::KvmFlavour;
+use kvm_bindings::CpuId;
 use seccompiler::BpfProgram;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -26,13 +28,14 @@ use crate::devices::{Devices, IgnoredAccesses};
 use crate::disk::{DiskConfig, DiskError, DiskImage};
 use crate::gdt::{self, GdtError};
 use crate::hypervisor::{self, Hypervisor, HypervisorError, HypervisorVm, KvmHypervisor, KvmVcpu, KvmVm};
-use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, SERIAL_IRQ};
+use crate::interrupts::InterruptModel;
+use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::loader::{self, BootEntry, KernelInfo, LoaderError};
 use crate::mptable::{self, MpTableError};
 use boxbench_core::spec::VM_DEFAULTS;
 
 use crate::msr::{self, MsrError};
-use crate::observer::{IgnoreMilestones, VmObserver};
+use crate::observer::{BuildStep, IgnoreMilestones, VmObserver};
 use crate::paging::{self, PagingError};
 use crate::pvh::{self, PvhError};
 use crate::seccomp::{self, SeccompError};
@@ -57,6 +60,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Virtual CPUs.
     pub vcpus: u8,
+    /// The interrupt controllers KVM emulates (what the guest needs).
+    pub interrupts: InterruptModel,
     /// Host-specific CPUID fixes.
     pub cpuid_quirks: CpuidQuirks,
     /// Where the serial console's output goes (`None`: discarded).
@@ -68,8 +73,9 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// A configuration with the defaults: 128 MiB, one vCPU, no initrd, an empty command line, output
-    /// discarded, and the CPUID fixes this host's KVM needs.
+    /// A configuration with the defaults: VM_DEFAULTS' memory, one vCPU, no initrd, an empty command
+    /// line, KVM's full in-kernel irqchip (what any guest can boot on), output discarded, and the CPUID
+    /// fixes this host's KVM needs.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
             kernel: kernel.into(),
@@ -77,6 +83,7 @@ impl VmConfig {
             cmdline: String::new(),
             memory_mib: (VM_DEFAULTS.memory_bytes >> 20) as u32,
             vcpus: 1,
+            interrupts: InterruptModel::InKernelIrqchip,
             cpuid_quirks: CpuidQuirks { hide_pv_clock_features: KvmFlavour::detect() == KvmFlavour::Pvm },
             console: None,
             observer: Arc::new(IgnoreMilestones),
@@ -122,7 +129,10 @@ impl VmConfig {
             None => None,
         };
         let disks = self.disks.iter().map(DiskImage::open).collect::<Result<Vec<_>, _>>()?;
-        Ok(BootPlan { kernel, initrd, cmdline, mem_bytes, vcpus: self.vcpus, disks })
+        if !disks.is_empty() && self.interrupts.serial_gsi().is_none() {
+            return Err(VmConfigError::DisksWithoutIoapic);
+        }
+        Ok(BootPlan { kernel, initrd, cmdline, mem_bytes, vcpus: self.vcpus, disks, interrupts: self.interrupts })
     }
 }
 
@@ -141,6 +151,8 @@ pub struct BootPlan {
     pub vcpus: u8,
     /// The disks, open and locked.
     pub disks: Vec<DiskImage>,
+    /// The interrupt controllers KVM emulates.
+    pub interrupts: InterruptModel,
 }
 
 /// A configuration that cannot become a VM; each message names the setting or file.
@@ -149,6 +161,9 @@ pub enum VmConfigError {
     /// Zero vCPUs.
     #[error("vcpus: 0 (a VM needs at least one)")]
     NoVcpus,
+    /// Disks asked for with an interrupt model that has no IOAPIC to raise their interrupts.
+    #[error("disks: virtio-blk needs the in-kernel IOAPIC, which boxbench's own guest's interrupt model leaves out")]
+    DisksWithoutIoapic,
     /// More vCPUs than KVM allows.
     #[error("vcpus: {vcpus} is more than KVM_CAP_MAX_VCPUS ({max}) on this host")]
     TooManyVcpus { vcpus: u8, max: usize },
@@ -296,6 +311,19 @@ impl Vm {
         console: Option<File>,
         observer: Arc<dyn VmObserver>,
     ) -> Result<Self, VmError> {
+        let supported = KvmHypervisor::open().map_err(VmConfigError::from)?.supported_cpuid()?;
+        Self::build_with_cpuid(plan, quirks, &supported, console, observer)
+    }
+
+    /// [`Vm::build`] with the host's KVM_GET_SUPPORTED_CPUID already read: it is the same for every
+    /// VM, and reading it takes about 0.3 ms on kvm_pvm hosts, so a launcher reads it once.
+    pub fn build_with_cpuid(
+        plan: &BootPlan,
+        quirks: CpuidQuirks,
+        supported: &CpuId,
+        console: Option<File>,
+        observer: Arc<dyn VmObserver>,
+    ) -> Result<Self, VmError> {
         let kvm = KvmHypervisor::open().map_err(VmConfigError::from)?;
         let max = kvm.max_vcpus();
         if usize::from(plan.vcpus) > max {
@@ -309,6 +337,7 @@ impl Vm {
             .into());
         }
         let vm = kvm.create_vm()?;
+        observer.build_step(BuildStep::VmCreated, MonotonicNs::now());
         // On VMX, KVM emulates real mode with a TSS and an identity-map page it needs placed in guest
         // address space outside RAM; elsewhere these calls are harmless.
         vm.set_system_pages(KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR)?;
@@ -323,25 +352,28 @@ impl Vm {
                 vm.map_memory(slot as u32, region.start_addr().0, region.len(), region.as_ptr() as u64)?;
             }
         }
-        // The PIC/IOAPIC/LAPIC model and the PIT must exist before the first vCPU, which gets its LAPIC
-        // at creation.
-        vm.create_irqchip()?;
-        vm.create_pit()?;
+        observer.build_step(BuildStep::MemoryMapped, MonotonicNs::now());
+        // The interrupt controllers must exist before the first vCPU, which gets its LAPIC at creation.
+        plan.interrupts.create(&vm)?;
+        observer.build_step(BuildStep::InterruptsCreated, MonotonicNs::now());
         let boot = write_boot_data(&memory, plan)?;
 
         let serial = SerialPort::new(console, observer.clone())?;
-        vm.register_irqfd(serial.irq_eventfd(), SERIAL_IRQ)?;
+        if let Some(gsi) = plan.interrupts.serial_gsi() {
+            vm.register_irqfd(serial.irq_eventfd(), gsi)?;
+        }
         let disks = virtio::attach_disks(&vm, &memory, &plan.disks)?;
         let devices = Arc::new(Devices::new(serial, observer.clone()).with_virtio(disks));
+        observer.build_step(BuildStep::BootDataWritten, MonotonicNs::now());
 
-        let supported = kvm.supported_cpuid()?;
         let msrs = msr::boot_msrs()?;
         let mut vcpus = Vec::with_capacity(plan.vcpus.into());
         for id in 0..plan.vcpus {
             let vcpu = vm.create_vcpu(id)?;
-            vcpu::configure(&vcpu, id, plan.vcpus, &supported, quirks, &msrs, &boot)?;
+            vcpu::configure(&vcpu, id, plan.vcpus, supported, quirks, &msrs, &boot)?;
             vcpus.push(vcpu);
         }
+        observer.build_step(BuildStep::VcpusConfigured, MonotonicNs::now());
         Ok(Self { vcpus, vm, devices, observer, memory, entry: boot.entry })
     }
 
