@@ -37,6 +37,7 @@ use crate::interrupts::InterruptModel;
 use crate::mptable;
 use crate::observer::BuildStep;
 use crate::seccomp;
+use crate::snapshot::{self, Snapshot, SnapshotFiles};
 use crate::vm::{BootPlan, VmConfig};
 
 /// The backend's name.
@@ -140,7 +141,16 @@ pub struct MicroVmOptions {
     /// The guest device the kernel mounts as its root filesystem (`root=DEVICE`, read-write unless
     /// the first disk is read-only); `None`: the initramfs is the root.
     pub root: Option<String>,
+    /// Write a snapshot of the VM into this directory when its guest prints the marker (boxbench's
+    /// own guest only; see [`crate::snapshot`]).
+    pub snapshot_at_marker: Option<PathBuf>,
+    /// Start each VM from the snapshot in this directory instead of booting (boxbench's own guest).
+    pub restore: Option<PathBuf>,
 }
+
+/// Why a snapshot option is refused for a Linux guest.
+pub const SNAPSHOT_OWN_GUEST_ONLY: &str =
+    "microvm: snapshots are of boxbench's own guest only (--guest boxbench), whose interrupt model is the LAPIC alone";
 
 /// boxbench's own micro-VM monitor as a backend.
 #[derive(Debug)]
@@ -171,7 +181,12 @@ impl MicroVmLauncher {
             return Ok(shared);
         }
         let supported_cpuid = kvm.supported_cpuid().map_err(LaunchError::backend)?;
-        let filter = seccomp::run_loop_filter().map_err(LaunchError::backend)?;
+        let filter = if self.options.snapshot_at_marker.is_some() {
+            seccomp::snapshot_filter()
+        } else {
+            seccomp::run_loop_filter()
+        }
+        .map_err(LaunchError::backend)?;
         Ok(self.shared.get_or_init(|| SharedSetup { supported_cpuid, filter }))
     }
 
@@ -222,12 +237,32 @@ impl Launcher for MicroVmLauncher {
             return Err(LaunchError::Unsupported(LINUX_ON_PVM_REFUSAL.into()));
         }
         let pvm_compat = self.pvm_compat();
+        let snapshotting = self.options.snapshot_at_marker.is_some() || self.options.restore.is_some();
+        if snapshotting && self.options.guest != GuestKind::Boxbench {
+            return Err(LaunchError::InvalidSpec(SNAPSHOT_OWN_GUEST_ONLY.into()));
+        }
+        if self.options.snapshot_at_marker.is_some() && self.options.restore.is_some() {
+            return Err(LaunchError::InvalidSpec(
+                "microvm: --snapshot-at-marker and --restore do not go together (a restored guest's marker was printed before its snapshot)".into(),
+            ));
+        }
+        let restore = match &self.options.restore {
+            Some(dir) => {
+                let snapshot = Snapshot::open(dir).map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+                snapshot
+                    .check_machine(spec.memory_limit_bytes, spec.vcpus)
+                    .map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+                Some(Arc::new(snapshot))
+            }
+            None => None,
+        };
         let kernel = self.options.kernel.clone().or_else(|| spec.images.kernel.clone()).ok_or_else(|| {
             LaunchError::InvalidSpec("microvm: no kernel given (images.kernel or the launcher's kernel)".into())
         })?;
         // On kvm_pvm, every MiB of boxbench's micro-VM kernel costs emulated memmap set-up: it gets
         // 64 MiB unless the spec asks for a size.
         let memory_mib = match spec.memory_limit_bytes {
+            _ if restore.is_some() => restore.as_ref().map_or(0, |s| (s.state.mem_bytes >> 20) as u32),
             Some(bytes) => u32::try_from(bytes.div_ceil(1 << 20)).map_err(|_| {
                 LaunchError::InvalidSpec(format!("memory_limit_bytes: {bytes} is beyond what a VM can have"))
             })?,
@@ -250,17 +285,78 @@ impl Launcher for MicroVmLauncher {
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
         let shared = self.shared_setup(plan.vcpus)?.clone();
-        let boundary = LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?;
+        if let Some(snapshot) = &restore {
+            notes.push(format!("restored from snapshot {}", snapshot.dir.display()));
+        }
+        let snapshot_at_marker = match &self.options.snapshot_at_marker {
+            Some(dir) => Some(PendingSnapshot::create(dir)?),
+            None => None,
+        };
+        let boundary = (|| -> Result<LaunchBoundary, LaunchError> {
+            Ok(LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?)
+        })();
+        let boundary = match boundary {
+            Ok(boundary) => boundary,
+            Err(error) => {
+                if let Some(pending) = snapshot_at_marker {
+                    pending.discard();
+                }
+                return Err(error);
+            }
+        };
         Ok(Box::new(MicroVmInstance {
             plan,
             quirks: config.cpuid_quirks,
             shared,
+            restore,
+            snapshot_at_marker,
             boundary: Some(boundary),
             kvm: self.kvm,
             guest: self.options.guest,
             notes,
             running: None,
         }))
+    }
+}
+
+/// A snapshot directory prepared for a launch: its files created (or emptied) before the clock, and
+/// whether boxbench made the directory (to remove it when no snapshot came).
+#[derive(Debug)]
+struct PendingSnapshot {
+    dir: PathBuf,
+    created_dir: bool,
+    /// Handed to the child at launch.
+    files: Option<SnapshotFiles>,
+}
+
+impl PendingSnapshot {
+    fn create(dir: &Path) -> Result<Self, LaunchError> {
+        let created_dir = !dir.exists();
+        let files = SnapshotFiles::create(dir).map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+        Ok(Self { dir: dir.to_owned(), created_dir, files: Some(files) })
+    }
+
+    /// Removes what [`PendingSnapshot::create`] made.
+    fn discard(self) {
+        drop(self.files);
+        let _ = std::fs::remove_file(self.dir.join(snapshot::STATE_FILE));
+        let _ = std::fs::remove_file(self.dir.join(snapshot::MEMORY_FILE));
+        if self.created_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// After the VM: the record's note, the files removed when no snapshot was written (the child
+    /// writes the state file last, only once memory is written).
+    fn conclude(self) -> String {
+        let written = std::fs::metadata(self.dir.join(snapshot::STATE_FILE)).is_ok_and(|m| m.len() > 0);
+        let dir = self.dir.display().to_string();
+        if written {
+            format!("snapshot written to {dir} at the marker")
+        } else {
+            self.discard();
+            format!("no snapshot written to {dir}: the VM ended before its snapshot was complete")
+        }
     }
 }
 
@@ -380,6 +476,10 @@ struct MicroVmInstance {
     plan: BootPlan,
     quirks: CpuidQuirks,
     shared: SharedSetup,
+    /// The snapshot each launch starts from.
+    restore: Option<Arc<Snapshot>>,
+    /// The snapshot to take at the marker.
+    snapshot_at_marker: Option<PendingSnapshot>,
     /// The cgroup set up before the clock, until the launch starts the clock.
     boundary: Option<LaunchBoundary>,
     kvm: KvmFlavour,
@@ -408,6 +508,8 @@ impl Instance for MicroVmInstance {
             quirks: self.quirks,
             supported_cpuid: self.shared.supported_cpuid.clone(),
             filter: self.shared.filter.clone(),
+            snapshot_at_marker: self.snapshot_at_marker.as_mut().and_then(|pending| pending.files.take()),
+            restore: self.restore.clone(),
             cgroup_join: join_file.as_raw_fd(),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
@@ -504,6 +606,9 @@ impl Instance for MicroVmInstance {
         let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
         let peak_bytes = running.cgroup.peak_bytes();
         let Running { timeline, forked_at, cgroup, reported, reaped_at, .. } = running;
+        if let Some(pending) = self.snapshot_at_marker.take() {
+            self.notes.push(pending.conclude());
+        }
         // The only reference: the console thread, now joined, never held one.
         if let Ok(cgroup) = Arc::try_unwrap(cgroup) {
             cgroup.remove()?;

@@ -32,8 +32,10 @@ pub mod paging;
 pub mod pvh;
 pub mod regs;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
+pub mod vm_snapshot;
 pub mod vmm_memory;
 
 pub use interrupts::InterruptModel;

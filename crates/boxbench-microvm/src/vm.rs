@@ -39,7 +39,9 @@ use crate::observer::{BuildStep, IgnoreMilestones, VmObserver};
 use crate::paging::{self, PagingError};
 use crate::pvh::{self, PvhError};
 use crate::seccomp::{self, SeccompError};
+use crate::snapshot::SnapshotError;
 use crate::vcpu::{self, BootState, VmExit};
+use crate::vm_snapshot::{Pause, RunEvent, SnapshotAtMarker};
 
 /// Stack of each vCPU thread: the run loop needs little, and a fixed size keeps thread creation from
 /// reading `RUST_MIN_STACK` (an environment lock) in a forked child.
@@ -229,6 +231,9 @@ pub enum VmError {
     /// A virtio device could not be attached.
     #[error(transparent)]
     VirtioDevice(#[from] VirtioError),
+    /// The snapshot could not be taken, written or restored.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// A vCPU thread could not be started.
     #[error("starting the thread of vCPU {vcpu}: {source}")]
     Thread { vcpu: u8, source: std::io::Error },
@@ -286,12 +291,13 @@ pub fn allocate_guest_memory(mem_bytes: u64) -> Result<GuestMemoryMmap, VmError>
 #[derive(Debug)]
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
-    vcpus: Vec<KvmVcpu>,
-    vm: KvmVm,
-    devices: Arc<Devices>,
-    observer: Arc<dyn VmObserver>,
-    memory: GuestMemoryMmap,
-    entry: BootEntry,
+    pub(crate) vcpus: Vec<KvmVcpu>,
+    pub(crate) vm: KvmVm,
+    pub(crate) devices: Arc<Devices>,
+    pub(crate) observer: Arc<dyn VmObserver>,
+    pub(crate) memory: GuestMemoryMmap,
+    /// How the boot vCPU entered the guest (`None` for a VM restored from a snapshot).
+    pub(crate) entry: Option<BootEntry>,
 }
 
 impl TryFrom<VmConfig> for Vm {
@@ -374,7 +380,7 @@ impl Vm {
             vcpus.push(vcpu);
         }
         observer.build_step(BuildStep::VcpusConfigured, MonotonicNs::now());
-        Ok(Self { vcpus, vm, devices, observer, memory, entry: boot.entry })
+        Ok(Self { vcpus, vm, devices, observer, memory, entry: Some(boot.entry) })
     }
 
     /// The guest's memory.
@@ -382,8 +388,8 @@ impl Vm {
         &self.memory
     }
 
-    /// How the boot vCPU enters the guest.
-    pub fn entry(&self) -> BootEntry {
+    /// How the boot vCPU enters the guest (`None` for a VM restored from a snapshot).
+    pub fn entry(&self) -> Option<BootEntry> {
         self.entry
     }
 
@@ -404,10 +410,26 @@ impl Vm {
     /// [`Vm::run`], with every thread of the process confined by the seccomp `filter` (see
     /// [`crate::seccomp`]) once the vCPU threads have started and before any of them enters the guest.
     pub fn run_confined(self, filter: Option<&BpfProgram>) -> Result<RunSummary, VmError> {
+        self.run_snapshotting(filter, None)
+    }
+
+    /// [`Vm::run_confined`], and when the guest prints its marker, every vCPU is paused at an
+    /// instruction boundary, the VM is written to `snapshot`'s files, and the guest carries on.
+    pub fn run_snapshotting(
+        self,
+        filter: Option<&BpfProgram>,
+        snapshot: Option<SnapshotAtMarker<'_>>,
+    ) -> Result<RunSummary, VmError> {
         hypervisor::install_kick_handler().map_err(VmError::KickHandler)?;
         let Vm { vcpus, vm, devices, observer, memory, entry: _ } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ended, first_exit) = mpsc::channel::<VmExit>();
+        let (ended, first_exit) = mpsc::channel::<RunEvent>();
+        let (pause, snapshot_files) = match snapshot {
+            Some(SnapshotAtMarker { files, marker }) => {
+                (Some(Arc::new(Pause::new(marker, vcpus.len(), ended.clone())?)), Some(files))
+            }
+            None => (None, None),
+        };
         // Each thread says it has started (its start-up system calls are behind it) and waits for the
         // go, which comes once the filter is in place; a dropped go means "do not run".
         let (started, all_started) = mpsc::channel::<()>();
@@ -417,6 +439,7 @@ impl Vm {
         for (id, mut vcpu) in vcpus.into_iter().enumerate() {
             let id = id as u8;
             let (devices, observer, stop, ended) = (devices.clone(), observer.clone(), stop.clone(), ended.clone());
+            let pause = pause.clone();
             let started = started.clone();
             let (go_sender, go_receiver) = mpsc::channel::<()>();
             let spawned =
@@ -425,9 +448,9 @@ impl Vm {
                     if go_receiver.recv().is_err() {
                         return;
                     }
-                    if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop) {
+                    if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop, pause.as_deref()) {
                         // The receiver only goes away once the VM is over; nothing to tell then.
-                        let _ = ended.send(exit);
+                        let _ = ended.send(RunEvent::Ended(exit));
                     }
                 });
             match spawned {
@@ -442,6 +465,7 @@ impl Vm {
             }
         }
         drop((ended, started));
+        let mut snapshot_error = None;
         for _ in &threads {
             // A thread that died before saying so has nothing to wait for.
             let _ = all_started.recv();
@@ -460,14 +484,25 @@ impl Vm {
                 for sender in &go {
                     let _ = sender.send(());
                 }
-                first_exit.recv().ok()
+                loop {
+                    match first_exit.recv() {
+                        Ok(RunEvent::Ended(exit)) => break Some(exit),
+                        Ok(RunEvent::SnapshotPoint) => {
+                            if let (Some(pause), Some(files)) = (&pause, snapshot_files) {
+                                let written = pause.snapshot(&threads, &vm, &devices, &memory, files);
+                                snapshot_error = written.err();
+                            }
+                        }
+                        Err(_) => break None,
+                    }
+                }
             }
         };
         stop_vcpus(&stop, threads);
         observer.vm_ended(MonotonicNs::now());
         drop(vm);
         drop(memory);
-        if let Some(error) = error {
+        if let Some(error) = error.or(snapshot_error) {
             return Err(error);
         }
         let exit = exit.unwrap_or(VmExit::RunFailed { vcpu: 0, error: "every vCPU thread ended".into() });

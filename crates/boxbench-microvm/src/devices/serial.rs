@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use boxbench_core::console::MarkerScanner;
 use boxbench_core::{MonotonicNs, READY_MARKER};
+use vm_superio::serial::SerialState;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -107,6 +108,30 @@ impl SerialPort {
             observer,
         };
         Ok(Self { uart: Serial::new(IrqTrigger(irq), sink) })
+    }
+
+    /// A UART with the registers of `state` (a snapshot's), writing to `console`.
+    pub fn from_state(
+        state: &SerialState,
+        console: Option<File>,
+        observer: Arc<dyn VmObserver>,
+    ) -> Result<Self, SerialError> {
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError)?;
+        let sink = ConsoleSink {
+            out: console,
+            pending: Vec::with_capacity(PENDING_MAX),
+            scanner: MarkerScanner::new(READY_MARKER),
+            marker_seen: false,
+            observer,
+        };
+        let uart = Serial::from_state(state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
+            .map_err(|_| SerialError(std::io::Error::other("serial state with more than a FIFO of input")))?;
+        Ok(Self { uart })
+    }
+
+    /// The UART's registers, for a snapshot.
+    pub fn state(&self) -> SerialState {
+        self.uart.state()
     }
 
     /// The eventfd to register with KVM as the UART's interrupt line.
