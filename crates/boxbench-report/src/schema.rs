@@ -277,12 +277,15 @@ pub enum VmKind {
     LinuxPvmEmulated,
     /// boxbench's own minimal guest under another VMM (QEMU, Firecracker).
     OwnGuestOtherVmm,
+    /// boxbench's own VMM starting its own guest from a snapshot taken at the guest's marker.
+    OwnGuestFromSnapshot,
 }
 
 impl VmKind {
     /// Every kind, from the VM floor to the Linux guests.
-    pub const ALL: [VmKind; 6] = [
+    pub const ALL: [VmKind; 7] = [
         VmKind::OwnGuestFloor,
+        VmKind::OwnGuestFromSnapshot,
         VmKind::OwnGuestOtherVmm,
         VmKind::LinuxHardware,
         VmKind::LinuxSvmEmulated,
@@ -299,6 +302,7 @@ impl VmKind {
             VmKind::LinuxTcg => "Linux guest under QEMU TCG emulation",
             VmKind::LinuxPvmEmulated => "Linux guest under kvm_pvm (guest kernel emulated)",
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
+            VmKind::OwnGuestFromSnapshot => "boxbench's own VMM + minimal guest, VM from snapshot",
         }
     }
 
@@ -307,6 +311,7 @@ impl VmKind {
     pub fn guest(self) -> &'static str {
         match self {
             VmKind::OwnGuestFloor | VmKind::OwnGuestOtherVmm => "own guest",
+            VmKind::OwnGuestFromSnapshot => "own guest, from snapshot",
             VmKind::LinuxHardware => "Linux",
             VmKind::LinuxSvmEmulated => "Linux, emulated SVM",
             VmKind::LinuxTcg => "Linux, TCG",
