@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use boxbench_core::MonotonicNs;
 use kvm_bindings::{CpuId, kvm_cpuid_entry2};
-use vm_memory::mmap::{MmapRegionBuilder, NewBitmap};
+use vm_memory::mmap::MmapRegionBuilder;
 use vm_memory::{FileOffset, GuestAddress, GuestMemoryMmap, GuestRegionMmap};
 
 use crate::cpuid::{self, CpuidQuirks};
@@ -161,8 +161,7 @@ impl Pause {
                     None => return Err(SnapshotError::Vcpu { id, reason: "did not pause".into() }.into()),
                 }
             }
-            let mem_bytes =
-                vm_memory::GuestMemoryBackend::iter(memory).map(|r| vm_memory::GuestMemoryRegion::len(r)).sum();
+            let mem_bytes = vm_memory::GuestMemoryBackend::iter(memory).map(vm_memory::GuestMemoryRegion::len).sum();
             let clock = vm.clock()?;
             let vm_state = VmState { mem_bytes, vcpus, clock, serial: devices.serial_state() };
             let regions: Vec<(usize, usize)> = vm_memory::GuestMemoryBackend::iter(memory)
@@ -237,7 +236,7 @@ fn map_snapshot_memory(file: &File, mem_bytes: u64) -> std::io::Result<GuestMemo
     let mut offset = 0u64;
     for (start, size) in layout::ram_ranges(mem_bytes) {
         let file_offset = FileOffset::new(file.try_clone()?, offset);
-        let mapping = MmapRegionBuilder::new_with_bitmap(size as usize, <() as NewBitmap>::with_len(size as usize))
+        let mapping = MmapRegionBuilder::<()>::new(size as usize)
             .with_file_offset(file_offset)
             .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
             .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
