@@ -95,6 +95,10 @@ impl Pause {
     /// the snapshot is written. Returns how the VM ended if that happened meanwhile.
     pub(crate) fn check<V: HypervisorVcpu>(&self, vcpu: &mut V, id: u8, devices: &Devices) -> Option<VmExit> {
         if self.marker.load(Ordering::Acquire) && !self.reported.swap(true, Ordering::AcqRel) {
+            // This vCPU pauses right away: were it to run on until the main thread asks, the guest
+            // could reach its end first.
+            self.state.lock().unwrap_or_else(PoisonError::into_inner).requested = true;
+            self.requested.store(true, Ordering::Release);
             let _ = self.events.lock().unwrap_or_else(PoisonError::into_inner).send(RunEvent::SnapshotPoint);
         }
         if !self.requested.load(Ordering::Acquire) {
