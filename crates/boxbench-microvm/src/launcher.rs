@@ -149,8 +149,7 @@ pub struct MicroVmOptions {
 }
 
 /// Why a snapshot option is refused for a Linux guest.
-pub const SNAPSHOT_OWN_GUEST_ONLY: &str =
-    "microvm: snapshots are of boxbench's own guest only (--guest boxbench), whose interrupt model is the LAPIC alone";
+pub const SNAPSHOT_OWN_GUEST_ONLY: &str = "microvm: snapshots are of boxbench's own guest without disks only (--guest boxbench, no --disk), whose interrupt model is the LAPIC alone";
 
 /// boxbench's own micro-VM monitor as a backend.
 #[derive(Debug)]
@@ -238,7 +237,7 @@ impl Launcher for MicroVmLauncher {
         }
         let pvm_compat = self.pvm_compat();
         let snapshotting = self.options.snapshot_at_marker.is_some() || self.options.restore.is_some();
-        if snapshotting && self.options.guest != GuestKind::Boxbench {
+        if snapshotting && (self.options.guest != GuestKind::Boxbench || !self.options.disks.is_empty()) {
             return Err(LaunchError::InvalidSpec(SNAPSHOT_OWN_GUEST_ONLY.into()));
         }
         if self.options.snapshot_at_marker.is_some() && self.options.restore.is_some() {
@@ -280,7 +279,13 @@ impl Launcher for MicroVmLauncher {
             memory_mib,
             vcpus: spec.vcpus,
             disks: self.options.disks.clone(),
-            interrupts: InterruptModel::from(self.options.guest),
+            // A virtio-blk disk interrupts through the IOAPIC: a VM with disks gets the full irqchip,
+            // whatever its guest.
+            interrupts: if self.options.disks.is_empty() {
+                InterruptModel::from(self.options.guest)
+            } else {
+                InterruptModel::InKernelIrqchip
+            },
             ..VmConfig::new(kernel)
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
