@@ -226,6 +226,14 @@ pub struct BackendOptions {
     /// unix:///var/run/docker.sock).
     #[arg(long, value_name = "URL", env = "DOCKER_HOST")]
     pub docker_host: Option<String>,
+    /// microvm with boxbench's own guest: when the guest prints its marker, write a snapshot of the
+    /// VM (guest memory, vCPU, LAPIC and serial state) into DIR; the guest then carries on.
+    #[arg(long, value_name = "DIR", conflicts_with = "restore")]
+    pub snapshot_at_marker: Option<PathBuf>,
+    /// microvm with boxbench's own guest: start each VM from the snapshot in DIR (its memory mapped
+    /// copy-on-write from the snapshot) instead of booting; the guest carries on to its exit.
+    #[arg(long, value_name = "DIR")]
+    pub restore: Option<PathBuf>,
 }
 
 impl Default for BackendOptions {
@@ -245,6 +253,8 @@ impl Default for BackendOptions {
             firecracker: None,
             start_dockerd: false,
             docker_host: None,
+            snapshot_at_marker: None,
+            restore: None,
         }
     }
 }
@@ -337,6 +347,8 @@ pub fn launcher(choice: BackendChoice, options: &BackendOptions) -> Result<Box<d
                 .map(|path| DiskConfig { path: path.clone(), read_only: options.disk_read_only })
                 .collect(),
             root: options.root.clone(),
+            snapshot_at_marker: options.snapshot_at_marker.clone(),
+            restore: options.restore.clone(),
         })),
         BackendChoice::Crun => Box::new(OciRuntimeLauncher::new(OciRuntime::Crun).map_err(wrap)?),
         BackendChoice::Runc => Box::new(OciRuntimeLauncher::new(OciRuntime::Runc).map_err(wrap)?),

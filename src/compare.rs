@@ -98,6 +98,11 @@ pub struct SeriesPlan {
 }
 
 impl SeriesPlan {
+    /// A VM restored from a snapshot: it replays the snapshot's `hello` workload, so it runs no other.
+    pub fn is_from_snapshot(&self) -> bool {
+        self.vm_kind == Some(VmKind::OwnGuestFromSnapshot)
+    }
+
     /// A Linux guest under kvm_pvm's KVM: every guest kernel instruction emulated, about a minute a
     /// launch.
     pub fn is_pvm_emulated(&self) -> bool {
@@ -130,6 +135,9 @@ impl SeriesPlan {
             cmd.push_str(&format!(" --guest {guest}"));
             if self.options.guest() == GuestChoice::Linux && self.options.kernel == Some(KernelChoice::DebianCloud) {
                 cmd.push_str(" --kernel debian-cloud");
+            }
+            if let Some(dir) = &self.options.restore {
+                cmd.push_str(&format!(" --restore {}", dir.display()));
             }
             if matches!(self.choice, BackendChoice::QemuMicrovm | BackendChoice::QemuQ35) {
                 let accel = match self.options.accel {
@@ -169,6 +177,13 @@ pub fn default_plan(kvm: KvmFlavour, cpu_emulated: bool, base: &BackendOptions) 
             choice: BackendChoice::Microvm,
             options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
             vm_kind: Some(VmKind::OwnGuestFloor),
+            container_kind: None,
+        });
+        // The same VM restored from a snapshot taken at its marker (`compare` takes it first).
+        plan.push(SeriesPlan {
+            choice: BackendChoice::Microvm,
+            options: with(GuestChoice::Boxbench, AccelChoice::Kvm),
+            vm_kind: Some(VmKind::OwnGuestFromSnapshot),
             container_kind: None,
         });
         // The same minimal guest in the other VMMs compares the monitors themselves; Firecracker is
@@ -260,6 +275,9 @@ impl Ready {
 
     /// How many `uname` launches this series makes.
     fn uname_runs(&self, settings: &CompareSettings) -> usize {
+        if self.plan.is_from_snapshot() {
+            return 0;
+        }
         if self.plan.is_pvm_emulated() || self.plan.is_full_os_vm() {
             settings.uname_runs.min(1)
         } else {
@@ -288,8 +306,21 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
         .filter(|p| settings.only.is_empty() || settings.only.contains(&p.choice))
         .collect();
 
+    // The snapshot the "VM from snapshot" series starts from, taken now and removed at the end.
+    let snapshot_dir = plan.iter().any(SeriesPlan::is_from_snapshot).then(|| take_snapshot(settings));
     let mut ready = Vec::new();
-    for series in plan {
+    for mut series in plan {
+        if series.is_from_snapshot() {
+            match &snapshot_dir {
+                Some(Ok(dir)) => series.options.restore = Some(dir.path().join("snapshot")),
+                Some(Err(why)) => {
+                    progress.skipped(&series.label(), why);
+                    notes.push(format!("{} not measured: {why}", series.label()));
+                    continue;
+                }
+                None => {}
+            }
+        }
         let full_os = series.is_full_os_vm() || series.container_kind.is_some();
         if full_os && !settings.full_os {
             notes.push(format!("{} not measured: it boots the full-OS disk, not built in this run", series.label()));
@@ -394,7 +425,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
     } else {
         ready
             .iter()
-            .filter(|series| !series.plan.is_pvm_emulated())
+            .filter(|series| !series.plan.is_pvm_emulated() && !series.plan.is_from_snapshot())
             .filter_map(|series| density_step(series, settings.density, progress))
             .collect()
     };
@@ -449,6 +480,7 @@ pub fn compare(settings: &CompareSettings, progress: &dyn CompareProgress) -> Re
             results.calibration.push(Series::new(name, "hello".to_owned(), None, calibration.records));
         }
     }
+    drop(snapshot_dir);
     // After the series' launchers (and a private dockerd of theirs) are gone.
     if docker_ready {
         results.docker_split = docker_split(settings, progress, &results, &mut notes);
@@ -494,6 +526,29 @@ fn docker_split(
             None
         }
     }
+}
+
+/// One launch of boxbench's VMM on its own guest with `--snapshot-at-marker`, into a new temporary
+/// directory (removed when dropped): the snapshot the "VM from snapshot" series restores.
+fn take_snapshot(settings: &CompareSettings) -> Result<tempfile::TempDir, String> {
+    let dir = tempfile::Builder::new()
+        .prefix("boxbench-snapshot-")
+        .tempdir()
+        .map_err(|e| format!("snapshot directory: {e}"))?;
+    let options = BackendOptions {
+        guest: Some(GuestChoice::Boxbench),
+        snapshot_at_marker: Some(dir.path().join("snapshot")),
+        ..settings.options.clone()
+    };
+    let launcher = backends::launcher(BackendChoice::Microvm, &options).map_err(|e| e.to_string())?;
+    let images = backends::image_paths(BackendChoice::Microvm, &options).map_err(|e| e.to_string())?;
+    let mut spec = InstanceSpec::new(Workload::Hello, images);
+    spec.timeout = settings.timeout;
+    let record = launch_once(launcher.as_ref(), &spec).map_err(|e| e.to_string())?;
+    if !record.outcome.is_success() || !record.notes.iter().any(|n| n.starts_with("snapshot written")) {
+        return Err(format!("taking its snapshot: {}", record.outcome));
+    }
+    Ok(dir)
 }
 
 fn prepare(series: &SeriesPlan, settings: &CompareSettings) -> Result<Ready, String> {

@@ -53,6 +53,17 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
     for wanted in [("container", "hello"), ("container", "uname"), ("microvm", "hello"), ("microvm", "uname")] {
         assert!(names.contains(&wanted), "{wanted:?} not in {names:?}");
     }
+    // boxbench's VMM also restores its guest from a snapshot compare took (hello only: it replays it).
+    let kinds: Vec<(&str, &str)> = series
+        .iter()
+        .filter(|s| s["backend"] == "microvm")
+        .map(|s| (s["vm_kind"].as_str().unwrap(), s["workload"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [("own_guest_floor", "hello"), ("own_guest_floor", "uname"), ("own_guest_from_snapshot", "hello")],
+        "{kinds:?}"
+    );
     for s in series {
         let launches = if s["workload"] == "hello" { 2 } else { 1 };
         assert_eq!(s["records"].as_array().unwrap().len(), launches, "{}", s["backend"]);
@@ -74,7 +85,7 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
     // Both regimes by default: the verdicts' series interleaved, the warm ones beside them.
     assert_eq!(results["settings"]["interleaved"], true);
     let warm: Vec<&str> = results["warm"].as_array().unwrap().iter().map(|s| s["backend"].as_str().unwrap()).collect();
-    assert_eq!(warm, ["container", "microvm"]);
+    assert_eq!(warm, ["container", "microvm", "microvm"]);
     // Each backend's harness calibration, measured as many times as its series.
     let calibration = results["calibration"].as_array().unwrap();
     let calibrated: Vec<&str> = calibration.iter().map(|s| s["backend"].as_str().unwrap()).collect();
@@ -84,12 +95,13 @@ fn a_small_compare_writes_every_report_file_and_leaves_nothing() {
         assert!(s["phases"]["exit_ms"]["median"].as_f64().unwrap() > 0.0, "{}", s["phases"]);
     }
     assert!(md.contains("## Harness calibration and regimes"), "{md}");
-    // stdout: the regime, a calibration line and a regimes line per backend, a sentence per claim,
-    // and the report's two files.
+    // stdout: the regime, a calibration line per backend and a regimes line per series, a sentence per
+    // claim, and the report's two files.
     assert!(stdout.starts_with("verdicts use the interleaved regime\n"), "{stdout}");
-    assert_eq!(stdout.lines().count(), 1 + 2 + 2 + 4 + 2, "{stdout}");
+    assert_eq!(stdout.lines().count(), 1 + 2 + 3 + 4 + 2, "{stdout}");
+    assert!(stdout.contains("regimes microvm (own guest, from snapshot) × hello: "), "{stdout}");
     // Each claim in one plain sentence from its figures (the microvm against the container, here).
-    let claims: Vec<&str> = stdout.lines().skip(1 + 2 + 2).take(4).collect();
+    let claims: Vec<&str> = stdout.lines().skip(1 + 2 + 3).take(4).collect();
     for (n, line) in (1..=4).zip(&claims) {
         assert!(line.starts_with(&format!("Claim {n} (")) && line.contains(". On this host"), "{stdout}");
     }

@@ -228,6 +228,7 @@ static struct {
 	uint32_t mp_cpu_count;
 	uint64_t mp_lapic_addr;
 	uint32_t findings;
+	struct note opening;
 	struct text report;
 } boot __attribute__((section(".noinit")));
 
@@ -273,6 +274,18 @@ static inline uint32_t cpuid_1_ecx(void)
 	uint32_t eax = 1, ebx, ecx = 0, edx;
 	__asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
 	return ecx;
+}
+
+/* CPUID leaf and EAX by which boxbench's VMM tells a guest it was restored ("BXBR"). */
+#define LEAF_RESTORED 0x40000f00u
+#define RESTORED_MAGIC 0x52425842u
+#define READY_LINE "BOXBENCH_READY\n"
+
+static inline bool restored_from_snapshot(void)
+{
+	uint32_t eax = LEAF_RESTORED, ebx, ecx = 0, edx;
+	__asm__ volatile("cpuid" : "+a"(eax), "=b"(ebx), "+c"(ecx), "=d"(edx));
+	return eax == RESTORED_MAGIC;
 }
 
 static inline uint64_t rdmsr(uint32_t msr)
@@ -356,7 +369,8 @@ static void serial_init(void)
 
 /*
  * Writes `len` bytes to THR: poll LSR for an empty transmitter, then a burst
- * of lodsb/outb/loop, three instructions a byte (each one emulated on kvm_pvm).
+ * as one `rep outsb` (one instruction to emulate on kvm_pvm instead of three a
+ * byte; each byte is still one exit to the VMM).
  */
 static void serial_write(const char *s, size_t len)
 {
@@ -367,10 +381,10 @@ static void serial_write(const char *s, size_t len)
 				break;
 		size_t burst = len < serial_burst ? len : serial_burst;
 		len -= burst;
-		__asm__ volatile("1: lodsb\n\toutb %%al, %%dx\n\tloop 1b"
+		__asm__ volatile("rep outsb"
 				 : "+S"(s), "+c"(burst)
 				 : "d"((uint16_t)SERIAL_PORT)
-				 : "rax", "memory");
+				 : "memory");
 	}
 }
 
@@ -618,6 +632,23 @@ static void read_mp_table(void)
 	}
 }
 
+/*
+ * What the guest prints first: the entry line, then the ready marker unless a
+ * test switch withholds it. The marker comes before the report: every byte on
+ * the serial port is a VM exit (tens of microseconds, emulated, on kvm_pvm), and
+ * the report is not what the workload waits for. The entry line before it is
+ * what a `uname` run reports as the release this guest runs on.
+ */
+static void format_opening(void)
+{
+	struct note *t = &boot.opening;
+	t->len = 0;
+	text_str(TEXT(t), "boxbench-guest entry=");
+	text_str(TEXT(t), boot_kind == BOOT_PVH ? "pvh\n" : boot_kind == BOOT_LINUX32 ? "linux32\n" : "linux64\n");
+	if ((boot.switches & ~SWITCH_IDLE) == 0)
+		text_str(TEXT(t), READY_LINE);
+}
+
 /* The whole user-mode pass; starts from a clean slate so kernel mode can rerun it. */
 static uint64_t read_boot_data(uint64_t kind, uint64_t info)
 {
@@ -646,17 +677,16 @@ static uint64_t read_boot_data(uint64_t kind, uint64_t info)
 		boot.switches |= SWITCH_IDLE;
 
 	read_mp_table();
+	format_opening();
 	return 0;
 }
 
-/* Formats what the guest prints: entry, findings, report, marker. `cpus` answered. */
+/* Formats the report that follows the opening: findings, then the report line. `cpus` answered. */
 static uint64_t format_report(uint64_t cpus, uint64_t unused)
 {
 	(void)unused;
 	struct text *t = &boot.report;
 	t->len = 0;
-	text_str(TEXT(t), "boxbench-guest entry=");
-	text_str(TEXT(t), boot_kind == BOOT_PVH ? "pvh\n" : boot_kind == BOOT_LINUX32 ? "linux32\n" : "linux64\n");
 	for (uint32_t what = 0; what < FINDINGS; what++) {
 		if (boot.findings & (1u << what)) {
 			text_str(TEXT(t), "boxbench-guest error: ");
@@ -680,8 +710,6 @@ static uint64_t format_report(uint64_t cpus, uint64_t unused)
 	for (size_t i = 0; i < boot.cmdline_len; i++)
 		text_char(TEXT(t), boot.cmdline[i]);
 	text_str(TEXT(t), "\"\n");
-	if ((boot.switches & ~SWITCH_IDLE) == 0)
-		text_str(TEXT(t), "BOXBENCH_READY\n");
 	return 0;
 }
 
@@ -821,6 +849,14 @@ void __attribute__((noreturn)) guest_main(void)
 	load_task_register();
 	serial_init();
 	run_in_user_mode(read_boot_data, boot_kind, boot_info);
+	serial_write(boot.opening.buf, boot.opening.len);
+	/*
+	 * boxbench's VMM snapshots this guest when its marker has gone out; a VM
+	 * restored from that snapshot starts here, and its VMM says so in CPUID.
+	 * Its console has not seen the marker: it goes out again.
+	 */
+	if ((boot.switches & ~SWITCH_IDLE) == 0 && restored_from_snapshot())
+		serial_write(READY_LINE, sizeof(READY_LINE) - 1);
 
 	uint32_t cpus = 1;
 	if (boot.mp_cpu_count > 1)

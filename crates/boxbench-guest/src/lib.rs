@@ -5,8 +5,8 @@
 //! note (32-bit entry at 0x100000) and its `e_entry` is the 64-bit boot protocol entry
 //! (0x100200); the bzImage wraps the same image behind a Linux setup header (protocol 2.12,
 //! `XLF_KERNEL_64`, real-mode setup code for BIOS loaders). It writes the boot timer, reads the
-//! boot protocol it was handed, checksums the initrd, starts the CPUs of the MP table, prints
-//! its report and `BOXBENCH_READY`, and reboots through the i8042 controller.
+//! boot protocol it was handed, checksums the initrd, prints its entry line and `BOXBENCH_READY`,
+//! starts the CPUs of the MP table, prints its report, and reboots through the i8042 controller.
 
 use std::path::Path;
 

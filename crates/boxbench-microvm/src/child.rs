@@ -16,12 +16,15 @@ use std::sync::{Arc, OnceLock};
 
 use boxbench_core::MonotonicNs;
 use boxbench_core::smaps::ResidentSplit;
+use kvm_bindings::CpuId;
+use seccompiler::BpfProgram;
 
 use crate::cpuid::CpuidQuirks;
 use crate::events::ChildEvent;
-use crate::observer::VmObserver;
-use crate::seccomp;
+use crate::observer::{BuildStep, VmObserver};
+use crate::snapshot::{Snapshot, SnapshotFiles};
 use crate::vm::{BootPlan, Vm};
+use crate::vm_snapshot::SnapshotAtMarker;
 use crate::vmm_memory::Smaps;
 
 /// Exit status of a child that reported how its VM ended.
@@ -39,6 +42,14 @@ pub struct ChildSetup {
     pub plan: BootPlan,
     /// CPUID fixes for this host.
     pub quirks: CpuidQuirks,
+    /// The host's KVM_GET_SUPPORTED_CPUID, read once by the launcher.
+    pub supported_cpuid: CpuId,
+    /// The run loop's seccomp filter, compiled once by the launcher.
+    pub filter: BpfProgram,
+    /// Files to write a snapshot to when the guest prints its marker.
+    pub snapshot_at_marker: Option<SnapshotFiles>,
+    /// The snapshot to start the VM from, instead of booting the plan's kernel.
+    pub restore: Option<Arc<Snapshot>>,
     /// The instance cgroup's join file, open for writing (the launch boundary's rule, in
     /// `boxbench_core::boundary`: `tasks` on cgroup v1, `cgroup.procs` on v2).
     pub cgroup_join: RawFd,
@@ -53,6 +64,8 @@ struct Reporter {
     smaps: Option<Smaps>,
     guest_ranges: OnceLock<Vec<(usize, usize)>>,
     measured_at_marker: AtomicBool,
+    /// Raised at the marker (the snapshot point).
+    marker: Arc<AtomicBool>,
 }
 
 impl Reporter {
@@ -68,6 +81,10 @@ impl Reporter {
 }
 
 impl VmObserver for Reporter {
+    fn build_step(&self, step: BuildStep, at: MonotonicNs) {
+        self.send(&ChildEvent::BuildStep { step, at });
+    }
+
     fn first_entry(&self, at: MonotonicNs) {
         self.send(&ChildEvent::FirstEntry { at });
     }
@@ -84,6 +101,7 @@ impl VmObserver for Reporter {
         let overhead_bytes = split.map_or(0, |split| split.overhead());
         self.send(&ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes });
         self.measured_at_marker.store(true, Ordering::Release);
+        self.marker.store(true, Ordering::Release);
     }
 
     fn vm_ended(&self, at: MonotonicNs) {
@@ -132,6 +150,8 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
     // allows no `open` once the VM runs.
     let mut keep = vec![events_fd, console_fd, setup.cgroup_join];
     keep.extend(setup.plan.disks.iter().map(|disk| disk.file().as_raw_fd()));
+    keep.extend(setup.snapshot_at_marker.iter().flat_map(SnapshotFiles::raw_fds));
+    keep.extend(setup.restore.iter().map(|snapshot| snapshot.memory.as_raw_fd()));
     close_other_fds(&keep);
     // SAFETY: `events_fd` and `console_fd` are open pipe write ends inherited from the parent, and
     // nothing else in this process owns them (the parent's OwnedFds never drop here: the child leaves
@@ -143,6 +163,7 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
         smaps: Smaps::open().ok(),
         guest_ranges: OnceLock::new(),
         measured_at_marker: AtomicBool::new(false),
+        marker: Arc::new(AtomicBool::new(false)),
     });
     let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_vm(setup, console, &reporter)));
     let status = match result {
@@ -162,11 +183,18 @@ fn child_main(setup: &ChildSetup, events_fd: RawFd, console_fd: RawFd) -> ! {
 fn run_vm(setup: &ChildSetup, console: File, reporter: &Arc<Reporter>) -> Result<(), String> {
     join_cgroup(setup.cgroup_join)?;
     reporter.send(&ChildEvent::CgroupJoined { at: MonotonicNs::now() });
-    let vm = Vm::build(&setup.plan, setup.quirks, Some(console), reporter.clone()).map_err(|e| e.to_string())?;
+    let vm = match &setup.restore {
+        Some(snapshot) => Vm::restore(snapshot, setup.quirks, &setup.supported_cpuid, Some(console), reporter.clone()),
+        None => {
+            Vm::build_with_cpuid(&setup.plan, setup.quirks, &setup.supported_cpuid, Some(console), reporter.clone())
+        }
+    }
+    .map_err(|e| e.to_string())?;
     // The guest ranges are known once memory is allocated; the marker measurement needs them.
     let _ = reporter.guest_ranges.set(vm.guest_memory_host_ranges());
-    let filter = seccomp::run_loop_filter().map_err(|e| e.to_string())?;
-    let summary = vm.run_confined(Some(&filter)).map_err(|e| e.to_string())?;
+    let snapshot =
+        setup.snapshot_at_marker.as_ref().map(|files| SnapshotAtMarker { files, marker: reporter.marker.clone() });
+    let summary = vm.run_snapshotting(Some(&setup.filter), snapshot).map_err(|e| e.to_string())?;
     // Stamped after `run` released the VM: "VM end" includes KVM's teardown.
     let at = MonotonicNs::now();
     reporter.send(&ChildEvent::Ignored { port_io: summary.ignored.port_io, mmio: summary.ignored.mmio });

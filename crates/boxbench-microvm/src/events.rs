@@ -6,6 +6,8 @@
 
 use boxbench_core::MonotonicNs;
 
+use crate::observer::BuildStep;
+
 /// Size of a record header.
 pub const HEADER_LEN: usize = 32;
 /// Longest text a record carries (the whole record stays within `PIPE_BUF`).
@@ -20,6 +22,7 @@ const KIND_EXIT: u32 = 6;
 const KIND_FAILED: u32 = 7;
 const KIND_CGROUP_JOINED: u32 = 8;
 const KIND_VCPUS_STOPPED: u32 = 9;
+const KIND_BUILD_STEP: u32 = 10;
 
 /// One thing the child reports.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,6 +30,8 @@ pub enum ChildEvent {
     /// The child is in the instance cgroup (cgroup v1 migration can take milliseconds: it waits for
     /// an RCU grace period).
     CgroupJoined { at: MonotonicNs },
+    /// A step of building the VM completed.
+    BuildStep { step: BuildStep, at: MonotonicNs },
     /// The boot vCPU is about to enter the guest for the first time.
     FirstEntry { at: MonotonicNs },
     /// The guest wrote the boot timer.
@@ -72,6 +77,10 @@ impl ChildEvent {
         match self {
             ChildEvent::CgroupJoined { at } => header(KIND_CGROUP_JOINED, 0, *at, 0, 0),
             ChildEvent::VcpusStopped { at } => header(KIND_VCPUS_STOPPED, 0, *at, 0, 0),
+            ChildEvent::BuildStep { step, at } => {
+                let index = BuildStep::ALL.iter().position(|s| s == step).unwrap_or(usize::MAX) as u32;
+                header(KIND_BUILD_STEP, index, *at, 0, 0)
+            }
             ChildEvent::FirstEntry { at } => header(KIND_FIRST_ENTRY, 0, *at, 0, 0),
             ChildEvent::BootTimer { at } => header(KIND_BOOT_TIMER, 0, *at, 0, 0),
             ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes } => {
@@ -115,6 +124,10 @@ impl EventDecoder {
             events.push(match kind {
                 KIND_CGROUP_JOINED => ChildEvent::CgroupJoined { at },
                 KIND_VCPUS_STOPPED => ChildEvent::VcpusStopped { at },
+                KIND_BUILD_STEP => match BuildStep::ALL.get(aux as usize) {
+                    Some(&step) => ChildEvent::BuildStep { step, at },
+                    None => ChildEvent::Failed { reason: format!("VMM child sent an unknown build step {aux}") },
+                },
                 KIND_FIRST_ENTRY => ChildEvent::FirstEntry { at },
                 KIND_BOOT_TIMER => ChildEvent::BootTimer { at },
                 KIND_MARKER_MEMORY => ChildEvent::MarkerMemory { at, pss_bytes: a, overhead_bytes: b },
@@ -137,6 +150,8 @@ mod tests {
     fn records_survive_arbitrary_splits() {
         let events = vec![
             ChildEvent::CgroupJoined { at: MonotonicNs(5) },
+            ChildEvent::BuildStep { step: BuildStep::MemoryMapped, at: MonotonicNs(7) },
+            ChildEvent::BuildStep { step: BuildStep::VcpusConfigured, at: MonotonicNs(8) },
             ChildEvent::FirstEntry { at: MonotonicNs(10) },
             ChildEvent::MarkerMemory { at: MonotonicNs(20), pss_bytes: 3 << 20, overhead_bytes: 1 << 20 },
             ChildEvent::Ignored { port_io: 7, mmio: 1 },

@@ -8,11 +8,13 @@
 use std::os::raw::c_int;
 
 use kvm_bindings::{
-    CpuId, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_fpu, kvm_lapic_state, kvm_pit_config, kvm_regs,
-    kvm_sregs, kvm_userspace_memory_region,
+    CpuId, KVM_CAP_SPLIT_IRQCHIP, KVM_MAX_CPUID_ENTRIES, KVM_PIT_SPEAKER_DUMMY, Msrs, kvm_clock_data, kvm_enable_cap,
+    kvm_fpu, kvm_lapic_state, kvm_msr_entry, kvm_pit_config, kvm_regs, kvm_sregs, kvm_userspace_memory_region,
 };
 use kvm_ioctls::{Cap, Kvm, VcpuFd, VmFd};
 use vmm_sys_util::eventfd::EventFd;
+
+use crate::snapshot::VcpuState;
 
 /// A hypervisor call that failed.
 #[derive(Debug, thiserror::Error)]
@@ -81,6 +83,9 @@ pub trait HypervisorVm {
     fn create_irqchip(&self) -> Result<(), HypervisorError>;
     /// Creates the in-kernel PIT (8254 timer), its speaker port answered too.
     fn create_pit(&self) -> Result<(), HypervisorError>;
+    /// Creates only the LAPICs in the kernel (KVM_CAP_SPLIT_IRQCHIP), leaving PIC and IOAPIC to
+    /// userspace with `ioapic_pins` routes reserved for them (before any vCPU).
+    fn create_split_irqchip(&self, ioapic_pins: u32) -> Result<(), HypervisorError>;
     /// Places the pages KVM needs for real-mode emulation on VMX hosts.
     fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError>;
     /// Maps `size` bytes of host memory at `host_address` as guest memory at `guest_address`.
@@ -98,6 +103,10 @@ pub trait HypervisorVm {
     fn register_irqfd(&self, eventfd: &EventFd, gsi: u32) -> Result<(), HypervisorError>;
     /// Creates vCPU `id` (its APIC id).
     fn create_vcpu(&self, id: u8) -> Result<Self::Vcpu, HypervisorError>;
+    /// The KVM clock.
+    fn clock(&self) -> Result<kvm_clock_data, HypervisorError>;
+    /// Sets the KVM clock.
+    fn set_clock(&self, clock: &kvm_clock_data) -> Result<(), HypervisorError>;
 }
 
 /// One vCPU.
@@ -120,6 +129,15 @@ pub trait HypervisorVcpu: Send {
     fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<(), HypervisorError>;
     /// Runs guest code until the next exit.
     fn run(&mut self) -> Result<VcpuExit<'_>, HypervisorError>;
+    /// With `on`, the next `run` completes any I/O the guest is waiting on and returns
+    /// [`VcpuExit::Interrupted`] without running guest code further (KVM's `immediate_exit`): how a vCPU
+    /// is brought to an instruction boundary before its state is saved.
+    fn set_immediate_exit(&mut self, on: bool);
+    /// The vCPU's whole state (with the MSRs of `msr_indices`); the vCPU must be at an instruction
+    /// boundary (see [`HypervisorVcpu::set_immediate_exit`]).
+    fn save_state(&self, msr_indices: &[u32]) -> Result<VcpuState, HypervisorError>;
+    /// Puts back a state [`HypervisorVcpu::save_state`] returned (CPUID is set beforehand).
+    fn restore_state(&self, state: &VcpuState) -> Result<(), HypervisorError>;
 }
 
 /// `/dev/kvm`.
@@ -186,6 +204,12 @@ impl HypervisorVm for KvmVm {
         self.fd.create_pit2(config).map_err(ioctl("KVM_CREATE_PIT2"))
     }
 
+    fn create_split_irqchip(&self, ioapic_pins: u32) -> Result<(), HypervisorError> {
+        let mut cap = kvm_enable_cap { cap: KVM_CAP_SPLIT_IRQCHIP, ..Default::default() };
+        cap.args[0] = u64::from(ioapic_pins);
+        self.fd.enable_cap(&cap).map_err(ioctl("KVM_ENABLE_CAP(KVM_CAP_SPLIT_IRQCHIP)"))
+    }
+
     fn set_system_pages(&self, identity_map: u64, tss: u64) -> Result<(), HypervisorError> {
         self.fd.set_identity_map_address(identity_map).map_err(ioctl("KVM_SET_IDENTITY_MAP_ADDR"))?;
         self.fd.set_tss_address(tss as usize).map_err(ioctl("KVM_SET_TSS_ADDR"))
@@ -220,6 +244,16 @@ impl HypervisorVm for KvmVm {
     fn create_vcpu(&self, id: u8) -> Result<KvmVcpu, HypervisorError> {
         let fd = self.fd.create_vcpu(u64::from(id)).map_err(ioctl("KVM_CREATE_VCPU"))?;
         Ok(KvmVcpu { fd })
+    }
+
+    fn clock(&self) -> Result<kvm_clock_data, HypervisorError> {
+        self.fd.get_clock().map_err(ioctl("KVM_GET_CLOCK"))
+    }
+
+    fn set_clock(&self, clock: &kvm_clock_data) -> Result<(), HypervisorError> {
+        // Only the clock value is put back; the flags KVM_GET_CLOCK reports are not for setting.
+        let clock = kvm_clock_data { clock: clock.clock, ..Default::default() };
+        self.fd.set_clock(&clock).map_err(ioctl("KVM_SET_CLOCK"))
     }
 }
 
@@ -265,6 +299,51 @@ impl HypervisorVcpu for KvmVcpu {
 
     fn set_lapic(&self, lapic: &kvm_lapic_state) -> Result<(), HypervisorError> {
         self.fd.set_lapic(lapic).map_err(ioctl("KVM_SET_LAPIC"))
+    }
+
+    fn set_immediate_exit(&mut self, on: bool) {
+        self.fd.set_kvm_immediate_exit(u8::from(on));
+    }
+
+    fn save_state(&self, msr_indices: &[u32]) -> Result<VcpuState, HypervisorError> {
+        let entries: Vec<kvm_msr_entry> =
+            msr_indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| HypervisorError::Ioctl {
+            call: "KVM_GET_MSRS",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        let read = self.fd.get_msrs(&mut msrs).map_err(ioctl("KVM_GET_MSRS"))?;
+        if read < entries.len() {
+            return Err(HypervisorError::MsrsRefused {
+                set: read,
+                asked: entries.len(),
+                first_refused: entries[read].index,
+            });
+        }
+        Ok(VcpuState {
+            regs: self.fd.get_regs().map_err(ioctl("KVM_GET_REGS"))?,
+            sregs: self.fd.get_sregs().map_err(ioctl("KVM_GET_SREGS"))?,
+            fpu: self.fd.get_fpu().map_err(ioctl("KVM_GET_FPU"))?,
+            msrs: msrs.as_slice().to_vec(),
+            lapic: self.fd.get_lapic().map_err(ioctl("KVM_GET_LAPIC"))?,
+            mp_state: self.fd.get_mp_state().map_err(ioctl("KVM_GET_MP_STATE"))?,
+            events: self.fd.get_vcpu_events().map_err(ioctl("KVM_GET_VCPU_EVENTS"))?,
+        })
+    }
+
+    fn restore_state(&self, state: &VcpuState) -> Result<(), HypervisorError> {
+        // Special registers before MSRs and the LAPIC: they carry EFER and the APIC base.
+        self.fd.set_sregs(&state.sregs).map_err(ioctl("KVM_SET_SREGS"))?;
+        let msrs = Msrs::from_entries(&state.msrs).map_err(|_| HypervisorError::Ioctl {
+            call: "KVM_SET_MSRS",
+            source: kvm_ioctls::Error::new(libc::E2BIG),
+        })?;
+        self.set_msrs(&msrs)?;
+        self.fd.set_regs(&state.regs).map_err(ioctl("KVM_SET_REGS"))?;
+        self.fd.set_fpu(&state.fpu).map_err(ioctl("KVM_SET_FPU"))?;
+        self.fd.set_lapic(&state.lapic).map_err(ioctl("KVM_SET_LAPIC"))?;
+        self.fd.set_mp_state(state.mp_state).map_err(ioctl("KVM_SET_MP_STATE"))?;
+        self.fd.set_vcpu_events(&state.events).map_err(ioctl("KVM_SET_VCPU_EVENTS"))
     }
 
     fn run(&mut self) -> Result<VcpuExit<'_>, HypervisorError> {

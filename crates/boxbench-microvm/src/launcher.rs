@@ -10,7 +10,7 @@ use std::fs::File;
 use std::io::Read;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use boxbench_core::boundary::{LaunchBoundary, Started};
@@ -23,6 +23,9 @@ use boxbench_core::{
     Timeline, Workload,
 };
 
+use kvm_bindings::CpuId;
+use seccompiler::BpfProgram;
+
 use boxbench_images::microvm_kernel::{KVM_PVM_MEMORY_BYTES, kvm_pvm_cmdline};
 
 use crate::child::{self, ChildSetup};
@@ -30,7 +33,11 @@ use crate::cpuid::CpuidQuirks;
 use crate::disk::DiskConfig;
 use crate::events::{ChildEvent, EventDecoder};
 use crate::hypervisor::{Hypervisor, HypervisorError, KvmHypervisor};
+use crate::interrupts::InterruptModel;
 use crate::mptable;
+use crate::observer::BuildStep;
+use crate::seccomp;
+use crate::snapshot::{self, Snapshot, SnapshotFiles};
 use crate::vm::{BootPlan, VmConfig};
 
 /// The backend's name.
@@ -51,6 +58,20 @@ pub const DETAIL_VMM_CGROUP_JOIN: &str = "vmm_cgroup_join_ms";
 /// `Record::details_ms` key: in the instance cgroup → first KVM_RUN (KVM objects, memory, boot data,
 /// vCPU threads, the seccomp filter).
 pub const DETAIL_VM_BUILD: &str = "vm_build_ms";
+/// `Record::details_ms` keys of the steps of `vm_build_ms`, each from the previous step's end: the VM
+/// created, guest memory mapped, interrupt controllers created, boot data written, vCPUs configured,
+/// then vCPU threads started and confined up to the first KVM_RUN.
+pub const DETAIL_BUILD_STEPS: [&str; 6] = [
+    "build_vm_create_ms",
+    "build_memory_map_ms",
+    "build_interrupts_ms",
+    "build_boot_data_ms",
+    "build_vcpu_setup_ms",
+    "build_vcpu_start_ms",
+];
+/// `Record::details_ms` key: the VMM saw the marker's last byte → every vCPU stopped (the at-marker
+/// memory measurement, then what the guest does after its marker, up to its reset).
+pub const DETAIL_MARKER_TO_STOP: &str = "marker_to_vcpus_stopped_ms";
 /// `Record::details_ms` key: every vCPU stopped → KVM objects and guest memory released.
 pub const DETAIL_KVM_TEARDOWN: &str = "kvm_teardown_ms";
 /// `Record::details_ms` key: the child reported the VM's end → boxbench reaped it.
@@ -83,6 +104,18 @@ pub enum GuestKind {
     MicroVmLinux,
 }
 
+/// The interrupt model each guest needs: see [`crate::interrupts`].
+impl From<GuestKind> for InterruptModel {
+    fn from(guest: GuestKind) -> Self {
+        match guest {
+            // Polls its UART, starts its APs through the LAPIC: no PIC, IOAPIC or PIT.
+            GuestKind::Boxbench => InterruptModel::SplitLapicOnly,
+            // Its console and timers take interrupts through the IOAPIC and PIT.
+            GuestKind::Linux | GuestKind::MicroVmLinux => InterruptModel::InKernelIrqchip,
+        }
+    }
+}
+
 impl GuestKind {
     /// A Linux kernel of either kind.
     pub fn is_linux(self) -> bool {
@@ -108,19 +141,52 @@ pub struct MicroVmOptions {
     /// The guest device the kernel mounts as its root filesystem (`root=DEVICE`, read-write unless
     /// the first disk is read-only); `None`: the initramfs is the root.
     pub root: Option<String>,
+    /// Write a snapshot of the VM into this directory when its guest prints the marker (boxbench's
+    /// own guest only; see [`crate::snapshot`]).
+    pub snapshot_at_marker: Option<PathBuf>,
+    /// Start each VM from the snapshot in this directory instead of booting (boxbench's own guest).
+    pub restore: Option<PathBuf>,
 }
+
+/// Why a snapshot option is refused for a Linux guest.
+pub const SNAPSHOT_OWN_GUEST_ONLY: &str = "microvm: snapshots are of boxbench's own guest without disks only (--guest boxbench, no --disk), whose interrupt model is the LAPIC alone";
 
 /// boxbench's own micro-VM monitor as a backend.
 #[derive(Debug)]
 pub struct MicroVmLauncher {
     options: MicroVmOptions,
     kvm: KvmFlavour,
+    /// What every VM's child needs and is the same for all: read and compiled once, before any clock.
+    shared: OnceLock<SharedSetup>,
+}
+
+/// The parts of a child's set-up that do not change between VMs.
+#[derive(Debug, Clone)]
+struct SharedSetup {
+    supported_cpuid: CpuId,
+    filter: BpfProgram,
 }
 
 impl MicroVmLauncher {
     /// A launcher with `options`, for this host's KVM.
     pub fn new(options: MicroVmOptions) -> Self {
-        Self { options, kvm: KvmFlavour::detect() }
+        Self { options, kvm: KvmFlavour::detect(), shared: OnceLock::new() }
+    }
+
+    /// Checks the host for `vcpus` and returns the set-up every child shares.
+    fn shared_setup(&self, vcpus: u8) -> Result<&SharedSetup, LaunchError> {
+        let kvm = check_host(vcpus)?;
+        if let Some(shared) = self.shared.get() {
+            return Ok(shared);
+        }
+        let supported_cpuid = kvm.supported_cpuid().map_err(LaunchError::backend)?;
+        let filter = if self.options.snapshot_at_marker.is_some() {
+            seccomp::snapshot_filter()
+        } else {
+            seccomp::run_loop_filter()
+        }
+        .map_err(LaunchError::backend)?;
+        Ok(self.shared.get_or_init(|| SharedSetup { supported_cpuid, filter }))
     }
 
     /// True when this host's KVM is kvm_pvm and the guest is boxbench's micro-VM kernel: the VM then
@@ -170,12 +236,32 @@ impl Launcher for MicroVmLauncher {
             return Err(LaunchError::Unsupported(LINUX_ON_PVM_REFUSAL.into()));
         }
         let pvm_compat = self.pvm_compat();
+        let snapshotting = self.options.snapshot_at_marker.is_some() || self.options.restore.is_some();
+        if snapshotting && (self.options.guest != GuestKind::Boxbench || !self.options.disks.is_empty()) {
+            return Err(LaunchError::InvalidSpec(SNAPSHOT_OWN_GUEST_ONLY.into()));
+        }
+        if self.options.snapshot_at_marker.is_some() && self.options.restore.is_some() {
+            return Err(LaunchError::InvalidSpec(
+                "microvm: --snapshot-at-marker and --restore do not go together (a restored guest's marker was printed before its snapshot)".into(),
+            ));
+        }
+        let restore = match &self.options.restore {
+            Some(dir) => {
+                let snapshot = Snapshot::open(dir).map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+                snapshot
+                    .check_machine(spec.memory_limit_bytes, spec.vcpus)
+                    .map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+                Some(Arc::new(snapshot))
+            }
+            None => None,
+        };
         let kernel = self.options.kernel.clone().or_else(|| spec.images.kernel.clone()).ok_or_else(|| {
             LaunchError::InvalidSpec("microvm: no kernel given (images.kernel or the launcher's kernel)".into())
         })?;
         // On kvm_pvm, every MiB of boxbench's micro-VM kernel costs emulated memmap set-up: it gets
         // 64 MiB unless the spec asks for a size.
         let memory_mib = match spec.memory_limit_bytes {
+            _ if restore.is_some() => restore.as_ref().map_or(0, |s| (s.state.mem_bytes >> 20) as u32),
             Some(bytes) => u32::try_from(bytes.div_ceil(1 << 20)).map_err(|_| {
                 LaunchError::InvalidSpec(format!("memory_limit_bytes: {bytes} is beyond what a VM can have"))
             })?,
@@ -193,20 +279,89 @@ impl Launcher for MicroVmLauncher {
             memory_mib,
             vcpus: spec.vcpus,
             disks: self.options.disks.clone(),
+            // A virtio-blk disk interrupts through the IOAPIC: a VM with disks gets the full irqchip,
+            // whatever its guest.
+            interrupts: if self.options.disks.is_empty() {
+                InterruptModel::from(self.options.guest)
+            } else {
+                InterruptModel::InKernelIrqchip
+            },
             ..VmConfig::new(kernel)
         };
         let plan = config.plan().map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
-        check_host(plan.vcpus)?;
-        let boundary = LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?;
+        let shared = self.shared_setup(plan.vcpus)?.clone();
+        if let Some(snapshot) = &restore {
+            notes.push(format!("restored from snapshot {}", snapshot.dir.display()));
+        }
+        let snapshot_at_marker = match &self.options.snapshot_at_marker {
+            Some(dir) => Some(PendingSnapshot::create(dir)?),
+            None => None,
+        };
+        let boundary = (|| -> Result<LaunchBoundary, LaunchError> {
+            Ok(LaunchBoundary::prepare(&CgroupHost::detect()?, BACKEND_NAME, false, None)?)
+        })();
+        let boundary = match boundary {
+            Ok(boundary) => boundary,
+            Err(error) => {
+                if let Some(pending) = snapshot_at_marker {
+                    pending.discard();
+                }
+                return Err(error);
+            }
+        };
         Ok(Box::new(MicroVmInstance {
             plan,
             quirks: config.cpuid_quirks,
+            shared,
+            restore,
+            snapshot_at_marker,
             boundary: Some(boundary),
             kvm: self.kvm,
             guest: self.options.guest,
             notes,
             running: None,
         }))
+    }
+}
+
+/// A snapshot directory prepared for a launch: its files created (or emptied) before the clock, and
+/// whether boxbench made the directory (to remove it when no snapshot came).
+#[derive(Debug)]
+struct PendingSnapshot {
+    dir: PathBuf,
+    created_dir: bool,
+    /// Handed to the child at launch.
+    files: Option<SnapshotFiles>,
+}
+
+impl PendingSnapshot {
+    fn create(dir: &Path) -> Result<Self, LaunchError> {
+        let created_dir = !dir.exists();
+        let files = SnapshotFiles::create(dir).map_err(|e| LaunchError::InvalidSpec(e.to_string()))?;
+        Ok(Self { dir: dir.to_owned(), created_dir, files: Some(files) })
+    }
+
+    /// Removes what [`PendingSnapshot::create`] made.
+    fn discard(self) {
+        drop(self.files);
+        let _ = std::fs::remove_file(self.dir.join(snapshot::STATE_FILE));
+        let _ = std::fs::remove_file(self.dir.join(snapshot::MEMORY_FILE));
+        if self.created_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
+
+    /// After the VM: the record's note, the files removed when no snapshot was written (the child
+    /// writes the state file last, only once memory is written).
+    fn conclude(self) -> String {
+        let written = std::fs::metadata(self.dir.join(snapshot::STATE_FILE)).is_ok_and(|m| m.len() > 0);
+        let dir = self.dir.display().to_string();
+        if written {
+            format!("snapshot written to {dir} at the marker")
+        } else {
+            self.discard();
+            format!("no snapshot written to {dir}: the VM ended before its snapshot was complete")
+        }
     }
 }
 
@@ -230,7 +385,7 @@ fn is_gzip(path: &Path) -> bool {
 }
 
 /// Checks what only the host can say: KVM is there, usable, and takes this many vCPUs.
-fn check_host(vcpus: u8) -> Result<(), LaunchError> {
+fn check_host(vcpus: u8) -> Result<KvmHypervisor, LaunchError> {
     let kvm = KvmHypervisor::open().map_err(|e| match e {
         HypervisorError::NoKvm(_) | HypervisorError::KvmPermission(_) => LaunchError::Unsupported(e.to_string()),
         other => LaunchError::backend(other),
@@ -247,7 +402,7 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
             mptable::max_cpus()
         )));
     }
-    Ok(())
+    Ok(kvm)
 }
 
 /// What the child reported, gathered as it arrives.
@@ -255,9 +410,11 @@ fn check_host(vcpus: u8) -> Result<(), LaunchError> {
 struct Reported {
     cgroup_joined: Option<MonotonicNs>,
     vcpus_stopped: Option<MonotonicNs>,
+    build_steps: [Option<MonotonicNs>; BuildStep::ALL.len()],
     first_entry: Option<MonotonicNs>,
     boot_timer: Option<MonotonicNs>,
     marker_memory: Option<(u64, u64)>,
+    marker_at: Option<MonotonicNs>,
     exit_overhead: Option<u64>,
     ignored: Option<(u64, u64)>,
     exit: Option<(bool, String, MonotonicNs)>,
@@ -269,11 +426,17 @@ impl Reported {
         match event {
             ChildEvent::CgroupJoined { at } => self.cgroup_joined = Some(at),
             ChildEvent::VcpusStopped { at } => self.vcpus_stopped = Some(at),
+            ChildEvent::BuildStep { step, at } => {
+                if let Some(index) = BuildStep::ALL.iter().position(|&s| s == step) {
+                    self.build_steps[index] = Some(at);
+                }
+            }
             ChildEvent::FirstEntry { at } => self.first_entry = Some(at),
             ChildEvent::BootTimer { at } => {
                 self.boot_timer.get_or_insert(at);
             }
-            ChildEvent::MarkerMemory { pss_bytes, overhead_bytes, .. } => {
+            ChildEvent::MarkerMemory { at, pss_bytes, overhead_bytes } => {
+                self.marker_at = Some(at);
                 self.marker_memory = Some((pss_bytes, overhead_bytes));
             }
             ChildEvent::ExitMemory { overhead_bytes, .. } => self.exit_overhead = Some(overhead_bytes),
@@ -317,6 +480,11 @@ enum ChildStatus {
 struct MicroVmInstance {
     plan: BootPlan,
     quirks: CpuidQuirks,
+    shared: SharedSetup,
+    /// The snapshot each launch starts from.
+    restore: Option<Arc<Snapshot>>,
+    /// The snapshot to take at the marker.
+    snapshot_at_marker: Option<PendingSnapshot>,
     /// The cgroup set up before the clock, until the launch starts the clock.
     boundary: Option<LaunchBoundary>,
     kvm: KvmFlavour,
@@ -343,6 +511,10 @@ impl Instance for MicroVmInstance {
         let setup = ChildSetup {
             plan: self.plan.clone(),
             quirks: self.quirks,
+            supported_cpuid: self.shared.supported_cpuid.clone(),
+            filter: self.shared.filter.clone(),
+            snapshot_at_marker: self.snapshot_at_marker.as_mut().and_then(|pending| pending.files.take()),
+            restore: self.restore.clone(),
             cgroup_join: join_file.as_raw_fd(),
             // SAFETY: getpid has no preconditions.
             parent: unsafe { libc::getpid() },
@@ -439,6 +611,9 @@ impl Instance for MicroVmInstance {
         let console = running.console.take().map(ConsoleCapture::join).unwrap_or_default();
         let peak_bytes = running.cgroup.peak_bytes();
         let Running { timeline, forked_at, cgroup, reported, reaped_at, .. } = running;
+        if let Some(pending) = self.snapshot_at_marker.take() {
+            self.notes.push(pending.conclude());
+        }
         // The only reference: the console thread, now joined, never held one.
         if let Ok(cgroup) = Arc::try_unwrap(cgroup) {
             cgroup.remove()?;
@@ -490,6 +665,12 @@ impl Finished {
         detail(DETAIL_VMM_START_TO_FIRST_RUN, reported.first_entry.map(|entry| (forked_at, entry)));
         detail(DETAIL_VMM_CGROUP_JOIN, reported.cgroup_joined.map(|joined| (forked_at, joined)));
         detail(DETAIL_VM_BUILD, reported.cgroup_joined.zip(reported.first_entry));
+        let step_ends = reported.build_steps.iter().copied().chain([reported.first_entry]);
+        let step_starts = std::iter::once(reported.cgroup_joined).chain(reported.build_steps.iter().copied());
+        for ((key, start), end) in DETAIL_BUILD_STEPS.into_iter().zip(step_starts).zip(step_ends) {
+            detail(key, start.zip(end));
+        }
+        detail(DETAIL_MARKER_TO_STOP, reported.marker_at.zip(reported.vcpus_stopped));
         detail(DETAIL_KVM_TEARDOWN, reported.vcpus_stopped.zip(exited_at));
         detail(DETAIL_CHILD_REAP, exited_at.zip(reaped_at));
         detail(DETAIL_CGROUP_REMOVE, reaped_at.map(|reaped| (reaped, removed_at)));

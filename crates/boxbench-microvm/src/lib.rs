@@ -5,7 +5,8 @@
 //! [`mptable`], [`cpuid`], [`msr`], [`regs`], [`fpu`], [`boot_params`] (zero page, e820), [`pvh`]
 //! (hvm_start_info), [`loader`] (bzImage, ELF, initrd, command line), [`initramfs`] (what an initrd
 //! must be), [`disk`] (a disk image, checked and locked), [`devices`] (serial, i8042, boot timer,
-//! reset control, virtio-mmio and virtio-blk), [`hypervisor`] (the KVM calls
+//! reset control, virtio-mmio and virtio-blk), [`interrupts`] (which interrupt controllers KVM
+//! emulates for the guest), [`hypervisor`] (the KVM calls
 //! behind a small trait), [`vcpu`] and [`vm`]. [`launcher`] runs each VM in a child process
 //! ([`child`]) that reports over a pipe ([`events`]), measuring its own cost beyond guest memory
 //! ([`vmm_memory`]).
@@ -20,6 +21,7 @@ pub mod fpu;
 pub mod gdt;
 pub mod hypervisor;
 pub mod initramfs;
+pub mod interrupts;
 pub mod launcher;
 pub mod layout;
 pub mod loader;
@@ -30,11 +32,14 @@ pub mod paging;
 pub mod pvh;
 pub mod regs;
 pub mod seccomp;
+pub mod snapshot;
 pub mod vcpu;
 pub mod vm;
+pub mod vm_snapshot;
 pub mod vmm_memory;
 
+pub use interrupts::InterruptModel;
 pub use launcher::{GuestKind, MicroVmLauncher, MicroVmOptions};
-pub use observer::VmObserver;
+pub use observer::{BuildStep, VmObserver};
 pub use vcpu::VmExit;
 pub use vm::{BootPlan, RunSummary, Vm, VmConfig, VmConfigError, VmError};

@@ -61,10 +61,44 @@ pub enum SeccompError {
 /// The run loop's filter, compiled for this machine: the allowed calls above, `ioctl` only with
 /// `KVM_RUN`, `mmap` and `mprotect` only without `PROT_EXEC`, everything else kills the process.
 pub fn run_loop_filter() -> Result<BpfProgram, SeccompError> {
+    filter_allowing(&[], &[])
+}
+
+/// [`run_loop_filter`], and what taking a snapshot into files opened beforehand takes: the KVM_GET_*
+/// ioctls of a vCPU's and the VM's state, `pwrite64` (guest memory, page runs at their offsets) and
+/// `ftruncate` (the memory file's length).
+pub fn snapshot_filter() -> Result<BpfProgram, SeccompError> {
+    use kvm_bindings::{
+        kvm_clock_data, kvm_fpu, kvm_lapic_state, kvm_mp_state, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events,
+    };
+    use std::mem::size_of;
+    // _IOR(KVMIO, nr, T) and _IOWR(KVMIO, nr, T) of <linux/kvm.h>.
+    let ior = |nr: u64, size: usize| (2 << 30) | ((size as u64) << 16) | (0xae << 8) | nr;
+    let iowr = |nr: u64, size: usize| (3 << 30) | ((size as u64) << 16) | (0xae << 8) | nr;
+    let state_ioctls = [
+        ior(0x81, size_of::<kvm_regs>()),
+        ior(0x83, size_of::<kvm_sregs>()),
+        iowr(0x88, size_of::<kvm_msrs>()),
+        ior(0x8c, size_of::<kvm_fpu>()),
+        ior(0x8e, size_of::<kvm_lapic_state>()),
+        ior(0x98, size_of::<kvm_mp_state>()),
+        ior(0x9f, size_of::<kvm_vcpu_events>()),
+        ior(0x7c, size_of::<kvm_clock_data>()),
+    ];
+    filter_allowing(&[libc::SYS_pwrite64, libc::SYS_ftruncate], &state_ioctls)
+}
+
+fn filter_allowing(extra: &[libc::c_long], extra_ioctls: &[u64]) -> Result<BpfProgram, SeccompError> {
     let mut rules: BTreeMap<i64, Vec<SeccompRule>> =
-        RUN_LOOP_SYSCALLS.iter().map(|&syscall| (syscall, Vec::new())).collect();
-    let kvm_run = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, KVM_RUN)?;
-    rules.insert(libc::SYS_ioctl, vec![SeccompRule::new(vec![kvm_run])?]);
+        RUN_LOOP_SYSCALLS.iter().chain(extra).map(|&syscall| (syscall, Vec::new())).collect();
+    let ioctl_rules = std::iter::once(KVM_RUN)
+        .chain(extra_ioctls.iter().copied())
+        .map(|request| {
+            let condition = SeccompCondition::new(1, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, request)?;
+            SeccompRule::new(vec![condition])
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    rules.insert(libc::SYS_ioctl, ioctl_rules);
     // Memory, but never executable memory: nothing the guest makes the VMM do can bring new code.
     let not_executable =
         SeccompCondition::new(2, SeccompCmpArgLen::Dword, SeccompCmpOp::MaskedEq(libc::PROT_EXEC as u64), 0)?;

@@ -13,6 +13,7 @@ use crate::hypervisor::{HypervisorError, HypervisorVcpu, VcpuExit};
 use crate::loader::BootEntry;
 use crate::observer::VmObserver;
 use crate::regs;
+use crate::vm_snapshot::Pause;
 
 /// How the VM ended, as the vCPU that ended it saw it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -104,6 +105,7 @@ pub fn run<V: HypervisorVcpu>(
     devices: &Devices,
     observer: &dyn VmObserver,
     stop: &AtomicBool,
+    pause: Option<&Pause>,
 ) -> Option<VmExit> {
     if id == 0 {
         observer.first_entry(MonotonicNs::now());
@@ -114,6 +116,9 @@ pub fn run<V: HypervisorVcpu>(
             Err(e) => return Some(VmExit::RunFailed { vcpu: id, error: e.to_string() }),
         };
         if let Some(end) = handle_exit(exit, id, devices) {
+            return Some(end);
+        }
+        if let Some(end) = pause.and_then(|pause| pause.check(vcpu, id, devices)) {
             return Some(end);
         }
     }

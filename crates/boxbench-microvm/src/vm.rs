@@ -2,7 +2,8 @@
 //! the guest memory prepared for the boot vCPU, and the run of its vCPU threads.
 //!
 //! Order matters and follows what KVM and the guest need: guest memory is mapped first (cheap before
-//! the irqchip exists), the irqchip and PIT exist before any vCPU (vCPUs get their LAPIC at creation), and
+//! the irqchip exists), the interrupt controllers the guest needs ([`InterruptModel`]) exist before any
+//! vCPU (vCPUs get their LAPIC at creation), and
 //! the boot vCPU enters only after every vCPU is configured so APs are ready for the guest's SIPIs.
 
 use std::fs::File;
@@ -15,6 +16,7 @@ use std::time::Duration;
 
 use boxbench_core::MonotonicNs;
 use boxbench_core::host::KvmFlavour;
+use kvm_bindings::CpuId;
 use seccompiler::BpfProgram;
 use vm_memory::{GuestAddress, GuestMemoryBackend, GuestMemoryMmap, GuestMemoryRegion};
 
@@ -26,17 +28,20 @@ use crate::devices::{Devices, IgnoredAccesses};
 use crate::disk::{DiskConfig, DiskError, DiskImage};
 use crate::gdt::{self, GdtError};
 use crate::hypervisor::{self, Hypervisor, HypervisorError, HypervisorVm, KvmHypervisor, KvmVcpu, KvmVm};
-use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR, SERIAL_IRQ};
+use crate::interrupts::InterruptModel;
+use crate::layout::{self, KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR};
 use crate::loader::{self, BootEntry, KernelInfo, LoaderError};
 use crate::mptable::{self, MpTableError};
 use boxbench_core::spec::VM_DEFAULTS;
 
 use crate::msr::{self, MsrError};
-use crate::observer::{IgnoreMilestones, VmObserver};
+use crate::observer::{BuildStep, IgnoreMilestones, VmObserver};
 use crate::paging::{self, PagingError};
 use crate::pvh::{self, PvhError};
 use crate::seccomp::{self, SeccompError};
+use crate::snapshot::SnapshotError;
 use crate::vcpu::{self, BootState, VmExit};
+use crate::vm_snapshot::{Pause, RunEvent, SnapshotAtMarker};
 
 /// Stack of each vCPU thread: the run loop needs little, and a fixed size keeps thread creation from
 /// reading `RUST_MIN_STACK` (an environment lock) in a forked child.
@@ -57,6 +62,8 @@ pub struct VmConfig {
     pub memory_mib: u32,
     /// Virtual CPUs.
     pub vcpus: u8,
+    /// The interrupt controllers KVM emulates (what the guest needs).
+    pub interrupts: InterruptModel,
     /// Host-specific CPUID fixes.
     pub cpuid_quirks: CpuidQuirks,
     /// Where the serial console's output goes (`None`: discarded).
@@ -68,8 +75,9 @@ pub struct VmConfig {
 }
 
 impl VmConfig {
-    /// A configuration with the defaults: 128 MiB, one vCPU, no initrd, an empty command line, output
-    /// discarded, and the CPUID fixes this host's KVM needs.
+    /// A configuration with the defaults: VM_DEFAULTS' memory, one vCPU, no initrd, an empty command
+    /// line, KVM's full in-kernel irqchip (what any guest can boot on), output discarded, and the CPUID
+    /// fixes this host's KVM needs.
     pub fn new(kernel: impl Into<PathBuf>) -> Self {
         Self {
             kernel: kernel.into(),
@@ -77,6 +85,7 @@ impl VmConfig {
             cmdline: String::new(),
             memory_mib: (VM_DEFAULTS.memory_bytes >> 20) as u32,
             vcpus: 1,
+            interrupts: InterruptModel::InKernelIrqchip,
             cpuid_quirks: CpuidQuirks { hide_pv_clock_features: KvmFlavour::detect() == KvmFlavour::Pvm },
             console: None,
             observer: Arc::new(IgnoreMilestones),
@@ -122,7 +131,10 @@ impl VmConfig {
             None => None,
         };
         let disks = self.disks.iter().map(DiskImage::open).collect::<Result<Vec<_>, _>>()?;
-        Ok(BootPlan { kernel, initrd, cmdline, mem_bytes, vcpus: self.vcpus, disks })
+        if !disks.is_empty() && self.interrupts.serial_gsi().is_none() {
+            return Err(VmConfigError::DisksWithoutIoapic);
+        }
+        Ok(BootPlan { kernel, initrd, cmdline, mem_bytes, vcpus: self.vcpus, disks, interrupts: self.interrupts })
     }
 }
 
@@ -141,6 +153,8 @@ pub struct BootPlan {
     pub vcpus: u8,
     /// The disks, open and locked.
     pub disks: Vec<DiskImage>,
+    /// The interrupt controllers KVM emulates.
+    pub interrupts: InterruptModel,
 }
 
 /// A configuration that cannot become a VM; each message names the setting or file.
@@ -149,6 +163,9 @@ pub enum VmConfigError {
     /// Zero vCPUs.
     #[error("vcpus: 0 (a VM needs at least one)")]
     NoVcpus,
+    /// Disks asked for with an interrupt model that has no IOAPIC to raise their interrupts.
+    #[error("disks: virtio-blk needs the in-kernel IOAPIC, which boxbench's own guest's interrupt model leaves out")]
+    DisksWithoutIoapic,
     /// More vCPUs than KVM allows.
     #[error("vcpus: {vcpus} is more than KVM_CAP_MAX_VCPUS ({max}) on this host")]
     TooManyVcpus { vcpus: u8, max: usize },
@@ -214,6 +231,9 @@ pub enum VmError {
     /// A virtio device could not be attached.
     #[error(transparent)]
     VirtioDevice(#[from] VirtioError),
+    /// The snapshot could not be taken, written or restored.
+    #[error(transparent)]
+    Snapshot(#[from] SnapshotError),
     /// A vCPU thread could not be started.
     #[error("starting the thread of vCPU {vcpu}: {source}")]
     Thread { vcpu: u8, source: std::io::Error },
@@ -271,12 +291,13 @@ pub fn allocate_guest_memory(mem_bytes: u64) -> Result<GuestMemoryMmap, VmError>
 #[derive(Debug)]
 pub struct Vm {
     // Field order is drop order: vCPUs and the VM fd go before the memory they map.
-    vcpus: Vec<KvmVcpu>,
-    vm: KvmVm,
-    devices: Arc<Devices>,
-    observer: Arc<dyn VmObserver>,
-    memory: GuestMemoryMmap,
-    entry: BootEntry,
+    pub(crate) vcpus: Vec<KvmVcpu>,
+    pub(crate) vm: KvmVm,
+    pub(crate) devices: Arc<Devices>,
+    pub(crate) observer: Arc<dyn VmObserver>,
+    pub(crate) memory: GuestMemoryMmap,
+    /// How the boot vCPU entered the guest (`None` for a VM restored from a snapshot).
+    pub(crate) entry: Option<BootEntry>,
 }
 
 impl TryFrom<VmConfig> for Vm {
@@ -296,6 +317,19 @@ impl Vm {
         console: Option<File>,
         observer: Arc<dyn VmObserver>,
     ) -> Result<Self, VmError> {
+        let supported = KvmHypervisor::open().map_err(VmConfigError::from)?.supported_cpuid()?;
+        Self::build_with_cpuid(plan, quirks, &supported, console, observer)
+    }
+
+    /// [`Vm::build`] with the host's KVM_GET_SUPPORTED_CPUID already read: it is the same for every
+    /// VM, and reading it takes about 0.3 ms on kvm_pvm hosts, so a launcher reads it once.
+    pub fn build_with_cpuid(
+        plan: &BootPlan,
+        quirks: CpuidQuirks,
+        supported: &CpuId,
+        console: Option<File>,
+        observer: Arc<dyn VmObserver>,
+    ) -> Result<Self, VmError> {
         let kvm = KvmHypervisor::open().map_err(VmConfigError::from)?;
         let max = kvm.max_vcpus();
         if usize::from(plan.vcpus) > max {
@@ -309,6 +343,7 @@ impl Vm {
             .into());
         }
         let vm = kvm.create_vm()?;
+        observer.build_step(BuildStep::VmCreated, MonotonicNs::now());
         // On VMX, KVM emulates real mode with a TSS and an identity-map page it needs placed in guest
         // address space outside RAM; elsewhere these calls are harmless.
         vm.set_system_pages(KVM_IDENTITY_MAP_ADDR, KVM_TSS_ADDR)?;
@@ -323,26 +358,29 @@ impl Vm {
                 vm.map_memory(slot as u32, region.start_addr().0, region.len(), region.as_ptr() as u64)?;
             }
         }
-        // The PIC/IOAPIC/LAPIC model and the PIT must exist before the first vCPU, which gets its LAPIC
-        // at creation.
-        vm.create_irqchip()?;
-        vm.create_pit()?;
+        observer.build_step(BuildStep::MemoryMapped, MonotonicNs::now());
+        // The interrupt controllers must exist before the first vCPU, which gets its LAPIC at creation.
+        plan.interrupts.create(&vm)?;
+        observer.build_step(BuildStep::InterruptsCreated, MonotonicNs::now());
         let boot = write_boot_data(&memory, plan)?;
 
         let serial = SerialPort::new(console, observer.clone())?;
-        vm.register_irqfd(serial.irq_eventfd(), SERIAL_IRQ)?;
+        if let Some(gsi) = plan.interrupts.serial_gsi() {
+            vm.register_irqfd(serial.irq_eventfd(), gsi)?;
+        }
         let disks = virtio::attach_disks(&vm, &memory, &plan.disks)?;
         let devices = Arc::new(Devices::new(serial, observer.clone()).with_virtio(disks));
+        observer.build_step(BuildStep::BootDataWritten, MonotonicNs::now());
 
-        let supported = kvm.supported_cpuid()?;
         let msrs = msr::boot_msrs()?;
         let mut vcpus = Vec::with_capacity(plan.vcpus.into());
         for id in 0..plan.vcpus {
             let vcpu = vm.create_vcpu(id)?;
-            vcpu::configure(&vcpu, id, plan.vcpus, &supported, quirks, &msrs, &boot)?;
+            vcpu::configure(&vcpu, id, plan.vcpus, supported, quirks, &msrs, &boot)?;
             vcpus.push(vcpu);
         }
-        Ok(Self { vcpus, vm, devices, observer, memory, entry: boot.entry })
+        observer.build_step(BuildStep::VcpusConfigured, MonotonicNs::now());
+        Ok(Self { vcpus, vm, devices, observer, memory, entry: Some(boot.entry) })
     }
 
     /// The guest's memory.
@@ -350,8 +388,8 @@ impl Vm {
         &self.memory
     }
 
-    /// How the boot vCPU enters the guest.
-    pub fn entry(&self) -> BootEntry {
+    /// How the boot vCPU enters the guest (`None` for a VM restored from a snapshot).
+    pub fn entry(&self) -> Option<BootEntry> {
         self.entry
     }
 
@@ -372,10 +410,26 @@ impl Vm {
     /// [`Vm::run`], with every thread of the process confined by the seccomp `filter` (see
     /// [`crate::seccomp`]) once the vCPU threads have started and before any of them enters the guest.
     pub fn run_confined(self, filter: Option<&BpfProgram>) -> Result<RunSummary, VmError> {
+        self.run_snapshotting(filter, None)
+    }
+
+    /// [`Vm::run_confined`], and when the guest prints its marker, every vCPU is paused at an
+    /// instruction boundary, the VM is written to `snapshot`'s files, and the guest carries on.
+    pub fn run_snapshotting(
+        self,
+        filter: Option<&BpfProgram>,
+        snapshot: Option<SnapshotAtMarker<'_>>,
+    ) -> Result<RunSummary, VmError> {
         hypervisor::install_kick_handler().map_err(VmError::KickHandler)?;
         let Vm { vcpus, vm, devices, observer, memory, entry: _ } = self;
         let stop = Arc::new(AtomicBool::new(false));
-        let (ended, first_exit) = mpsc::channel::<VmExit>();
+        let (ended, first_exit) = mpsc::channel::<RunEvent>();
+        let (pause, snapshot_files) = match snapshot {
+            Some(SnapshotAtMarker { files, marker }) => {
+                (Some(Arc::new(Pause::new(marker, vcpus.len(), ended.clone())?)), Some(files))
+            }
+            None => (None, None),
+        };
         // Each thread says it has started (its start-up system calls are behind it) and waits for the
         // go, which comes once the filter is in place; a dropped go means "do not run".
         let (started, all_started) = mpsc::channel::<()>();
@@ -385,6 +439,7 @@ impl Vm {
         for (id, mut vcpu) in vcpus.into_iter().enumerate() {
             let id = id as u8;
             let (devices, observer, stop, ended) = (devices.clone(), observer.clone(), stop.clone(), ended.clone());
+            let pause = pause.clone();
             let started = started.clone();
             let (go_sender, go_receiver) = mpsc::channel::<()>();
             let spawned =
@@ -393,9 +448,9 @@ impl Vm {
                     if go_receiver.recv().is_err() {
                         return;
                     }
-                    if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop) {
+                    if let Some(exit) = vcpu::run(&mut vcpu, id, &devices, observer.as_ref(), &stop, pause.as_deref()) {
                         // The receiver only goes away once the VM is over; nothing to tell then.
-                        let _ = ended.send(exit);
+                        let _ = ended.send(RunEvent::Ended(exit));
                     }
                 });
             match spawned {
@@ -410,6 +465,7 @@ impl Vm {
             }
         }
         drop((ended, started));
+        let mut snapshot_error = None;
         for _ in &threads {
             // A thread that died before saying so has nothing to wait for.
             let _ = all_started.recv();
@@ -428,14 +484,25 @@ impl Vm {
                 for sender in &go {
                     let _ = sender.send(());
                 }
-                first_exit.recv().ok()
+                loop {
+                    match first_exit.recv() {
+                        Ok(RunEvent::Ended(exit)) => break Some(exit),
+                        Ok(RunEvent::SnapshotPoint) => {
+                            if let (Some(pause), Some(files)) = (&pause, snapshot_files) {
+                                let written = pause.snapshot(&threads, &vm, &devices, &memory, files);
+                                snapshot_error = written.err();
+                            }
+                        }
+                        Err(_) => break None,
+                    }
+                }
             }
         };
         stop_vcpus(&stop, threads);
         observer.vm_ended(MonotonicNs::now());
         drop(vm);
         drop(memory);
-        if let Some(error) = error {
+        if let Some(error) = error.or(snapshot_error) {
             return Err(error);
         }
         let exit = exit.unwrap_or(VmExit::RunFailed { vcpu: 0, error: "every vCPU thread ended".into() });

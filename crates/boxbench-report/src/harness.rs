@@ -64,7 +64,10 @@ pub fn section(doc: &mut Document, results: &Results) {
     if !results.warm.is_empty() {
         let mut rows = Vec::new();
         for warm in &results.warm {
-            let interleaved = results.series.iter().find(|s| s.backend == warm.backend && s.workload == warm.workload);
+            let interleaved = results
+                .series
+                .iter()
+                .find(|s| s.backend == warm.backend && s.vm_kind == warm.vm_kind && s.workload == warm.workload);
             for (figure, label) in FIGURES {
                 let (i, w) = (interleaved.and_then(|s| s.figure(figure)), warm.figure(figure));
                 rows.push(vec![
@@ -115,7 +118,10 @@ pub fn text_lines(results: &Results) -> String {
         ));
     }
     for warm in &results.warm {
-        let interleaved = results.series.iter().find(|s| s.backend == warm.backend && s.workload == warm.workload);
+        let interleaved = results
+            .series
+            .iter()
+            .find(|s| s.backend == warm.backend && s.vm_kind == warm.vm_kind && s.workload == warm.workload);
         out.push_str(&format!(
             "regimes {}: time to marker {} interleaved, {} warm\n",
             warm.name(),

@@ -277,6 +277,8 @@ pub enum VmKind {
     LinuxPvmEmulated,
     /// boxbench's own minimal guest under another VMM (QEMU, Firecracker).
     OwnGuestOtherVmm,
+    /// boxbench's own VMM starting its own guest from a snapshot taken at the guest's marker.
+    OwnGuestFromSnapshot,
     /// The VM the claims are about: boxbench's full-OS disk (Debian, systemd) booted through firmware
     /// and its boot loader, on hardware-virtualised KVM.
     FullOsHardware,
@@ -306,8 +308,9 @@ impl ContainerKind {
 
 impl VmKind {
     /// Every kind, from the VM floor to the Linux guests.
-    pub const ALL: [VmKind; 9] = [
+    pub const ALL: [VmKind; 10] = [
         VmKind::OwnGuestFloor,
+        VmKind::OwnGuestFromSnapshot,
         VmKind::OwnGuestOtherVmm,
         VmKind::LinuxHardware,
         VmKind::LinuxSvmEmulated,
@@ -332,6 +335,7 @@ impl VmKind {
             VmKind::LinuxTcg => "Linux guest under QEMU TCG emulation",
             VmKind::LinuxPvmEmulated => "Linux guest under kvm_pvm (guest kernel emulated)",
             VmKind::OwnGuestOtherVmm => "boxbench's minimal guest under QEMU/Firecracker",
+            VmKind::OwnGuestFromSnapshot => "boxbench's own VMM + minimal guest, VM from snapshot",
             VmKind::FullOsHardware => "full-OS VM (Debian + systemd, firmware boot) on hardware KVM",
             VmKind::FullOsSvmEmulated => "full-OS VM (Debian + systemd, firmware boot) on emulated SVM (nested)",
             VmKind::FullOsTcg => "full-OS VM (Debian + systemd, firmware boot) under QEMU TCG emulation",
@@ -343,6 +347,7 @@ impl VmKind {
     pub fn guest(self) -> &'static str {
         match self {
             VmKind::OwnGuestFloor | VmKind::OwnGuestOtherVmm => "own guest",
+            VmKind::OwnGuestFromSnapshot => "own guest, from snapshot",
             VmKind::LinuxHardware => "Linux",
             VmKind::LinuxSvmEmulated => "Linux, emulated SVM",
             VmKind::LinuxTcg => "Linux, TCG",

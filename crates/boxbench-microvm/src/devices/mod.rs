@@ -159,6 +159,11 @@ impl Devices {
         }
     }
 
+    /// The serial port's registers, for a snapshot.
+    pub fn serial_state(&self) -> vm_superio::serial::SerialState {
+        self.serial.lock().unwrap_or_else(PoisonError::into_inner).state()
+    }
+
     /// What the guest touched that is not there.
     pub fn ignored(&self) -> IgnoredAccesses {
         IgnoredAccesses {
