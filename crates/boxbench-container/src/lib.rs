@@ -6,8 +6,9 @@
 //! `pivot_root`, OCI's masked and read-only paths), sets its hostname, descriptors, ids,
 //! capabilities (OCI's default set unless a bundle lists others) and `no_new_privs`, and executes
 //! the workload, whose stdout and stderr are the console. The steps are laid out like youki's
-//! libcontainer, one module each: [`namespaces`], [`rootfs`], [`capabilities`], [`bundle`] (the
-//! supported subset of OCI's `config.json`), [`process`]
+//! libcontainer, one module each: [`namespaces`] (with a user namespace's id mappings), [`rootfs`],
+//! [`capabilities`], [`resources`] (cpu and pids cgroups), [`seccomp`] (a profile compiled to BPF),
+//! [`bundle`] (OCI's `config.json`, read with `oci-spec`, everything `runc spec` writes), [`process`]
 //! (clone, handshake, wait) and [`launcher`] ([`ContainerLauncher`]); the system calls themselves go
 //! through [`syscalls::Syscalls`] so the setup's order is testable without root.
 
@@ -16,7 +17,9 @@ pub mod capabilities;
 pub mod launcher;
 pub mod namespaces;
 pub mod process;
+pub mod resources;
 pub mod rootfs;
+pub mod seccomp;
 pub mod syscalls;
 
 pub use bundle::{Bundle, BundleError};
@@ -24,4 +27,5 @@ pub use capabilities::{CapabilityError, CapabilitySets};
 pub use launcher::{BACKEND, ContainerError, ContainerInstance, ContainerLauncher};
 pub use namespaces::NamespaceError;
 pub use process::ProcessError;
+pub use resources::ResourceError;
 pub use rootfs::RootfsError;
