@@ -455,6 +455,12 @@ fn id_mappings(
     let uids = uids.filter(|m| !m.is_empty()).ok_or_else(|| fail.value("linux.uidMappings", "a user namespace needs mappings"))?;
     let gids = gids.filter(|m| !m.is_empty()).ok_or_else(|| fail.value("linux.gidMappings", "a user namespace needs mappings"))?;
     let mappings = IdMappings { uids, gids };
+    if !mappings.maps(0, 0) {
+        return Err(fail.value(
+            "linux.uidMappings",
+            "must map the container's root (uid and gid 0), who sets the container up",
+        ));
+    }
     if !mappings.maps(user.uid, user.gid) {
         return Err(fail.value(
             "process.user",

@@ -269,7 +269,9 @@ impl Prepared {
         let mut steps = vec![Step::JoinCgroup(ChildFd::Cgroup)];
         let user_namespace = source.namespaces.contains(Namespace::User);
         if user_namespace {
-            steps.push(Step::AwaitIdMaps);
+            // Then the init becomes the namespace's root: until then it is the host's root, which
+            // the namespace does not map, and the files it would make could not be owned.
+            steps.extend([Step::AwaitIdMaps, Step::SetIds { uid: 0, gid: 0, groups: Vec::new() }]);
         }
         if source.namespaces.contains(Namespace::Cgroup) {
             steps.push(Step::UnshareCgroupNamespace);

@@ -385,12 +385,10 @@ pub fn rootfs_steps(
         Some(_) => {}
         None => mounts.insert(0, MountSpec::dev_tmpfs()),
     }
-    let mut tmpfs_points = Vec::new();
+    let mut mounted = Vec::new();
     for mount in &mounts {
-        mount_steps(rootfs, mount, user_namespace, &tmpfs_points, &mut steps)?;
-        if mount.kind == MountKind::Tmpfs {
-            tmpfs_points.push(mount.destination.clone());
-        }
+        mount_steps(rootfs, mount, user_namespace, &mounted, &mut steps)?;
+        mounted.push((mount.destination.clone(), mount.kind == MountKind::Tmpfs));
     }
     if readonly {
         steps.push(Step::Mount {
@@ -421,14 +419,14 @@ pub fn protected_path_steps<S: AsRef<str>>(readonly: &[S], masked: &[S]) -> Resu
     readonly.chain(masked).collect()
 }
 
-/// The tmpfs mount point of `tmpfs_points` that `destination` lies under, if any: its mount point
-/// does not exist before the setup, which makes it.
-fn under_mounted_tmpfs<'a>(destination: &str, tmpfs_points: &'a [String]) -> Option<&'a str> {
-    tmpfs_points
-        .iter()
-        .map(String::as_str)
-        .filter(|point| Path::new(destination).strip_prefix(point).is_ok_and(|rest| rest.components().count() == 1))
-        .next_back()
+/// The latest earlier mount (destination, is a tmpfs) that `destination` lies under, and the rest of
+/// its path: such a mount point is not in the rootfs directory but on what the setup mounted (made
+/// in a tmpfs, the kernel's own in sysfs or a bound host tree).
+fn under_earlier_mount<'a>(destination: &str, mounted: &'a [(String, bool)]) -> Option<(&'a str, bool, PathBuf)> {
+    mounted.iter().rev().find_map(|(point, tmpfs)| {
+        let rest = Path::new(destination).strip_prefix(point).ok()?;
+        (rest.components().count() > 0).then(|| (point.as_str(), *tmpfs, rest.to_owned()))
+    })
 }
 
 /// Where the host's cgroup hierarchies are mounted; a `cgroup` mount binds this tree.
@@ -438,7 +436,7 @@ fn mount_steps(
     rootfs: &Path,
     mount: &MountSpec,
     user_namespace: bool,
-    tmpfs_points: &[String],
+    mounted: &[(String, bool)],
     steps: &mut Vec<Step>,
 ) -> Result<(), RootfsError> {
     let target_error = |reason: String| RootfsError::MountTarget {
@@ -446,12 +444,16 @@ fn mount_steps(
         destination: mount.destination.clone(),
         reason,
     };
-    let (target, target_is_dir) = match under_mounted_tmpfs(&mount.destination, tmpfs_points) {
-        Some(point) => {
-            let parent = resolve_in_root(rootfs, Path::new(point)).map_err(|e| target_error(e.to_string()))?;
-            let name = Path::new(&mount.destination).file_name().unwrap_or_default();
-            let target = parent.join(name);
-            steps.push(Step::Mkdir(c_path(&target)?));
+    let (target, target_is_dir) = match under_earlier_mount(&mount.destination, mounted) {
+        Some((point, tmpfs, rest)) => {
+            let base = resolve_in_root(rootfs, Path::new(point)).map_err(|e| target_error(e.to_string()))?;
+            let target = base.join(&rest);
+            if tmpfs {
+                if rest.components().count() > 1 {
+                    return Err(target_error(format!("only a directory right under the tmpfs on {point} can be made")));
+                }
+                steps.push(Step::Mkdir(c_path(&target)?));
+            }
             (target, true)
         }
         None => {
