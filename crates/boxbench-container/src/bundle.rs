@@ -102,7 +102,7 @@ pub struct Bundle {
     pub args: Vec<String>,
     /// `process.env`.
     pub env: Vec<String>,
-    /// `process.cwd` (`/` if absent).
+    /// `process.cwd`.
     pub cwd: String,
     /// `process.user`.
     pub user: User,
@@ -134,7 +134,7 @@ pub struct Bundle {
 
 /// The rlimit names OCI uses and their resource numbers.
 fn rlimit_of(kind: PosixRlimitType) -> (&'static str, u32) {
-    let (name, resource) = match kind {
+    match kind {
         PosixRlimitType::RlimitCpu => ("RLIMIT_CPU", libc::RLIMIT_CPU),
         PosixRlimitType::RlimitFsize => ("RLIMIT_FSIZE", libc::RLIMIT_FSIZE),
         PosixRlimitType::RlimitData => ("RLIMIT_DATA", libc::RLIMIT_DATA),
@@ -151,8 +151,7 @@ fn rlimit_of(kind: PosixRlimitType) -> (&'static str, u32) {
         PosixRlimitType::RlimitNice => ("RLIMIT_NICE", libc::RLIMIT_NICE),
         PosixRlimitType::RlimitRtprio => ("RLIMIT_RTPRIO", libc::RLIMIT_RTPRIO),
         PosixRlimitType::RlimitRttime => ("RLIMIT_RTTIME", libc::RLIMIT_RTTIME),
-    };
-    (name, resource as u32)
+    }
 }
 
 /// The first key of `original` (JSON `null`s aside) that the typed config written back lacks: a
@@ -160,12 +159,12 @@ fn rlimit_of(kind: PosixRlimitType) -> (&'static str, u32) {
 fn unknown_field(original: &Value, known: &Value, at: &str) -> Option<String> {
     let join = |key: &str| if at.is_empty() { key.to_owned() } else { format!("{at}.{key}") };
     match (original, known) {
-        (Value::Object(original), Value::Object(known)) => original.iter().filter(|(_, v)| !v.is_null()).find_map(
-            |(key, value)| match known.get(key) {
+        (Value::Object(original), Value::Object(known)) => {
+            original.iter().filter(|(_, v)| !v.is_null()).find_map(|(key, value)| match known.get(key) {
                 None => Some(join(key)),
                 Some(known) => unknown_field(value, known, &join(key)),
-            },
-        ),
+            })
+        }
         (Value::Object(original), _) => original.keys().next().map(|key| join(key)),
         (Value::Array(original), Value::Array(known)) if original.len() == known.len() => original
             .iter()
@@ -243,19 +242,37 @@ impl Bundle {
             "personality",
             "timeOffsets",
         ];
-        let unsupported_resources =
-            ["blockIO", "hugepageLimits", "network", "rdma", "unified", "memory/reservation", "memory/swap",
-             "memory/kernel", "memory/kernelTCP", "memory/swappiness", "memory/disableOOMKiller",
-             "memory/useHierarchy", "memory/checkBeforeUpdate", "cpu/idle", "cpu/burst", "cpu/realtimeRuntime",
-             "cpu/realtimePeriod", "cpu/cpus", "cpu/mems"];
+        let unsupported_resources = [
+            "blockIO",
+            "hugepageLimits",
+            "network",
+            "rdma",
+            "unified",
+            "memory/reservation",
+            "memory/swap",
+            "memory/kernel",
+            "memory/kernelTCP",
+            "memory/swappiness",
+            "memory/disableOOMKiller",
+            "memory/useHierarchy",
+            "memory/checkBeforeUpdate",
+            "cpu/idle",
+            "cpu/burst",
+            "cpu/realtimeRuntime",
+            "cpu/realtimePeriod",
+            "cpu/cpus",
+            "cpu/mems",
+        ];
         let firsts = unsupported_top
             .iter()
             .map(|(pointer, field)| (pointer.to_string(), field.to_string()))
             .chain(unsupported_process.iter().map(|(p, f)| (format!("/process/{p}"), format!("process.{f}"))))
             .chain(unsupported_linux.iter().map(|k| (format!("/linux/{k}"), format!("linux.{k}"))))
-            .chain(unsupported_resources.iter().map(|k| {
-                (format!("/linux/resources/{k}"), format!("linux.resources.{}", k.replace('/', ".")))
-            }));
+            .chain(
+                unsupported_resources
+                    .iter()
+                    .map(|k| (format!("/linux/resources/{k}"), format!("linux.resources.{}", k.replace('/', ".")))),
+            );
         for (pointer, field) in firsts {
             if present(&pointer) {
                 return Err(fail.unsupported(&field));
@@ -277,7 +294,8 @@ impl Bundle {
             return Err(fail.value("process.args", "must not be empty"));
         }
         let env = process.env().clone().unwrap_or_default();
-        let cwd = if present("/process/cwd") { process.cwd().to_string_lossy().into_owned() } else { "/".to_owned() };
+        // Required by OCI (and by oci-spec, which names it when missing).
+        let cwd = process.cwd().to_string_lossy().into_owned();
         if !cwd.starts_with('/') {
             return Err(fail.value("process.cwd", "must be an absolute path"));
         }
@@ -337,7 +355,9 @@ impl Bundle {
                         LinuxNamespaceType::User => Namespace::User,
                         LinuxNamespaceType::Cgroup => Namespace::Cgroup,
                         LinuxNamespaceType::Time => {
-                            return Err(fail.value(&format!("{field}.type"), "namespace type \"time\" is not supported"));
+                            return Err(
+                                fail.value(&format!("{field}.type"), "namespace type \"time\" is not supported")
+                            );
                         }
                     };
                     kinds.push(kind);
@@ -371,7 +391,9 @@ impl Bundle {
             let deny_all = !rule.allow() && rule.typ().is_none() && rule.major().is_none() && rule.minor().is_none();
             let all_access = access.len() == 3 && ["r", "w", "m"].iter().all(|a| access.contains(a));
             if !(deny_all && all_access) {
-                return Err(fail.value(&field, "only the rule denying every device (allow false, access rwm) is supported"));
+                return Err(
+                    fail.value(&field, "only the rule denying every device (allow false, access rwm) is supported")
+                );
             }
             if capabilities.bounding & capabilities::mask_of(&["CAP_MKNOD"]).unwrap_or(0) != 0 {
                 return Err(fail.value(
@@ -384,15 +406,18 @@ impl Bundle {
 
         let seccomp = match linux.and_then(|l| l.seccomp().as_ref()) {
             None => Vec::new(),
-            Some(profile) => seccomp::compile(profile)
-                .map_err(|e| fail.value(&format!("linux.seccomp.{}", e.field), e.reason))?,
+            Some(profile) => {
+                seccomp::compile(profile).map_err(|e| fail.value(&format!("linux.seccomp.{}", e.field), e.reason))?
+            }
         };
 
         let defaults = |paths: &[&str]| paths.iter().map(|p| p.to_string()).collect::<Vec<_>>();
         let absolute = |key: &str, paths: Option<&Vec<String>>, default: &[&str]| match paths {
             None => Ok(defaults(default)),
             Some(paths) => match paths.iter().find(|path| !path.starts_with('/')) {
-                Some(relative) => Err(fail.value(&format!("linux.{key}"), format!("{relative:?} is not an absolute path"))),
+                Some(relative) => {
+                    Err(fail.value(&format!("linux.{key}"), format!("{relative:?} is not an absolute path")))
+                }
                 None => Ok(paths.clone()),
             },
         };
@@ -452,14 +477,17 @@ fn id_mappings(
         }
         return Ok(None);
     }
-    let uids = uids.filter(|m| !m.is_empty()).ok_or_else(|| fail.value("linux.uidMappings", "a user namespace needs mappings"))?;
-    let gids = gids.filter(|m| !m.is_empty()).ok_or_else(|| fail.value("linux.gidMappings", "a user namespace needs mappings"))?;
+    let uids = uids
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| fail.value("linux.uidMappings", "a user namespace needs mappings"))?;
+    let gids = gids
+        .filter(|m| !m.is_empty())
+        .ok_or_else(|| fail.value("linux.gidMappings", "a user namespace needs mappings"))?;
     let mappings = IdMappings { uids, gids };
     if !mappings.maps(0, 0) {
-        return Err(fail.value(
-            "linux.uidMappings",
-            "must map the container's root (uid and gid 0), who sets the container up",
-        ));
+        return Err(
+            fail.value("linux.uidMappings", "must map the container's root (uid and gid 0), who sets the container up")
+        );
     }
     if !mappings.maps(user.uid, user.gid) {
         return Err(fail.value(
@@ -734,7 +762,10 @@ mod tests {
     #[test]
     fn what_runc_spec_writes_is_read_whole() {
         let bundle = parse(&runc_spec(false)).unwrap();
-        assert_eq!(bundle.rlimits, [Rlimit { name: "RLIMIT_NOFILE", resource: libc::RLIMIT_NOFILE as u32, soft: 1024, hard: 1024 }]);
+        assert_eq!(
+            bundle.rlimits,
+            [Rlimit { name: "RLIMIT_NOFILE", resource: libc::RLIMIT_NOFILE, soft: 1024, hard: 1024 }]
+        );
         assert_eq!(bundle.capabilities, CapabilitySets::oci_default());
         let kinds: Vec<MountKind> = bundle.mounts.iter().map(|m| m.kind.clone()).collect();
         assert_eq!(
@@ -812,7 +843,8 @@ mod tests {
     #[test]
     fn only_the_deny_all_device_rule_is_honoured_and_only_without_cap_mknod() {
         let mut value = runc_spec(false);
-        value["linux"]["resources"]["devices"] = json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]);
+        value["linux"]["resources"]["devices"] =
+            json!([{"allow": true, "type": "c", "major": 1, "minor": 3, "access": "rwm"}]);
         let err = parse(&value).unwrap_err().to_string();
         assert!(err.contains("\"linux.resources.devices[0]\""), "{err}");
         let mut value = runc_spec(false);

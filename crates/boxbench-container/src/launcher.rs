@@ -304,8 +304,7 @@ impl Prepared {
         // Without no_new_privs the kernel takes a seccomp filter only from CAP_SYS_ADMIN, which goes
         // with the capabilities below: then the filter comes first, as runc does it.
         let seccomp = (!source.seccomp.is_empty()).then(|| Step::Seccomp(std::mem::take(&mut source.seccomp)));
-        let (seccomp_early, seccomp_last) =
-            if source.no_new_privileges { (None, seccomp) } else { (seccomp, None) };
+        let (seccomp_early, seccomp_last) = if source.no_new_privileges { (None, seccomp) } else { (seccomp, None) };
         steps.extend(seccomp_early);
         // As runc orders it: the bounding set first (dropping needs CAP_SETPCAP), the ids with the
         // permitted set kept across the change, the working directory reached as the user, then
@@ -541,6 +540,87 @@ mod tests {
         assert_eq!(outcome_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false), true), Outcome::OutOfMemory);
         assert_eq!(outcome_of(WaitStatus::Exited(pid, 137), true), Outcome::OutOfMemory);
         assert_eq!(outcome_of(WaitStatus::Exited(pid, 0), true), Outcome::Exited { code: 0 });
+    }
+
+    /// A bundle with a runnable rootfs in a temporary directory (no root needed to plan it).
+    fn planned(config: serde_json::Value) -> Result<Prepared, ContainerError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "proc", "dev", "sys"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        std::fs::write(rootfs.join("bin/sh"), "").unwrap();
+        std::fs::set_permissions(rootfs.join("bin/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let images = boxbench_core::ImagePaths { bundle: Some(dir.path().to_owned()), ..Default::default() };
+        Prepared::from_spec(&InstanceSpec::new(Workload::Hello, images))
+    }
+
+    fn config(extra_namespaces: &[&str]) -> serde_json::Value {
+        let mut namespaces: Vec<serde_json::Value> =
+            ["pid", "ipc", "uts", "mount"].iter().map(|t| serde_json::json!({"type": t})).collect();
+        namespaces.extend(extra_namespaces.iter().map(|t| serde_json::json!({"type": t})));
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0, "gid": 0, "additionalGids": [7]},
+                        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64}]},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {
+                "namespaces": namespaces,
+                "seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+            }
+        })
+    }
+
+    fn position(steps: &[Step], wanted: impl Fn(&Step) -> bool) -> usize {
+        steps.iter().position(wanted).expect("step in the plan")
+    }
+
+    #[test]
+    fn a_user_namespace_waits_for_its_mappings_and_becomes_root_first() {
+        let mut value = config(&["user", "cgroup"]);
+        value["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        value["linux"]["gidMappings"] = value["linux"]["uidMappings"].clone();
+        let prepared = planned(value).unwrap();
+        let steps = &prepared.plan.steps;
+        assert_eq!(
+            steps[..4],
+            [
+                Step::JoinCgroup(ChildFd::Cgroup),
+                Step::AwaitIdMaps,
+                Step::SetIds { uid: 0, gid: 0, groups: vec![] },
+                Step::UnshareCgroupNamespace
+            ]
+        );
+        assert!(prepared.plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER));
+        assert!(!prepared.plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP));
+        assert!(prepared.id_mappings.is_some());
+        // In a user namespace /dev's devices are the host's, bound: mknod is not allowed there.
+        assert!(steps.iter().any(|s| matches!(s, Step::EmptyFile(_))));
+        assert!(!steps.iter().any(|s| matches!(s, Step::CharDevice { .. })));
+    }
+
+    #[test]
+    fn rlimits_come_before_the_capabilities_drop_and_seccomp_last() {
+        let prepared = planned(config(&[])).unwrap();
+        let steps = &prepared.plan.steps;
+        let rlimit = position(steps, |s| matches!(s, Step::Rlimit { name: "RLIMIT_NOFILE", soft: 64, .. }));
+        let bounding = position(steps, |s| matches!(s, Step::LimitBoundingCaps(_)));
+        let ids = position(steps, |s| matches!(s, Step::SetIds { groups, .. } if groups == &[7]));
+        assert!(rlimit < bounding && bounding < ids);
+        assert!(matches!(steps.last(), Some(Step::Seccomp(programs)) if programs.len() == 1));
+        assert!(steps.contains(&Step::NoNewPrivs));
+
+        // Without no_new_privs the filter goes in while CAP_SYS_ADMIN is still there.
+        let mut value = config(&[]);
+        value["process"]["noNewPrivileges"] = serde_json::json!(false);
+        let steps = planned(value).unwrap().plan.steps;
+        let seccomp = position(&steps, |s| matches!(s, Step::Seccomp(_)));
+        assert!(seccomp < position(&steps, |s| matches!(s, Step::LimitBoundingCaps(_))));
+        assert!(!steps.contains(&Step::NoNewPrivs));
     }
 
     #[test]

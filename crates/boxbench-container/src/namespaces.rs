@@ -221,7 +221,10 @@ mod id_map_tests {
     #[test]
     fn maps_are_written_a_line_each_and_checked_for_the_process_ids() {
         let maps = IdMappings {
-            uids: vec![IdMap { container_id: 0, host_id: 1000, size: 1 }, IdMap { container_id: 1, host_id: 100000, size: 65536 }],
+            uids: vec![
+                IdMap { container_id: 0, host_id: 1000, size: 1 },
+                IdMap { container_id: 1, host_id: 100000, size: 65536 },
+            ],
             gids: vec![IdMap { container_id: 0, host_id: 1000, size: 1 }],
         };
         assert_eq!(map_text(&maps.uids), "0 1000 1\n1 100000 65536\n");

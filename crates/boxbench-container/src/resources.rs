@@ -190,7 +190,8 @@ impl ControllerCgroups {
                     let dir = hierarchy.join(BOXBENCH_DIR).join(name);
                     std::fs::create_dir_all(&dir).map_err(io_error(&dir))?;
                     applied.made.push(dir.clone());
-                    for (_, file, value) in limits.files(MemoryVersion::V1).iter().filter(|(c, _, _)| *c == controller) {
+                    for (_, file, value) in limits.files(MemoryVersion::V1).iter().filter(|(c, _, _)| *c == controller)
+                    {
                         let path = dir.join(file);
                         std::fs::write(&path, value).map_err(io_error(&path))?;
                     }
@@ -255,7 +256,12 @@ mod tests {
         let shown: Vec<(&str, &str)> = files.iter().map(|(_, f, v)| (*f, v.as_str())).collect();
         assert_eq!(
             shown,
-            [("cpu.shares", "1024"), ("cpu.cfs_period_us", "100000"), ("cpu.cfs_quota_us", "50000"), ("pids.max", "16")]
+            [
+                ("cpu.shares", "1024"),
+                ("cpu.cfs_period_us", "100000"),
+                ("cpu.cfs_quota_us", "50000"),
+                ("pids.max", "16")
+            ]
         );
         assert_eq!(limits().controllers(), [Controller::Cpu, Controller::Pids]);
         assert!(Limits::default().is_empty());

@@ -141,7 +141,8 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
             first_entry.entry(name.clone()).or_insert_with(|| format!("{field}.names[{n}]"));
             add_rule(&mut listed, name, &conds);
             if entry_action != allow {
-                let slot = by_action.entry(entry_action.to_string()).or_insert_with(|| (entry_action.clone(), Rules::new()));
+                let slot =
+                    by_action.entry(entry_action.to_string()).or_insert_with(|| (entry_action.clone(), Rules::new()));
                 add_rule(&mut slot.1, name, &conds);
             }
         }
@@ -159,7 +160,9 @@ pub fn compile(profile: &LinuxSeccomp) -> Result<Vec<BpfProgram>, SeccompError> 
                 // seccompiler's frontend error type is private; its message names the call.
                 let message = e.to_string();
                 match unknown_name(&message).and_then(|name| first_entry.get(name).map(|field| (name, field))) {
-                    Some((name, field)) => error(field.clone(), format!("unknown system call {name:?} on this architecture")),
+                    Some((name, field)) => {
+                        error(field.clone(), format!("unknown system call {name:?} on this architecture"))
+                    }
                     None => error("syscalls", message),
                 }
             })?;
