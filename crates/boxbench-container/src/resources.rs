@@ -8,11 +8,9 @@
 //! cpu and pids hierarchies, whose `tasks` files the container's init joins beside the memory one,
 //! and which are removed after it.
 
+use boxbench_core::cgroup::{CgroupHost, InstanceCgroup, MemoryVersion, remove_tree_patiently};
 use std::fs::{File, OpenOptions};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
-
-use boxbench_core::cgroup::{CgroupHost, InstanceCgroup, MemoryVersion};
 
 use crate::syscalls::MAX_CONTROLLERS;
 
@@ -21,9 +19,6 @@ const V1_ROOT: &str = "/sys/fs/cgroup";
 
 /// The directory of boxbench's cgroups in each hierarchy (as the memory one's).
 const BOXBENCH_DIR: &str = "boxbench";
-
-/// How long removing a v1 cgroup waits for the killed container's tasks to be gone.
-const REMOVE_PATIENCE: Duration = Duration::from_secs(2);
 
 /// The CFS period the kernel uses when a quota comes without one, in microseconds.
 const DEFAULT_CPU_PERIOD_US: u64 = 100_000;
@@ -217,13 +212,10 @@ impl ControllerCgroups {
 impl Drop for ControllerCgroups {
     fn drop(&mut self) {
         self.joins.clear();
-        let give_up = Instant::now() + REMOVE_PATIENCE;
         for dir in self.made.drain(..).rev() {
             // The container was killed with the memory cgroup's removal; its last tasks may still
-            // be exiting.
-            while std::fs::remove_dir(&dir).is_err() && dir.exists() && Instant::now() < give_up {
-                std::thread::sleep(Duration::from_millis(2));
-            }
+            // be exiting. Drop runs on error paths too, which report their own error.
+            let _ = remove_tree_patiently(&dir, || {});
             // The shared parent goes with its last instance; a concurrent one keeps it.
             if let Some(parent) = dir.parent() {
                 let _ = std::fs::remove_dir(parent);
