@@ -7,7 +7,8 @@
 //! with all five namespaces, proc, a `/dev` tmpfs and read-only sysfs, as root, in `/`). With a
 //! bundle, its `process.args` run unless the spec's workload is a command, which overrides them; the
 //! spec's hostname is set (as the other OCI backends do) and its memory limit, if any, wins over
-//! the bundle's. The environment gets a default `PATH` when it has none.
+//! the bundle's; its cpu and pids limits are written before the clock beside the memory one
+//! ([`crate::resources`]). The environment gets a default `PATH` when it has none.
 //!
 //! The workload is isolated as OCI's default config (`crun spec`) asks, unless a bundle says
 //! otherwise: OCI's default capabilities (bounding set dropped, ambient set cleared),
