@@ -175,6 +175,24 @@ fn unknown_field(original: &Value, known: &Value, at: &str) -> Option<String> {
     }
 }
 
+/// The section of a config `oci-spec` refused, and its message: serde's own names neither the
+/// object nor the path (`missing field `cwd``), so each section is read on its own to find it.
+fn section_at_fault(value: &Value) -> Option<(String, String)> {
+    fn check<T: serde::de::DeserializeOwned>(field: String, value: Option<&Value>) -> Option<(String, String)> {
+        let value = value.filter(|v| !v.is_null())?;
+        serde_json::from_value::<T>(value.clone()).err().map(|e| (field, e.to_string()))
+    }
+    use oci_spec::runtime::{Hooks, Linux, Mount, Process, Root};
+    check::<Process>("process".into(), value.get("process"))
+        .or_else(|| check::<Root>("root".into(), value.get("root")))
+        .or_else(|| {
+            let mounts = value.get("mounts").and_then(Value::as_array)?;
+            mounts.iter().enumerate().find_map(|(i, m)| check::<Mount>(format!("mounts[{i}]"), Some(m)))
+        })
+        .or_else(|| check::<Linux>("linux".into(), value.get("linux")))
+        .or_else(|| check::<Hooks>("hooks".into(), value.get("hooks")))
+}
+
 /// The capability sets' names checked before `oci-spec` reads them, so a wrong one is named with
 /// its set (the crate's own message names neither).
 fn check_capability_names(value: &Value) -> Result<(), (String, String)> {
@@ -204,8 +222,13 @@ impl Bundle {
             return Err(fail.invalid("(top level)", "an object"));
         }
         check_capability_names(value).map_err(|(field, reason)| fail.value(&field, reason))?;
-        let spec: Spec = serde_json::from_value(value.clone())
-            .map_err(|e| BundleError::NotOci { path: path.to_owned(), reason: e.to_string() })?;
+        let spec: Spec = serde_json::from_value(value.clone()).map_err(|e| BundleError::NotOci {
+            path: path.to_owned(),
+            reason: match section_at_fault(value) {
+                Some((field, reason)) => format!("field \"{field}\": {reason}"),
+                None => e.to_string(),
+            },
+        })?;
         let known = serde_json::to_value(&spec)
             .map_err(|e| BundleError::NotOci { path: path.to_owned(), reason: e.to_string() })?;
         if let Some(field) = unknown_field(value, &known, "") {
@@ -652,7 +675,16 @@ mod tests {
         let mut value = images_bundle();
         value["process"]["args"] = json!("/bin/true");
         let err = parse(&value).unwrap_err().to_string();
-        assert!(err.starts_with("bundle /b/config.json: not an OCI runtime config: "), "{err}");
+        assert!(err.starts_with("bundle /b/config.json: not an OCI runtime config: field \"process\": "), "{err}");
+
+        let mut value = images_bundle();
+        value["process"].as_object_mut().unwrap().remove("cwd");
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.contains("field \"process\": missing field `cwd`"), "{err}");
+        let mut value = images_bundle();
+        value["mounts"][1]["options"] = json!("nosuid");
+        let err = parse(&value).unwrap_err().to_string();
+        assert!(err.contains("field \"mounts[1]\": "), "{err}");
     }
 
     #[test]
