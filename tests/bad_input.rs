@@ -168,11 +168,33 @@ fn rows(dir: &Path) -> Vec<Row> {
     fs::create_dir_all(dir.join("bundle-unsupported/rootfs")).unwrap();
     let config = serde_json::json!({
         "ociVersion": "1.0.2",
-        "process": {"args": ["/boxbench/workloads/hello"], "cwd": "/"},
+        "process": {"args": ["/boxbench/workloads/hello"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
         "root": {"path": "rootfs"},
-        "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW"}}
+        "linux": {"sysctl": {"kernel.msgmax": "8192"}}
     });
     fs::write(dir.join("bundle-unsupported/config.json"), config.to_string()).unwrap();
+    // What `runc spec --rootless` writes, less its user namespace: the mappings have nowhere to go.
+    fs::create_dir_all(dir.join("bundle-rootless-without-userns/rootfs")).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/boxbench/workloads/hello"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "linux": {
+            "namespaces": [{"type": "pid"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "uidMappings": [{"containerID": 0, "hostID": 0, "size": 1}],
+            "gidMappings": [{"containerID": 0, "hostID": 0, "size": 1}]
+        }
+    });
+    fs::write(dir.join("bundle-rootless-without-userns/config.json"), config.to_string()).unwrap();
+    fs::create_dir_all(dir.join("bundle-unknown-syscall/rootfs")).unwrap();
+    let config = serde_json::json!({
+        "ociVersion": "1.0.2",
+        "process": {"args": ["/boxbench/workloads/hello"], "cwd": "/", "user": {"uid": 0, "gid": 0}},
+        "root": {"path": "rootfs"},
+        "linux": {"seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                              "syscalls": [{"names": ["mkdir", "frobnicate"], "action": "SCMP_ACT_ERRNO"}]}}
+    });
+    fs::write(dir.join("bundle-unknown-syscall/config.json"), config.to_string()).unwrap();
 
     // boxbench's own guest, whatever the host's default: nothing to build before the file is checked.
     let vm = |flag: &str, file: &str| {
@@ -249,7 +271,25 @@ fn rows(dir: &Path) -> Vec<Row> {
             "bundle with an unsupported field",
             "--bundle",
             "bundle-unsupported",
-            format!("bundle {}/config.json: unsupported field \"linux.seccomp\"", p("bundle-unsupported")),
+            format!("bundle {}/config.json: unsupported field \"linux.sysctl\"", p("bundle-unsupported")),
+        ),
+        (
+            "bundle with uid/gid mappings but no user namespace",
+            "--bundle",
+            "bundle-rootless-without-userns",
+            format!(
+                "bundle {}/config.json: field \"linux.uidMappings\": needs a user namespace",
+                p("bundle-rootless-without-userns")
+            ),
+        ),
+        (
+            "bundle whose seccomp profile names an unknown system call",
+            "--bundle",
+            "bundle-unknown-syscall",
+            format!(
+                "bundle {}/config.json: field \"linux.seccomp.syscalls[0].names[1]\": unknown system call \"frobnicate\"",
+                p("bundle-unknown-syscall")
+            ),
         ),
         (
             "bundle config.json empty",

@@ -7,7 +7,8 @@
 //! with all five namespaces, proc, a `/dev` tmpfs and read-only sysfs, as root, in `/`). With a
 //! bundle, its `process.args` run unless the spec's workload is a command, which overrides them; the
 //! spec's hostname is set (as the other OCI backends do) and its memory limit, if any, wins over
-//! the bundle's. The environment gets a default `PATH` when it has none.
+//! the bundle's; its cpu and pids limits are written before the clock beside the memory one
+//! ([`crate::resources`]). The environment gets a default `PATH` when it has none.
 //!
 //! The workload is isolated as OCI's default config (`crun spec`) asks, unless a bundle says
 //! otherwise: OCI's default capabilities (bounding set dropped, ambient set cleared),
@@ -31,10 +32,13 @@ use boxbench_core::{
 };
 use nix::sys::wait::WaitStatus;
 
-use crate::bundle::{Bundle, BundleError};
+use seccompiler::BpfProgram;
+
+use crate::bundle::{Bundle, BundleError, Rlimit, User};
 use crate::capabilities::CapabilitySets;
-use crate::namespaces::{NamespaceError, NamespaceSet};
+use crate::namespaces::{IdMappings, Namespace, NamespaceError, NamespaceSet};
 use crate::process::{self, ChildPlan, ExecSpec, ProcessError};
+use crate::resources::{ControllerCgroups, Limits, ResourceError};
 use crate::rootfs::{self, DEFAULT_MASKED_PATHS, DEFAULT_PATH, DEFAULT_READONLY_PATHS, MountSpec, RootfsError};
 use crate::syscalls::{ChildFd, Step};
 
@@ -71,6 +75,9 @@ pub enum ContainerError {
     /// The instance's cgroup failed.
     #[error(transparent)]
     Cgroup(#[from] CgroupError),
+    /// The cpu or pids limits could not be set.
+    #[error(transparent)]
+    Resources(#[from] ResourceError),
     /// The set-up before the clock failed.
     #[error(transparent)]
     Boundary(#[from] BoundaryError),
@@ -92,6 +99,7 @@ impl From<ContainerError> for LaunchError {
             | ContainerError::Namespace(_)
             | ContainerError::Setting { .. } => LaunchError::InvalidSpec(err.to_string()),
             ContainerError::Cgroup(cgroup) => LaunchError::Cgroup(cgroup),
+            ContainerError::Resources(_) => LaunchError::InvalidSpec(err.to_string()),
             ContainerError::Boundary(boundary) => LaunchError::Boundary(boundary),
             ContainerError::Process(_) | ContainerError::Lifecycle(_) => LaunchError::backend(err),
         }
@@ -122,9 +130,20 @@ impl Launcher for ContainerLauncher {
     }
 
     fn prepare(&self, spec: &InstanceSpec) -> Result<Box<dyn Instance>, LaunchError> {
-        let prepared = Prepared::from_spec(spec)?;
+        let mut prepared = Prepared::from_spec(spec)?;
         let boundary = LaunchBoundary::prepare(&self.cgroups, BACKEND, false, prepared.memory_limit)?;
-        Ok(Box::new(ContainerInstance { boundary: Some(boundary), prepared, running: None, outcome: None }))
+        let controllers = ControllerCgroups::apply(&self.cgroups, boundary.cgroup(), &prepared.limits)
+            .map_err(ContainerError::from)?;
+        // On v1 the init joins the cpu and pids hierarchies right after the memory one.
+        let joins = (0..controllers.join_files().len()).map(|index| Step::JoinCgroup(ChildFd::Controller(index)));
+        prepared.plan.steps.splice(1..1, joins);
+        Ok(Box::new(ContainerInstance {
+            boundary: Some(boundary),
+            controllers: Some(controllers),
+            prepared,
+            running: None,
+            outcome: None,
+        }))
     }
 }
 
@@ -133,6 +152,8 @@ impl Launcher for ContainerLauncher {
 struct Prepared {
     plan: ChildPlan,
     memory_limit: Option<u64>,
+    limits: Limits,
+    id_mappings: Option<IdMappings>,
 }
 
 /// What the container runs, from a bundle or from the spec alone.
@@ -142,14 +163,17 @@ struct Source {
     argv: Vec<String>,
     env: Vec<String>,
     cwd: String,
-    uid: u32,
-    gid: u32,
+    user: User,
+    rlimits: Vec<Rlimit>,
     no_new_privileges: bool,
     capabilities: CapabilitySets,
     hostname: String,
     mounts: Vec<MountSpec>,
     namespaces: NamespaceSet,
+    id_mappings: Option<IdMappings>,
     memory_limit: Option<u64>,
+    limits: Limits,
+    seccomp: Vec<BpfProgram>,
     masked_paths: Vec<String>,
     readonly_paths: Vec<String>,
 }
@@ -169,14 +193,17 @@ impl Source {
             argv,
             env: bundle.env,
             cwd: bundle.cwd,
-            uid: bundle.uid,
-            gid: bundle.gid,
+            user: bundle.user,
+            rlimits: bundle.rlimits,
             no_new_privileges: bundle.no_new_privileges,
             capabilities: bundle.capabilities,
             hostname: spec.hostname.clone(),
             mounts: bundle.mounts,
             namespaces: bundle.namespaces,
+            id_mappings: bundle.id_mappings,
             memory_limit: spec.memory_limit_bytes.or(bundle.memory_limit),
+            limits: bundle.limits,
+            seccomp: bundle.seccomp,
             masked_paths: bundle.masked_paths,
             readonly_paths: bundle.readonly_paths,
         })
@@ -190,14 +217,17 @@ impl Source {
             argv: spec.workload.argv(),
             env: Vec::new(),
             cwd: "/".to_owned(),
-            uid: 0,
-            gid: 0,
+            user: User::default(),
+            rlimits: Vec::new(),
             no_new_privileges: true,
             capabilities: CapabilitySets::oci_default(),
             hostname: spec.hostname.clone(),
             mounts: MountSpec::defaults(),
             namespaces: NamespaceSet::all(),
+            id_mappings: None,
             memory_limit: spec.memory_limit_bytes,
+            limits: Limits::default(),
+            seccomp: Vec::new(),
             masked_paths: DEFAULT_MASKED_PATHS.map(str::to_owned).to_vec(),
             readonly_paths: DEFAULT_READONLY_PATHS.map(str::to_owned).to_vec(),
         }
@@ -235,9 +265,19 @@ impl Prepared {
         let exec_path = rootfs::find_executable(&rootfs, program, &source.cwd, path_var)?;
         rootfs::check_cwd(&rootfs, &source.cwd)?;
 
-        // Joining the cgroup comes first, so the whole setup is charged to the instance.
-        let mut steps = vec![Step::JoinCgroup];
-        steps.extend(rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts)?);
+        // Joining the cgroup comes first, so the whole setup is charged to the instance; then, in a
+        // user namespace, the parent's mappings, without which the init has no ids to work with.
+        let mut steps = vec![Step::JoinCgroup(ChildFd::Cgroup)];
+        let user_namespace = source.namespaces.contains(Namespace::User);
+        if user_namespace {
+            // Then the init becomes the namespace's root: until then it is the host's root, which
+            // the namespace does not map, and the files it would make could not be owned.
+            steps.extend([Step::AwaitIdMaps, Step::SetIds { uid: 0, gid: 0, groups: Vec::new() }]);
+        }
+        if source.namespaces.contains(Namespace::Cgroup) {
+            steps.push(Step::UnshareCgroupNamespace);
+        }
+        steps.extend(rootfs::rootfs_steps(&rootfs, source.readonly, &source.mounts, user_namespace)?);
         steps.extend(rootfs::protected_path_steps(&source.readonly_paths, &source.masked_paths)?);
         if source.namespaces.contains(crate::namespaces::Namespace::Uts) {
             if source.hostname.is_empty() || source.hostname.len() > HOSTNAME_MAX {
@@ -255,14 +295,27 @@ impl Prepared {
             Step::Dup2 { from: ChildFd::Console, to: 2 },
             Step::CloexecFrom(3),
         ]);
+        // Resource limits while the init may still raise a hard one (CAP_SYS_RESOURCE).
+        steps.extend(source.rlimits.iter().map(|r| Step::Rlimit {
+            name: r.name,
+            resource: r.resource,
+            soft: r.soft,
+            hard: r.hard,
+        }));
+        // Without no_new_privs the kernel takes a seccomp filter only from CAP_SYS_ADMIN, which goes
+        // with the capabilities below: then the filter comes first, as runc does it.
+        let seccomp = (!source.seccomp.is_empty()).then(|| Step::Seccomp(std::mem::take(&mut source.seccomp)));
+        let (seccomp_early, seccomp_last) = if source.no_new_privileges { (None, seccomp) } else { (seccomp, None) };
+        steps.extend(seccomp_early);
         // As runc orders it: the bounding set first (dropping needs CAP_SETPCAP), the ids with the
         // permitted set kept across the change, the working directory reached as the user, then
         // the capabilities the workload starts with.
         let caps = source.capabilities;
+        let User { uid, gid, additional_gids } = source.user;
         steps.extend([
             Step::LimitBoundingCaps(caps.bounding),
             Step::KeepCapsOnUidChange,
-            Step::SetIds { uid: source.uid, gid: source.gid },
+            Step::SetIds { uid, gid, groups: additional_gids },
             Step::ResetSignals,
             Step::Chdir(c_string("working directory", &source.cwd)?),
             Step::SetCaps { effective: caps.effective, permitted: caps.permitted, inheritable: caps.inheritable },
@@ -271,6 +324,8 @@ impl Prepared {
         if source.no_new_privileges {
             steps.push(Step::NoNewPrivs);
         }
+        // Last, so the setup's own calls are not filtered.
+        steps.extend(seccomp_last);
 
         let exec = ExecSpec {
             path: exec_path,
@@ -278,7 +333,7 @@ impl Prepared {
             env: source.env.iter().map(|var| c_string("environment variable", var)).collect::<Result<_, _>>()?,
         };
         let plan = ChildPlan { clone_flags: source.namespaces.clone_flags(), steps, exec };
-        Ok(Self { plan, memory_limit: source.memory_limit })
+        Ok(Self { plan, memory_limit: source.memory_limit, limits: source.limits, id_mappings: source.id_mappings })
     }
 }
 
@@ -287,6 +342,8 @@ impl Prepared {
 pub struct ContainerInstance {
     /// The cgroup set up before the clock, until the launch starts the clock.
     boundary: Option<LaunchBoundary>,
+    /// The cpu and pids limits' cgroups, made in prepare, until the launch hands them to Running.
+    controllers: Option<ControllerCgroups>,
     prepared: Prepared,
     running: Option<Running>,
     outcome: Option<Outcome>,
@@ -300,6 +357,8 @@ struct Running {
     child: process::Child,
     console: Option<ConsoleCapture>,
     cgroup: Option<Arc<InstanceCgroup>>,
+    /// Dropped after the memory cgroup, whose removal waited for the container's tasks to go.
+    controllers: Option<ControllerCgroups>,
     ready_at: Option<MonotonicNs>,
     exec_at: Option<MonotonicNs>,
     /// Where the clock started and stops.
@@ -322,8 +381,11 @@ impl ContainerInstance {
         let boundary = self.boundary.take().ok_or(ContainerError::Lifecycle("launched twice"))?;
         let Started { timeline, cgroup, join_file, steps } = boundary.start();
         let boundary_note = boxbench_core::boundary::describe(&steps);
+        let controllers = self.controllers.take();
         let plan = &self.prepared.plan;
-        let (child, console_read) = process::spawn(plan, join_file.into())?;
+        let controller_joins = controllers.as_ref().map(ControllerCgroups::join_files).unwrap_or_default();
+        let (child, console_read) =
+            process::spawn(plan, join_file.into(), controller_joins, self.prepared.id_mappings.as_ref())?;
         // From here on, an early return drops `child` (killed, reaped) and then `cgroup` (removed).
         let sampled = Arc::clone(&cgroup);
         let console = ConsoleCapture::spawn(File::from(console_read), READY_MARKER, move || {
@@ -336,6 +398,7 @@ impl ContainerInstance {
             child,
             console: Some(console),
             cgroup: Some(cgroup),
+            controllers,
             ready_at: None,
             exec_at: None,
             boundary_note,
@@ -381,6 +444,7 @@ impl ContainerInstance {
                 cgroup.remove()?;
             }
         }
+        drop(running.controllers.take());
         let exit_at = MonotonicNs::now();
         let timeline = running.timeline;
         Ok(Record {
@@ -477,6 +541,87 @@ mod tests {
         assert_eq!(outcome_of(WaitStatus::Signaled(pid, Signal::SIGKILL, false), true), Outcome::OutOfMemory);
         assert_eq!(outcome_of(WaitStatus::Exited(pid, 137), true), Outcome::OutOfMemory);
         assert_eq!(outcome_of(WaitStatus::Exited(pid, 0), true), Outcome::Exited { code: 0 });
+    }
+
+    /// A bundle with a runnable rootfs in a temporary directory (no root needed to plan it).
+    fn planned(config: serde_json::Value) -> Result<Prepared, ContainerError> {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let rootfs = dir.path().join("rootfs");
+        for sub in ["bin", "proc", "dev", "sys"] {
+            std::fs::create_dir_all(rootfs.join(sub)).unwrap();
+        }
+        std::fs::write(rootfs.join("bin/sh"), "").unwrap();
+        std::fs::set_permissions(rootfs.join("bin/sh"), std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
+        let images = boxbench_core::ImagePaths { bundle: Some(dir.path().to_owned()), ..Default::default() };
+        Prepared::from_spec(&InstanceSpec::new(Workload::Hello, images))
+    }
+
+    fn config(extra_namespaces: &[&str]) -> serde_json::Value {
+        let mut namespaces: Vec<serde_json::Value> =
+            ["pid", "ipc", "uts", "mount"].iter().map(|t| serde_json::json!({"type": t})).collect();
+        namespaces.extend(extra_namespaces.iter().map(|t| serde_json::json!({"type": t})));
+        serde_json::json!({
+            "ociVersion": "1.0.2",
+            "process": {"args": ["/bin/sh"], "cwd": "/", "user": {"uid": 0, "gid": 0, "additionalGids": [7]},
+                        "rlimits": [{"type": "RLIMIT_NOFILE", "soft": 64, "hard": 64}]},
+            "root": {"path": "rootfs"},
+            "mounts": [{"destination": "/proc", "type": "proc", "source": "proc"}],
+            "linux": {
+                "namespaces": namespaces,
+                "seccomp": {"defaultAction": "SCMP_ACT_ALLOW",
+                            "syscalls": [{"names": ["mkdir"], "action": "SCMP_ACT_ERRNO"}]}
+            }
+        })
+    }
+
+    fn position(steps: &[Step], wanted: impl Fn(&Step) -> bool) -> usize {
+        steps.iter().position(wanted).expect("step in the plan")
+    }
+
+    #[test]
+    fn a_user_namespace_waits_for_its_mappings_and_becomes_root_first() {
+        let mut value = config(&["user", "cgroup"]);
+        value["linux"]["uidMappings"] = serde_json::json!([{"containerID": 0, "hostID": 100000, "size": 65536}]);
+        value["linux"]["gidMappings"] = value["linux"]["uidMappings"].clone();
+        let prepared = planned(value).unwrap();
+        let steps = &prepared.plan.steps;
+        assert_eq!(
+            steps[..4],
+            [
+                Step::JoinCgroup(ChildFd::Cgroup),
+                Step::AwaitIdMaps,
+                Step::SetIds { uid: 0, gid: 0, groups: vec![] },
+                Step::UnshareCgroupNamespace
+            ]
+        );
+        assert!(prepared.plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWUSER));
+        assert!(!prepared.plan.clone_flags.contains(nix::sched::CloneFlags::CLONE_NEWCGROUP));
+        assert!(prepared.id_mappings.is_some());
+        // In a user namespace /dev's devices are the host's, bound: mknod is not allowed there.
+        assert!(steps.iter().any(|s| matches!(s, Step::EmptyFile(_))));
+        assert!(!steps.iter().any(|s| matches!(s, Step::CharDevice { .. })));
+    }
+
+    #[test]
+    fn rlimits_come_before_the_capabilities_drop_and_seccomp_last() {
+        let prepared = planned(config(&[])).unwrap();
+        let steps = &prepared.plan.steps;
+        let rlimit = position(steps, |s| matches!(s, Step::Rlimit { name: "RLIMIT_NOFILE", soft: 64, .. }));
+        let bounding = position(steps, |s| matches!(s, Step::LimitBoundingCaps(_)));
+        let ids = position(steps, |s| matches!(s, Step::SetIds { groups, .. } if groups == &[7]));
+        assert!(rlimit < bounding && bounding < ids);
+        assert!(matches!(steps.last(), Some(Step::Seccomp(programs)) if programs.len() == 1));
+        assert!(steps.contains(&Step::NoNewPrivs));
+
+        // Without no_new_privs the filter goes in while CAP_SYS_ADMIN is still there.
+        let mut value = config(&[]);
+        value["process"]["noNewPrivileges"] = serde_json::json!(false);
+        let steps = planned(value).unwrap().plan.steps;
+        let seccomp = position(&steps, |s| matches!(s, Step::Seccomp(_)));
+        assert!(seccomp < position(&steps, |s| matches!(s, Step::LimitBoundingCaps(_))));
+        assert!(!steps.contains(&Step::NoNewPrivs));
     }
 
     #[test]

@@ -17,6 +17,7 @@
 
 use std::ffi::CString;
 use std::fs::File;
+use std::io::Write;
 use std::io::{self, Read};
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::time::Instant;
@@ -30,7 +31,8 @@ use nix::sys::signal::{Signal, kill};
 use nix::sys::wait::{WaitStatus, waitpid};
 use nix::unistd::{Pid, pipe2};
 
-use crate::syscalls::{ChildFds, LinuxSyscalls, Step, run_steps};
+use crate::namespaces::{IdMappings, map_text};
+use crate::syscalls::{ChildFds, LinuxSyscalls, MAX_CONTROLLERS, Step, run_steps};
 
 /// The stack the child runs its setup on. The setup makes system calls over prepared data and
 /// needs a few KiB; the rest is margin. Only the pages it touches are ever backed.
@@ -61,6 +63,9 @@ pub enum ProcessError {
     /// execve(2) of the workload failed in the container.
     #[error("execve {path:?} in the container: {errno}")]
     Exec { path: String, errno: Errno },
+    /// The user namespace's id mappings could not be written.
+    #[error("linux.uidMappings/gidMappings: writing {file}: {source}")]
+    IdMaps { file: String, source: io::Error },
     /// Waiting for the child failed.
     #[error("waiting for the container's init (pid {pid}): {errno}")]
     Wait { pid: i32, errno: Errno },
@@ -139,19 +144,44 @@ fn pipe(what: &'static str) -> Result<(OwnedFd, OwnedFd), ProcessError> {
 }
 
 /// Clones the container's init with `plan`; `cgroup_membership` is the instance cgroup's `tasks`
-/// (v1) or `cgroup.procs` (v2) file, open for writing, for the plan's [`Step::JoinCgroup`]. Returns
-/// the child and the read end of its console.
-pub fn spawn(plan: &ChildPlan, cgroup_membership: OwnedFd) -> Result<(Child, OwnedFd), ProcessError> {
+/// (v1) or `cgroup.procs` (v2) file, open for writing, for the plan's [`Step::JoinCgroup`], and
+/// `controllers` the `tasks` files of its cgroups in other v1 hierarchies. With `id_mappings` (a
+/// user namespace), the parent writes them once the child exists and then lets it go on
+/// ([`Step::AwaitIdMaps`]). Returns the child and the read end of its console.
+pub fn spawn(
+    plan: &ChildPlan,
+    cgroup_membership: OwnedFd,
+    controllers: &[File],
+    id_mappings: Option<&IdMappings>,
+) -> Result<(Child, OwnedFd), ProcessError> {
     let (console_read, console_write) = pipe("console pipe")?;
     let (status_read, status_write) = pipe("status pipe")?;
     let cgroup_membership = above_stdio(cgroup_membership, "cgroup membership file")?;
     let stdin = nix::fcntl::open("/dev/null", OFlag::O_RDONLY | OFlag::O_CLOEXEC, nix::sys::stat::Mode::empty())
         .map_err(|errno| ProcessError::Descriptor { what: "stdin (/dev/null)", errno })?;
     let stdin = above_stdio(stdin, "stdin (/dev/null)")?;
+    let controller_fds = controllers
+        .iter()
+        .map(|file| file.try_clone().map(OwnedFd::from))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| ProcessError::Descriptor {
+            what: "cgroup tasks file",
+            errno: Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?
+        .into_iter()
+        .map(|fd| above_stdio(fd, "cgroup tasks file"))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut controller_raw = [-1; MAX_CONTROLLERS];
+    for (slot, fd) in controller_raw.iter_mut().zip(&controller_fds) {
+        *slot = fd.as_raw_fd();
+    }
+    let sync = id_mappings.map(|_| pipe("id mapping pipe")).transpose()?;
     let fds = ChildFds {
         console: console_write.as_raw_fd(),
         stdin: stdin.as_raw_fd(),
         cgroup: cgroup_membership.as_raw_fd(),
+        controllers: controller_raw,
+        sync: sync.as_ref().map_or(-1, |(read, _)| read.as_raw_fd()),
     };
     let exec = ExecPointers::new(&plan.exec);
     let status_fd = status_write.as_raw_fd();
@@ -163,7 +193,11 @@ pub fn spawn(plan: &ChildPlan, cgroup_membership: OwnedFd) -> Result<(Child, Own
     let pid = unsafe { nix::sched::clone(init, &mut stack, plan.clone_flags, Some(libc::SIGCHLD)) }
         .map_err(|errno| ProcessError::Clone { flags: plan.clone_flags, errno })?;
     // The child has its own copies; the parent's must close so end of file means the child's did.
-    drop((console_write, status_write, stdin, cgroup_membership));
+    let sync_write = sync.map(|(read, write)| {
+        drop(read);
+        write
+    });
+    drop((console_write, status_write, stdin, cgroup_membership, controller_fds));
     let pidfd = match boxbench_core::pidfd::open(pid.as_raw()) {
         Ok(fd) => fd,
         Err(error) => {
@@ -174,7 +208,26 @@ pub fn spawn(plan: &ChildPlan, cgroup_membership: OwnedFd) -> Result<(Child, Own
         }
     };
     let child = Child { pid, pidfd, status: File::from(status_read), reaped: None };
+    if let (Some(maps), Some(sync_write)) = (id_mappings, sync_write) {
+        // On error `child` is dropped: killed and reaped.
+        write_id_maps(pid, maps)?;
+        let mut sync_write = File::from(sync_write);
+        sync_write.write_all(b"1").map_err(|e| ProcessError::Handshake {
+            pid: pid.as_raw(),
+            reason: format!("telling it the id mappings are written: {e}"),
+        })?;
+    }
     Ok((child, console_read))
+}
+
+/// Writes the user namespace's mappings of child `pid`: gids first, then uids (the order runc
+/// uses; each file takes one write).
+fn write_id_maps(pid: Pid, maps: &IdMappings) -> Result<(), ProcessError> {
+    for (name, text) in [("gid_map", map_text(&maps.gids)), ("uid_map", map_text(&maps.uids))] {
+        let file = format!("/proc/{pid}/{name}");
+        std::fs::write(&file, text).map_err(|source| ProcessError::IdMaps { file, source })?;
+    }
+    Ok(())
 }
 
 /// The child's side: set up, report, exec. Returns the exit status on failure.

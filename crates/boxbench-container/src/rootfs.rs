@@ -5,6 +5,12 @@
 //! so works on a read-only root — and, once the container's root is `/`, OCI's masked and
 //! read-only paths (`/proc/kcore`, `/proc/sys`...).
 //!
+//! Mount types: proc, tmpfs, sysfs, devpts, mqueue, bind (`rbind`), and `cgroup`, which binds the
+//! host's cgroup tree (every hierarchy of a v1 or hybrid host, the one of a v2 host) read-only if
+//! asked, so it works the same in a user namespace. A mount point under a tmpfs the container mounted
+//! (`/dev/pts`, `/dev/shm`, `/dev/mqueue`) is made in it. In a user namespace, which may not mknod,
+//! `/dev`'s default devices are the host's bound onto empty files, as runc does rootless.
+//!
 //! Paths inside the rootfs are resolved here the way the container will see them: a symlink is
 //! followed relative to the rootfs, never to the host, so checking `/bin/sh` checks the container's.
 
@@ -78,7 +84,9 @@ pub enum RootfsError {
     #[error("mount destination {0:?} is not an absolute path")]
     RelativeDestination(String),
     /// A filesystem type boxbench does not mount.
-    #[error("mount on {destination:?}: unsupported type {fstype:?} (supported: proc, tmpfs, sysfs, bind)")]
+    #[error(
+        "mount on {destination:?}: unsupported type {fstype:?} (supported: proc, tmpfs, sysfs, devpts, mqueue, cgroup, bind)"
+    )]
     UnsupportedType { destination: String, fstype: String },
     /// A mount option boxbench does not know or that does not apply to the mount's type.
     #[error("mount on {destination:?}: unsupported option {option:?}")]
@@ -103,6 +111,12 @@ pub enum MountKind {
     Tmpfs,
     /// sysfs of the container's network namespace.
     Sysfs,
+    /// A new devpts instance.
+    Devpts,
+    /// The POSIX message queues of the container's IPC namespace.
+    Mqueue,
+    /// The host's cgroup tree, bound.
+    Cgroup,
     /// A host path bound in (`recursive`: with the mounts under it).
     Bind { source: PathBuf, recursive: bool },
 }
@@ -142,6 +156,9 @@ impl MountSpec {
             "proc" => MountKind::Proc,
             "tmpfs" => MountKind::Tmpfs,
             "sysfs" => MountKind::Sysfs,
+            "devpts" => MountKind::Devpts,
+            "mqueue" => MountKind::Mqueue,
+            "cgroup" | "cgroup2" => MountKind::Cgroup,
             _ if is_bind => {
                 let source = source.ok_or_else(|| RootfsError::BindSource {
                     destination: destination.to_owned(),
@@ -184,7 +201,9 @@ impl MountSpec {
                 other => {
                     let key = other.split_once('=').map(|(key, _)| key);
                     let tmpfs_data = matches!(key, Some("mode" | "size" | "nr_inodes" | "uid" | "gid"));
-                    if kind == MountKind::Tmpfs && tmpfs_data {
+                    let devpts_data =
+                        other == "newinstance" || matches!(key, Some("ptmxmode" | "mode" | "uid" | "gid"));
+                    if (kind == MountKind::Tmpfs && tmpfs_data) || (kind == MountKind::Devpts && devpts_data) {
                         data.push(other.to_owned());
                         continue;
                     }
@@ -333,8 +352,14 @@ fn c_str(s: &str) -> Result<CString, RootfsError> {
 
 /// The setup steps that give the container its filesystem: `rootfs` (canonical, from
 /// [`check_rootfs`]) becomes `/` with `mounts` on it and a populated `/dev` tmpfs (added if
-/// `mounts` has no `/dev`); the steps end with the container's working directory at its new `/`.
-pub fn rootfs_steps(rootfs: &Path, readonly: bool, mounts: &[MountSpec]) -> Result<Vec<Step>, RootfsError> {
+/// `mounts` has no `/dev`; its devices bound from the host's in a `user_namespace`); the steps end
+/// with the container's working directory at its new `/`.
+pub fn rootfs_steps(
+    rootfs: &Path,
+    readonly: bool,
+    mounts: &[MountSpec],
+    user_namespace: bool,
+) -> Result<Vec<Step>, RootfsError> {
     let rootfs_c = c_path(rootfs)?;
     let mut steps = vec![
         // Nothing mounted from here on may propagate back to the host's mount namespace.
@@ -360,8 +385,10 @@ pub fn rootfs_steps(rootfs: &Path, readonly: bool, mounts: &[MountSpec]) -> Resu
         Some(_) => {}
         None => mounts.insert(0, MountSpec::dev_tmpfs()),
     }
+    let mut mounted = Vec::new();
     for mount in &mounts {
-        mount_steps(rootfs, mount, &mut steps)?;
+        mount_steps(rootfs, mount, user_namespace, &mounted, &mut steps)?;
+        mounted.push((mount.destination.clone(), mount.kind == MountKind::Tmpfs));
     }
     if readonly {
         steps.push(Step::Mount {
@@ -392,27 +419,71 @@ pub fn protected_path_steps<S: AsRef<str>>(readonly: &[S], masked: &[S]) -> Resu
     readonly.chain(masked).collect()
 }
 
-fn mount_steps(rootfs: &Path, mount: &MountSpec, steps: &mut Vec<Step>) -> Result<(), RootfsError> {
+/// The latest earlier mount (destination, is a tmpfs) that `destination` lies under, and the rest of
+/// its path: such a mount point is not in the rootfs directory but on what the setup mounted (made
+/// in a tmpfs, the kernel's own in sysfs or a bound host tree).
+fn under_earlier_mount<'a>(destination: &str, mounted: &'a [(String, bool)]) -> Option<(&'a str, bool, PathBuf)> {
+    mounted.iter().rev().find_map(|(point, tmpfs)| {
+        let rest = Path::new(destination).strip_prefix(point).ok()?;
+        (rest.components().count() > 0).then(|| (point.as_str(), *tmpfs, rest.to_owned()))
+    })
+}
+
+/// Where the host's cgroup hierarchies are mounted; a `cgroup` mount binds this tree.
+const HOST_CGROUP_ROOT: &str = "/sys/fs/cgroup";
+
+fn mount_steps(
+    rootfs: &Path,
+    mount: &MountSpec,
+    user_namespace: bool,
+    mounted: &[(String, bool)],
+    steps: &mut Vec<Step>,
+) -> Result<(), RootfsError> {
     let target_error = |reason: String| RootfsError::MountTarget {
         rootfs: rootfs.to_owned(),
         destination: mount.destination.clone(),
         reason,
     };
-    let target = resolve_in_root(rootfs, Path::new(&mount.destination))
-        .map_err(|e| target_error(format!("{e} (the mount point must exist in the rootfs)")))?;
-    let target_meta = std::fs::metadata(&target).map_err(|e| target_error(e.to_string()))?;
+    let (target, target_is_dir) = match under_earlier_mount(&mount.destination, mounted) {
+        Some((point, tmpfs, rest)) => {
+            let base = resolve_in_root(rootfs, Path::new(point)).map_err(|e| target_error(e.to_string()))?;
+            let target = base.join(&rest);
+            if tmpfs {
+                if rest.components().count() > 1 {
+                    return Err(target_error(format!("only a directory right under the tmpfs on {point} can be made")));
+                }
+                steps.push(Step::Mkdir(c_path(&target)?));
+            }
+            (target, true)
+        }
+        None => {
+            let target = resolve_in_root(rootfs, Path::new(&mount.destination))
+                .map_err(|e| target_error(format!("{e} (the mount point must exist in the rootfs)")))?;
+            let is_dir = std::fs::metadata(&target).map_err(|e| target_error(e.to_string()))?.is_dir();
+            (target, is_dir)
+        }
+    };
     let target_c = c_path(&target)?;
     let data = mount.data.as_deref().map(c_str).transpose()?;
     let fstype = match &mount.kind {
         MountKind::Proc => Some("proc"),
         MountKind::Tmpfs => Some("tmpfs"),
         MountKind::Sysfs => Some("sysfs"),
-        MountKind::Bind { .. } => None,
+        MountKind::Devpts => Some("devpts"),
+        MountKind::Mqueue => Some("mqueue"),
+        MountKind::Bind { .. } | MountKind::Cgroup => None,
     };
+    if !target_is_dir && !matches!(mount.kind, MountKind::Bind { .. }) {
+        return Err(target_error("not a directory".to_owned()));
+    }
+    if mount.kind == MountKind::Cgroup {
+        steps.push(Step::BindTree {
+            source: c_str(HOST_CGROUP_ROOT)?,
+            target: target_c.clone(),
+            readonly: mount.flags.contains(MsFlags::MS_RDONLY),
+        });
+    }
     if let Some(fstype) = fstype {
-        if !target_meta.is_dir() {
-            return Err(target_error("not a directory".to_owned()));
-        }
         steps.push(Step::Mount {
             source: Some(c_str(fstype)?),
             target: target_c.clone(),
@@ -427,7 +498,7 @@ fn mount_steps(rootfs: &Path, mount: &MountSpec, steps: &mut Vec<Step>) -> Resul
             source_path: source.clone(),
             error,
         })?;
-        if source_meta.is_dir() != target_meta.is_dir() {
+        if source_meta.is_dir() != target_is_dir {
             return Err(target_error(format!("{} and the mount point are not both directories", source.display())));
         }
         let rec = if *recursive { MsFlags::MS_REC } else { MsFlags::empty() };
@@ -449,10 +520,26 @@ fn mount_steps(rootfs: &Path, mount: &MountSpec, steps: &mut Vec<Step>) -> Resul
             });
         }
     }
+    if mount.kind == MountKind::Devpts && mount.destination == "/dev/pts" {
+        // The container's /dev/ptmx is its own devpts instance's.
+        steps.push(Step::Symlink { target: c_str("pts/ptmx")?, link: c_path(&target.with_file_name("ptmx"))? });
+    }
     if mount.destination == "/dev" {
         steps.push(Step::Umask(0));
         for (name, major, minor) in DEFAULT_DEVICES {
-            steps.push(Step::CharDevice { path: c_path(&target.join(name))?, major, minor, perm: 0o666 });
+            let path = c_path(&target.join(name))?;
+            if user_namespace {
+                steps.push(Step::EmptyFile(path.clone()));
+                steps.push(Step::Mount {
+                    source: Some(c_path(&Path::new("/dev").join(name))?),
+                    target: path,
+                    fstype: None,
+                    flags: MsFlags::MS_BIND,
+                    data: None,
+                });
+            } else {
+                steps.push(Step::CharDevice { path, major, minor, perm: 0o666 });
+            }
         }
         for (name, link_target) in DEFAULT_DEV_LINKS {
             steps.push(Step::Symlink { target: c_str(link_target)?, link: c_path(&target.join(name))? });
@@ -539,9 +626,9 @@ mod tests {
         for dir in ["proc", "dev", "sys"] {
             std::fs::create_dir(r.join(dir)).unwrap();
         }
-        let steps = rootfs_steps(r, true, &MountSpec::defaults()).unwrap();
+        let steps = rootfs_steps(r, true, &MountSpec::defaults(), false).unwrap();
         let sys = RecordingSyscalls::default();
-        run_steps(&sys, &steps, &ChildFds { console: 3, stdin: 4, cgroup: 5 }).unwrap();
+        run_steps(&sys, &steps, &ChildFds { console: 3, stdin: 4, cgroup: 5, controllers: [-1; 2], sync: -1 }).unwrap();
         let calls = sys.calls.borrow();
         let rs = r.display().to_string();
         let private = (MsFlags::MS_REC | MsFlags::MS_PRIVATE).bits();
@@ -585,9 +672,9 @@ mod tests {
     fn missing_mount_points_and_non_tmpfs_dev_are_refused() {
         let root = tempfile::tempdir().unwrap();
         std::fs::create_dir(root.path().join("proc")).unwrap();
-        let err = rootfs_steps(root.path(), false, &MountSpec::defaults()).unwrap_err();
+        let err = rootfs_steps(root.path(), false, &MountSpec::defaults(), false).unwrap_err();
         assert!(err.to_string().contains("cannot mount on \"/dev\""), "{err}");
         let bind_dev = MountSpec::parse("/dev", "bind", Some(Path::new("/dev")), &[]).unwrap();
-        assert!(matches!(rootfs_steps(root.path(), false, &[bind_dev]), Err(RootfsError::DevNotTmpfs)));
+        assert!(matches!(rootfs_steps(root.path(), false, &[bind_dev], false), Err(RootfsError::DevNotTmpfs)));
     }
 }

@@ -13,7 +13,9 @@ use std::os::unix::ffi::OsStrExt;
 
 use nix::errno::Errno;
 use nix::mount::{MntFlags, MsFlags};
+use nix::sched::CloneFlags;
 use nix::sys::stat::{Mode, SFlag};
+use seccompiler::{BpfProgram, sock_filter};
 
 /// The system calls of the container's setup.
 pub trait Syscalls {
@@ -46,8 +48,19 @@ pub trait Syscalls {
     fn cloexec_from(&self, first: RawFd) -> Result<(), Errno>;
     /// prctl(PR_SET_NO_NEW_PRIVS).
     fn set_no_new_privs(&self) -> Result<(), Errno>;
-    /// setgroups(0, NULL), setresgid(2) and setresuid(2), in that order.
-    fn set_ids(&self, uid: u32, gid: u32) -> Result<(), Errno>;
+    /// setgroups(2) to `groups`, setresgid(2) and setresuid(2), in that order.
+    fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno>;
+    /// prlimit64(2) of the calling process: `resource`'s soft and hard limits.
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno>;
+    /// mkdir(2).
+    fn mkdir(&self, path: &CStr, perm: Mode) -> Result<(), Errno>;
+    /// unshare(2).
+    fn unshare(&self, flags: CloneFlags) -> Result<(), Errno>;
+    /// Reads one byte from `fd`, blocking: the parent's word that it has done its part (end of
+    /// file, the parent gone or failed, is `EPIPE`).
+    fn await_byte(&self, fd: RawFd) -> Result<(), Errno>;
+    /// seccomp(SECCOMP_SET_MODE_FILTER) of one classic BPF program.
+    fn install_seccomp(&self, program: &[sock_filter]) -> Result<(), Errno>;
     /// Writes "0" (the calling task) to an open cgroup `tasks` or `cgroup.procs` file: the caller
     /// joins that cgroup.
     fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno>;
@@ -105,6 +118,16 @@ struct MountAttr {
     propagation: u64,
     userns_fd: u64,
 }
+
+/// The kernel's `struct sock_fprog`: a classic BPF program for seccomp(2).
+#[repr(C)]
+struct SockFprog {
+    len: libc::c_ushort,
+    filter: *const sock_filter,
+}
+
+/// `SECCOMP_SET_MODE_FILTER`.
+const SECCOMP_SET_MODE_FILTER: libc::c_ulong = 1;
 
 /// `MOUNT_ATTR_RDONLY`.
 const MOUNT_ATTR_RDONLY: u64 = 0x1;
@@ -197,16 +220,54 @@ impl Syscalls for LinuxSyscalls {
         nix::sys::prctl::set_no_new_privs()
     }
 
-    fn set_ids(&self, uid: u32, gid: u32) -> Result<(), Errno> {
+    fn set_ids(&self, uid: u32, gid: u32, groups: &[u32]) -> Result<(), Errno> {
         // Raw system calls on purpose: glibc's wrappers broadcast credential changes to every thread
         // it believes exists, and after a raw clone(2) its thread list is the parent's, so they
         // would signal threads that are not there and wait for them forever.
-        // SAFETY: setgroups with a zero count reads no memory.
-        Errno::result(unsafe { libc::syscall(libc::SYS_setgroups, 0, std::ptr::null::<libc::gid_t>()) })?;
+        // SAFETY: setgroups reads `groups.len()` gids from the live slice.
+        Errno::result(unsafe { libc::syscall(libc::SYS_setgroups, groups.len(), groups.as_ptr()) })?;
         // SAFETY: setresgid and setresuid take plain integers.
         Errno::result(unsafe { libc::syscall(libc::SYS_setresgid, gid, gid, gid) })?;
         // SAFETY: as above.
         Errno::result(unsafe { libc::syscall(libc::SYS_setresuid, uid, uid, uid) }).map(drop)
+    }
+
+    fn set_rlimit(&self, resource: u32, soft: u64, hard: u64) -> Result<(), Errno> {
+        let limit = libc::rlimit64 { rlim_cur: soft, rlim_max: hard };
+        // SAFETY: prlimit64 of pid 0 (the caller) reads the live `limit` and writes nothing back.
+        let res = unsafe {
+            libc::syscall(libc::SYS_prlimit64, 0, resource, &limit as *const libc::rlimit64, std::ptr::null_mut::<u8>())
+        };
+        Errno::result(res).map(drop)
+    }
+
+    fn mkdir(&self, path: &CStr, perm: Mode) -> Result<(), Errno> {
+        nix::unistd::mkdir(path, perm)
+    }
+
+    fn unshare(&self, flags: CloneFlags) -> Result<(), Errno> {
+        nix::sched::unshare(flags)
+    }
+
+    fn await_byte(&self, fd: RawFd) -> Result<(), Errno> {
+        let mut byte = 0u8;
+        loop {
+            // SAFETY: reads at most one byte into a live local.
+            match Errno::result(unsafe { libc::read(fd, (&mut byte as *mut u8).cast(), 1) }) {
+                Ok(1) => return Ok(()),
+                Ok(_) => return Err(Errno::EPIPE),
+                Err(Errno::EINTR) => continue,
+                Err(errno) => return Err(errno),
+            }
+        }
+    }
+
+    fn install_seccomp(&self, program: &[sock_filter]) -> Result<(), Errno> {
+        let fprog = SockFprog { len: program.len() as libc::c_ushort, filter: program.as_ptr() };
+        // SAFETY: the kernel reads `len` instructions from the live program through the live
+        // `fprog`; the filter is copied into the kernel before the call returns.
+        let res = unsafe { libc::syscall(libc::SYS_seccomp, SECCOMP_SET_MODE_FILTER, 0, &fprog as *const SockFprog) };
+        Errno::result(res).map(drop)
     }
 
     fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
@@ -341,7 +402,14 @@ pub enum ChildFd {
     Stdin,
     /// The instance cgroup's `tasks` (v1) or `cgroup.procs` (v2) file, open for writing.
     Cgroup,
+    /// The `tasks` file of the instance's cgroup in another v1 hierarchy (cpu, pids), by index.
+    Controller(usize),
+    /// The read end of the pipe on which the parent says it wrote the user namespace's mappings.
+    Sync,
 }
+
+/// How many v1 hierarchies besides the memory one an instance may join (cpu and pids).
+pub const MAX_CONTROLLERS: usize = 2;
 
 /// The descriptor numbers behind each [`ChildFd`], all above the standard three.
 #[derive(Debug, Clone, Copy)]
@@ -352,6 +420,10 @@ pub struct ChildFds {
     pub stdin: RawFd,
     /// The cgroup membership file.
     pub cgroup: RawFd,
+    /// The other hierarchies' membership files (-1 where unused).
+    pub controllers: [RawFd; MAX_CONTROLLERS],
+    /// The mapping pipe's read end (-1 without a user namespace).
+    pub sync: RawFd,
 }
 
 impl ChildFds {
@@ -360,6 +432,8 @@ impl ChildFds {
             ChildFd::Console => self.console,
             ChildFd::Stdin => self.stdin,
             ChildFd::Cgroup => self.cgroup,
+            ChildFd::Controller(index) => self.controllers.get(index).copied().unwrap_or(-1),
+            ChildFd::Sync => self.sync,
         }
     }
 }
@@ -389,10 +463,25 @@ pub enum Step {
     CloexecFrom(RawFd),
     /// prctl(PR_SET_NO_NEW_PRIVS).
     NoNewPrivs,
-    /// Drop supplementary groups, then become `gid` and `uid`.
-    SetIds { uid: u32, gid: u32 },
-    /// Join the instance's cgroup through its membership file.
-    JoinCgroup,
+    /// Set the supplementary groups to `groups`, then become `gid` and `uid`.
+    SetIds { uid: u32, gid: u32, groups: Vec<u32> },
+    /// Join one of the instance's cgroups through its membership file.
+    JoinCgroup(ChildFd),
+    /// Wait until the parent has written the user namespace's uid and gid mappings.
+    AwaitIdMaps,
+    /// Unshare the cgroup namespace: its root becomes the cgroup joined.
+    UnshareCgroupNamespace,
+    /// setrlimit of `name` (resource number `resource`).
+    Rlimit { name: &'static str, resource: u32, soft: u64, hard: u64 },
+    /// mkdir(2) of a mount point on a filesystem the setup mounted.
+    Mkdir(CString),
+    /// An empty regular file, for a bind mount of a host device where a user namespace forbids
+    /// mknod of one.
+    EmptyFile(CString),
+    /// A read-only (if asked) copy of the mounts at and under `source`, attached at `target`.
+    BindTree { source: CString, target: CString, readonly: bool },
+    /// Install the seccomp filters, in order (the kernel applies the strictest answer of all).
+    Seccomp(Vec<BpfProgram>),
     /// Default dispositions and an empty mask for every signal.
     ResetSignals,
     /// Hide a path as OCI's `maskedPaths` do: `/dev/null` bound over a file, an empty read-only
@@ -454,6 +543,17 @@ fn limit_bounding_caps(sys: &dyn Syscalls, keep: u64) -> Result<(), Errno> {
     Ok(())
 }
 
+/// Attaches a copy of the tree at `source` on `target`, read-only if asked, through the mount API
+/// (its read-only flag reaches every mount of the tree, and a user namespace may set it on the
+/// host's locked mounts).
+fn bind_tree(sys: &dyn Syscalls, source: &CStr, target: &CStr, readonly: bool) -> Result<(), Errno> {
+    let tree = sys.clone_tree(source)?;
+    let attached =
+        if readonly { sys.make_tree_readonly(tree) } else { Ok(()) }.and_then(|()| sys.attach_tree(tree, target));
+    sys.close(tree);
+    attached
+}
+
 fn set_ambient_caps(sys: &dyn Syscalls, raise: u64) -> Result<(), Errno> {
     sys.clear_ambient_caps()?;
     for cap in (0..=LAST_CAP_BIT).filter(|cap| raise & 1 << cap != 0) {
@@ -484,8 +584,18 @@ impl Step {
             Step::Dup2 { from, to } => sys.dup2(fds.get(*from), *to),
             Step::CloexecFrom(first) => sys.cloexec_from(*first),
             Step::NoNewPrivs => sys.set_no_new_privs(),
-            Step::SetIds { uid, gid } => sys.set_ids(*uid, *gid),
-            Step::JoinCgroup => sys.join_cgroup(fds.get(ChildFd::Cgroup)),
+            Step::SetIds { uid, gid, groups } => sys.set_ids(*uid, *gid, groups),
+            Step::JoinCgroup(fd) => sys.join_cgroup(fds.get(*fd)),
+            Step::AwaitIdMaps => sys.await_byte(fds.get(ChildFd::Sync)),
+            Step::UnshareCgroupNamespace => sys.unshare(CloneFlags::CLONE_NEWCGROUP),
+            Step::Rlimit { resource, soft, hard, .. } => sys.set_rlimit(*resource, *soft, *hard),
+            Step::Mkdir(path) => match sys.mkdir(path, Mode::from_bits_truncate(0o755)) {
+                Err(Errno::EEXIST) => Ok(()),
+                other => other,
+            },
+            Step::EmptyFile(path) => sys.mknod(path, SFlag::S_IFREG, Mode::from_bits_truncate(0o644), 0),
+            Step::BindTree { source, target, readonly } => bind_tree(sys, source, target, *readonly),
+            Step::Seccomp(programs) => programs.iter().try_for_each(|program| sys.install_seccomp(program)),
             Step::ResetSignals => sys.reset_signals(),
             Step::MaskPath(path) => mask_path(sys, path),
             Step::ReadonlyPath(path) => readonly_path(sys, path),
@@ -519,8 +629,20 @@ impl Step {
             Step::Dup2 { from, to } => format!("dup2 the {from:?} descriptor onto {to}"),
             Step::CloexecFrom(first) => format!("mark descriptors from {first} close-on-exec"),
             Step::NoNewPrivs => "set no_new_privs".to_owned(),
-            Step::SetIds { uid, gid } => format!("become uid {uid} gid {gid}"),
-            Step::JoinCgroup => "join the instance's cgroup".to_owned(),
+            Step::SetIds { uid, gid, groups } => format!("become uid {uid} gid {gid} groups {groups:?}"),
+            Step::JoinCgroup(ChildFd::Controller(index)) => {
+                format!("join the instance's cgroup in v1 hierarchy {index}")
+            }
+            Step::JoinCgroup(_) => "join the instance's cgroup".to_owned(),
+            Step::AwaitIdMaps => "wait for the user namespace's id mappings".to_owned(),
+            Step::UnshareCgroupNamespace => "unshare the cgroup namespace".to_owned(),
+            Step::Rlimit { name, soft, hard, .. } => format!("set {name} to soft {soft} hard {hard}"),
+            Step::Mkdir(path) => format!("mkdir {}", show(path)),
+            Step::EmptyFile(path) => format!("create {} for a device bind mount", show(path)),
+            Step::BindTree { source, target, readonly } => {
+                format!("bind {} on {}{}", show(source), show(target), if *readonly { " read-only" } else { "" })
+            }
+            Step::Seccomp(programs) => format!("install {} seccomp filter(s)", programs.len()),
             Step::ResetSignals => "reset signal dispositions and mask".to_owned(),
             Step::MaskPath(path) => format!("mask {}", show(path)),
             Step::ReadonlyPath(path) => format!("make {} read-only", show(path)),
@@ -544,133 +666,7 @@ pub fn run_steps(sys: &dyn Syscalls, steps: &[Step], fds: &ChildFds) -> Result<(
 }
 
 #[cfg(test)]
-pub(crate) mod recording {
-    //! A [`Syscalls`] that records the calls instead of making them, for tests of the setup's order.
-
-    use std::cell::RefCell;
-
-    use super::*;
-
-    /// Records every call as a line; fails the calls whose line starts with `fail_on`, with
-    /// `fail_with` (EPERM if unset).
-    #[derive(Debug, Default)]
-    pub struct RecordingSyscalls {
-        pub calls: RefCell<Vec<String>>,
-        pub fail_on: Option<&'static str>,
-        pub fail_with: Option<Errno>,
-        /// The paths `is_directory` says are directories.
-        pub directories: &'static [&'static str],
-    }
-
-    impl RecordingSyscalls {
-        fn record(&self, line: String) -> Result<(), Errno> {
-            let fails = self.fail_on.is_some_and(|prefix| line.starts_with(prefix));
-            self.calls.borrow_mut().push(line);
-            if fails { Err(self.fail_with.unwrap_or(Errno::EPERM)) } else { Ok(()) }
-        }
-    }
-
-    fn s(c: Option<&CStr>) -> String {
-        c.map(|c| c.to_string_lossy().into_owned()).unwrap_or_else(|| "-".to_owned())
-    }
-
-    impl Syscalls for RecordingSyscalls {
-        fn mount(
-            &self,
-            source: Option<&CStr>,
-            target: &CStr,
-            fstype: Option<&CStr>,
-            flags: MsFlags,
-            data: Option<&CStr>,
-        ) -> Result<(), Errno> {
-            self.record(format!(
-                "mount {} {} {} {:#x} {}",
-                s(source),
-                s(Some(target)),
-                s(fstype),
-                flags.bits(),
-                s(data)
-            ))
-        }
-        fn umount_detach(&self, target: &CStr) -> Result<(), Errno> {
-            self.record(format!("umount_detach {}", s(Some(target))))
-        }
-        fn pivot_root(&self, new_root: &CStr, put_old: &CStr) -> Result<(), Errno> {
-            self.record(format!("pivot_root {} {}", s(Some(new_root)), s(Some(put_old))))
-        }
-        fn chdir(&self, dir: &CStr) -> Result<(), Errno> {
-            self.record(format!("chdir {}", s(Some(dir))))
-        }
-        fn sethostname(&self, name: &CStr) -> Result<(), Errno> {
-            self.record(format!("sethostname {}", s(Some(name))))
-        }
-        fn mknod(&self, path: &CStr, kind: SFlag, perm: Mode, dev: libc::dev_t) -> Result<(), Errno> {
-            let kind = if kind == SFlag::S_IFCHR { "c" } else { "?" };
-            let (major, minor) = (libc::major(dev), libc::minor(dev));
-            self.record(format!("mknod {} {kind} {major}:{minor} {:o}", s(Some(path)), perm.bits()))
-        }
-        fn symlink(&self, target: &CStr, link: &CStr) -> Result<(), Errno> {
-            self.record(format!("symlink {} {}", s(Some(target)), s(Some(link))))
-        }
-        fn umask(&self, mask: Mode) {
-            self.calls.borrow_mut().push(format!("umask {:o}", mask.bits()));
-        }
-        fn dup2(&self, from: RawFd, to: RawFd) -> Result<(), Errno> {
-            self.record(format!("dup2 {from} {to}"))
-        }
-        fn cloexec_from(&self, first: RawFd) -> Result<(), Errno> {
-            self.record(format!("cloexec_from {first}"))
-        }
-        fn set_no_new_privs(&self) -> Result<(), Errno> {
-            self.record("set_no_new_privs".to_owned())
-        }
-        fn set_ids(&self, uid: u32, gid: u32) -> Result<(), Errno> {
-            self.record(format!("set_ids {uid} {gid}"))
-        }
-        fn join_cgroup(&self, procs: RawFd) -> Result<(), Errno> {
-            self.record(format!("join_cgroup {procs}"))
-        }
-        fn reset_signals(&self) -> Result<(), Errno> {
-            self.record("reset_signals".to_owned())
-        }
-        fn is_directory(&self, path: &CStr) -> Result<bool, Errno> {
-            self.record(format!("is_directory {}", s(Some(path))))?;
-            Ok(self.directories.iter().any(|dir| dir.as_bytes() == path.to_bytes()))
-        }
-        fn clone_tree(&self, path: &CStr) -> Result<RawFd, Errno> {
-            self.record(format!("clone_tree {}", s(Some(path))))?;
-            Ok(42)
-        }
-        fn make_tree_readonly(&self, tree: RawFd) -> Result<(), Errno> {
-            self.record(format!("make_tree_readonly {tree}"))
-        }
-        fn attach_tree(&self, tree: RawFd, target: &CStr) -> Result<(), Errno> {
-            self.record(format!("attach_tree {tree} {}", s(Some(target))))
-        }
-        fn close(&self, fd: RawFd) {
-            self.calls.borrow_mut().push(format!("close {fd}"));
-        }
-        fn drop_bounding_cap(&self, cap: u32) -> Result<(), Errno> {
-            // The recorded kernel knows capabilities 0 to 40, as this host's 6.x does.
-            if cap > 40 {
-                return Err(Errno::EINVAL);
-            }
-            self.record(format!("drop_bounding_cap {cap}"))
-        }
-        fn keep_caps_on_uid_change(&self) -> Result<(), Errno> {
-            self.record("keep_caps_on_uid_change".to_owned())
-        }
-        fn set_caps(&self, effective: u64, permitted: u64, inheritable: u64) -> Result<(), Errno> {
-            self.record(format!("set_caps {effective:#x} {permitted:#x} {inheritable:#x}"))
-        }
-        fn clear_ambient_caps(&self) -> Result<(), Errno> {
-            self.record("clear_ambient_caps".to_owned())
-        }
-        fn raise_ambient_cap(&self, cap: u32) -> Result<(), Errno> {
-            self.record(format!("raise_ambient_cap {cap}"))
-        }
-    }
-}
+pub(crate) mod recording;
 
 #[cfg(test)]
 mod tests {
@@ -686,14 +682,14 @@ mod tests {
     #[test]
     fn steps_run_in_order_and_stop_at_the_first_failure() {
         let steps = vec![
-            Step::JoinCgroup,
+            Step::JoinCgroup(ChildFd::Cgroup),
             Step::Chdir(c("/r")),
             Step::Dup2 { from: ChildFd::Console, to: 1 },
             Step::Hostname(c("box")),
             Step::Chdir(c("/never")),
         ];
         let sys = RecordingSyscalls { fail_on: Some("sethostname"), ..Default::default() };
-        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9, controllers: [-1; MAX_CONTROLLERS], sync: -1 };
         let err = run_steps(&sys, &steps, &fds).unwrap_err();
         assert_eq!(err, (3, Errno::EPERM));
         assert_eq!(*sys.calls.borrow(), ["join_cgroup 9", "chdir /r", "dup2 7 1", "sethostname box"]);
@@ -701,7 +697,7 @@ mod tests {
 
     #[test]
     fn a_masked_path_is_bound_to_dev_null_or_covered_by_a_read_only_tmpfs() {
-        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9, controllers: [-1; MAX_CONTROLLERS], sync: -1 };
         let bind = MsFlags::MS_BIND.bits();
         let ro = MsFlags::MS_RDONLY.bits();
         let sys = RecordingSyscalls { directories: &["/sys/firmware"], ..Default::default() };
@@ -726,7 +722,7 @@ mod tests {
 
     #[test]
     fn a_readonly_path_is_covered_by_a_read_only_copy_of_its_tree() {
-        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9, controllers: [-1; MAX_CONTROLLERS], sync: -1 };
         let sys = RecordingSyscalls::default();
         run_steps(&sys, &[Step::ReadonlyPath(c("/proc/sys"))], &fds).unwrap();
         assert_eq!(
@@ -745,12 +741,12 @@ mod tests {
 
     #[test]
     fn capabilities_are_bounded_kept_across_the_uid_change_then_set() {
-        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9 };
+        let fds = ChildFds { console: 7, stdin: 8, cgroup: 9, controllers: [-1; MAX_CONTROLLERS], sync: -1 };
         let keep = (1 << 5) | (1 << 10) | (1 << 29);
         let steps = [
             Step::LimitBoundingCaps(keep),
             Step::KeepCapsOnUidChange,
-            Step::SetIds { uid: 1000, gid: 1000 },
+            Step::SetIds { uid: 1000, gid: 1000, groups: vec![] },
             Step::SetCaps { effective: keep, permitted: keep, inheritable: 1 << 5 },
             Step::SetAmbientCaps(1 << 5),
         ];

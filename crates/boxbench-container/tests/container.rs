@@ -315,10 +315,10 @@ fn bad_bundles_are_named() {
     assert!(err.to_string().starts_with(&format!("bundle {}: not valid JSON", config.display())), "{err}");
 
     let mut value = env.fixture.config();
-    value["linux"]["seccomp"] = serde_json::json!({"defaultAction": "SCMP_ACT_ERRNO"});
+    value["linux"]["sysctl"] = serde_json::json!({"kernel.msgmax": "8192"});
     env.fixture.write_config(&value);
     let err = env.run_err(&env.bundle_spec(Workload::Hello));
-    assert_eq!(err.to_string(), format!("bundle {}: unsupported field \"linux.seccomp\"", config.display()));
+    assert_eq!(err.to_string(), format!("bundle {}: unsupported field \"linux.sysctl\"", config.display()));
 }
 
 #[test]
