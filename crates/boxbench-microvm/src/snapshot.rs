@@ -392,8 +392,7 @@ mod tests {
     use super::*;
 
     fn state() -> VmState {
-        let mut regs = kvm_regs::default();
-        regs.rip = 0x10_0abc;
+        let regs = kvm_regs { rip: 0x10_0abc, ..Default::default() };
         let vcpu = VcpuState {
             regs,
             sregs: kvm_sregs::default(),
