@@ -855,8 +855,13 @@ mod tests {
         );
         let own_guest_vmms: Vec<BackendChoice> =
             plan.iter().filter(|p| p.options.guest == Some(GuestChoice::Boxbench)).map(|p| p.choice).collect();
-        assert_eq!(own_guest_vmms, [BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]);
+        // boxbench's VMM twice: booting the guest, and restoring it from a snapshot taken at its marker.
+        assert_eq!(
+            own_guest_vmms,
+            [BackendChoice::Microvm, BackendChoice::Microvm, BackendChoice::QemuMicrovm, BackendChoice::Firecracker]
+        );
         assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFloor)));
+        assert!(plan.iter().any(|p| p.vm_kind == Some(VmKind::OwnGuestFromSnapshot) && p.is_from_snapshot()));
         let containers: Vec<BackendChoice> =
             plan.iter().filter(|p| p.vm_kind.is_none() && p.container_kind.is_none()).map(|p| p.choice).collect();
         let system: Vec<BackendChoice> =
