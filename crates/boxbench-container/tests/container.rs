@@ -3,35 +3,13 @@
 
 mod common;
 
-use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
 
-use boxbench_container::ContainerLauncher;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, LaunchError, Launcher, Outcome, Record, Workload};
 use boxbench_testkit::require;
-use common::{Fixture, SENTINEL};
-
-/// The tests run one at a time: "nothing left behind" is checked against the whole process.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Env {
-    launcher: ContainerLauncher,
-    fixture: Fixture,
-    _serial: MutexGuard<'static, ()>,
-}
-
-/// The launcher and a fixture, this test's turn taken; or why this host cannot run the tests.
-fn env() -> Result<Env, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("the container backend needs root".to_owned());
-    }
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let fixture = Fixture::build()?;
-    let launcher = ContainerLauncher::new().expect("container launcher as root");
-    Ok(Env { launcher, fixture, _serial: serial })
-}
+use common::{Env, SENTINEL, env};
 
 fn command(argv: &[&str]) -> Workload {
     Workload::Command(argv.iter().map(|s| s.to_string()).collect())

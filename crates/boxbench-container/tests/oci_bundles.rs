@@ -7,34 +7,13 @@ mod common;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::{Mutex, MutexGuard};
 
-use boxbench_container::ContainerLauncher;
 use boxbench_core::cgroup::CgroupHost;
 use boxbench_core::measure::launch_once;
 use boxbench_core::{ImagePaths, InstanceSpec, Outcome, Record, Workload};
 use boxbench_testkit::require;
-use common::{Fixture, SENTINEL};
+use common::{Env, SENTINEL, env};
 use serde_json::{Value, json};
-
-/// The tests run one at a time: "nothing left behind" is checked against the whole process.
-static SERIAL: Mutex<()> = Mutex::new(());
-
-struct Env {
-    launcher: ContainerLauncher,
-    fixture: Fixture,
-    _serial: MutexGuard<'static, ()>,
-}
-
-fn env() -> Result<Env, String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Err("the container backend needs root".to_owned());
-    }
-    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-    let fixture = Fixture::build()?;
-    let launcher = ContainerLauncher::new().expect("container launcher as root");
-    Ok(Env { launcher, fixture, _serial: serial })
-}
 
 /// What the real `runc spec` (with `--rootless` if asked) writes, with `process.args` and
 /// `terminal` changed as a user would.

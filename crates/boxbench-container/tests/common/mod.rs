@@ -5,6 +5,9 @@
 
 use std::os::unix::fs::{PermissionsExt, symlink};
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use boxbench_container::ContainerLauncher;
 
 use serde_json::{Value, json};
 
@@ -99,4 +102,26 @@ impl Fixture {
         let text = serde_json::to_string_pretty(config).expect("serialise config");
         std::fs::write(self.bundle().join("config.json"), text).expect("write config.json");
     }
+}
+
+/// The tests of one binary run one at a time: "nothing left behind" is checked against the whole
+/// process.
+static SERIAL: Mutex<()> = Mutex::new(());
+
+/// The launcher and a fixture, with this test's turn taken.
+pub struct Env {
+    pub launcher: ContainerLauncher,
+    pub fixture: Fixture,
+    _serial: MutexGuard<'static, ()>,
+}
+
+/// The launcher and a fixture, this test's turn taken; or why this host cannot run the tests.
+pub fn env() -> Result<Env, String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Err("the container backend needs root".to_owned());
+    }
+    let serial = SERIAL.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+    let fixture = Fixture::build()?;
+    let launcher = ContainerLauncher::new().expect("container launcher as root");
+    Ok(Env { launcher, fixture, _serial: serial })
 }
