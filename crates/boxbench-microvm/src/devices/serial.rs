@@ -99,15 +99,8 @@ pub struct SerialPort {
 impl SerialPort {
     /// A UART writing to `console` (`None`: output discarded, marker still detected).
     pub fn new(console: Option<File>, observer: Arc<dyn VmObserver>) -> Result<Self, SerialError> {
-        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError)?;
-        let sink = ConsoleSink {
-            out: console,
-            pending: Vec::with_capacity(PENDING_MAX),
-            scanner: MarkerScanner::new(READY_MARKER),
-            marker_seen: false,
-            observer,
-        };
-        Ok(Self { uart: Serial::new(IrqTrigger(irq), sink) })
+        let (irq, sink) = Self::wiring(console, observer)?;
+        Ok(Self { uart: Serial::new(irq, sink) })
     }
 
     /// A UART with the registers of `state` (a snapshot's), writing to `console`.
@@ -116,6 +109,14 @@ impl SerialPort {
         console: Option<File>,
         observer: Arc<dyn VmObserver>,
     ) -> Result<Self, SerialError> {
+        let (irq, sink) = Self::wiring(console, observer)?;
+        let uart = Serial::from_state(state, irq, vm_superio::serial::NoEvents, sink)
+            .map_err(|_| SerialError(std::io::Error::other("serial state with more than a FIFO of input")))?;
+        Ok(Self { uart })
+    }
+
+    /// The UART's interrupt eventfd and its console sink, fresh: what a booted and a restored port share.
+    fn wiring(console: Option<File>, observer: Arc<dyn VmObserver>) -> Result<(IrqTrigger, ConsoleSink), SerialError> {
         let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(SerialError)?;
         let sink = ConsoleSink {
             out: console,
@@ -124,9 +125,7 @@ impl SerialPort {
             marker_seen: false,
             observer,
         };
-        let uart = Serial::from_state(state, IrqTrigger(irq), vm_superio::serial::NoEvents, sink)
-            .map_err(|_| SerialError(std::io::Error::other("serial state with more than a FIFO of input")))?;
-        Ok(Self { uart })
+        Ok((IrqTrigger(irq), sink))
     }
 
     /// The UART's registers, for a snapshot.
