@@ -16,7 +16,6 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
@@ -229,7 +228,6 @@ impl Launcher for FirecrackerLauncher {
             guest: self.options.guest,
             log: None,
             guest_bytes: VM_DEFAULTS.guest_memory_bytes(spec).div_ceil(1 << 20) << 20,
-            overhead: Arc::default(),
             run: ToolRun::new("firecracker", &self.cgroups)?,
             notes,
             _dir: dir,
@@ -248,8 +246,6 @@ struct FirecrackerInstance {
     log: Option<BootTimerLog>,
     /// Guest RAM as Firecracker maps it (`mem_size_mib`).
     guest_bytes: u64,
-    /// The VMM overhead sampled at the marker.
-    overhead: Arc<Mutex<Option<u64>>>,
     run: ToolRun,
     notes: Vec<String>,
     /// The configuration and log; removed after the instance.
@@ -272,8 +268,7 @@ impl Instance for FirecrackerInstance {
             .args(["--level", "Info"])
             .arg("--start-time-us")
             .arg((timeline.started_at().0 / 1000).to_string());
-        let (hook, overhead) = self.run.vmm_overhead_probe(self.guest_bytes);
-        self.overhead = overhead;
+        let hook = self.run.measure_vmm_overhead(self.guest_bytes);
         self.run.start(command, ChildSetup::Plain, Streams::StderrApart, hook)
     }
 
@@ -310,11 +305,7 @@ impl Instance for FirecrackerInstance {
         if log.marker_at.is_none() && self.guest == GuestKind::Boxbench {
             notes.push(BOOT_TIMER_MISSED_NOTE.to_owned());
         }
-        let overhead = self.overhead.lock().ok().and_then(|slot| *slot);
-        if overhead.is_some() {
-            notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
-        }
-        let mut record = record("firecracker", stopped, outcome, observed, overhead, notes);
+        let mut record = record("firecracker", stopped, outcome, observed, None, notes);
         if let Some(us) = parse_boot_time_us(&log.text) {
             record.details_ms.insert("firecracker_boot_timer_ms".to_owned(), us as f64 / 1000.0);
         }

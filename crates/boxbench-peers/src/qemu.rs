@@ -26,7 +26,6 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitStatus};
-use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use boxbench_core::cgroup::CgroupHost;
@@ -327,7 +326,6 @@ impl Launcher for QemuLauncher {
             guest: self.options.guest,
             reset_through_debug_exit: self.pvm_compat().is_some(),
             guest_bytes: self.memory_bytes(spec).div_ceil(1 << 20) << 20,
-            overhead: Arc::default(),
             run,
             notes: self.notes(spec),
             overlay: None,
@@ -383,7 +381,6 @@ impl QemuLauncher {
             guest: GuestKind::FullOs,
             reset_through_debug_exit: false,
             guest_bytes: self.memory_bytes(spec).div_ceil(1 << 20) << 20,
-            overhead: Arc::default(),
             run,
             notes,
             overlay: Some(overlay),
@@ -401,8 +398,6 @@ struct QemuInstance {
     reset_through_debug_exit: bool,
     /// Guest RAM as QEMU maps it (`-m` in whole MiB).
     guest_bytes: u64,
-    /// The VMM overhead sampled at the marker.
-    overhead: Arc<Mutex<Option<u64>>>,
     run: ToolRun,
     notes: Vec<String>,
     /// The launch's own copy-on-write overlay of the full-OS disk, removed with the instance.
@@ -456,8 +451,7 @@ impl Instance for QemuInstance {
     fn launch(&mut self) -> Result<(), LaunchError> {
         let mut command = Command::new(&self.binary);
         command.args(&self.args);
-        let (hook, overhead) = self.run.vmm_overhead_probe(self.guest_bytes);
-        self.overhead = overhead;
+        let hook = self.run.measure_vmm_overhead(self.guest_bytes);
         self.run.start(command, ChildSetup::Plain, Streams::StderrApart, hook)
     }
 
@@ -496,13 +490,9 @@ impl Instance for QemuInstance {
         if let Some(messages) = vmm_messages_note("QEMU", &stderr) {
             notes.push(messages);
         }
-        let overhead = self.overhead.lock().ok().and_then(|slot| *slot);
-        if overhead.is_some() {
-            notes.push(boxbench_core::smaps::OVERHEAD_NOTE.to_owned());
-        }
         let details = (self.guest == GuestKind::FullOs).then(|| full_os_details(&stopped));
         drop(self.overlay.take());
-        let mut record = record(self.backend, stopped, outcome, Phases::default(), overhead, notes);
+        let mut record = record(self.backend, stopped, outcome, Phases::default(), None, notes);
         if let Some(details) = details {
             record.phases.userspace_ms = details.get("initrd_ms").or(details.get("init_ms")).copied();
             record.details_ms = details;

@@ -42,6 +42,8 @@ pub struct Stopped {
     pub status: Option<ExitStatus>,
     /// Where the clock started and stops ([`boxbench_core::boundary::Started::note`]).
     pub boundary_note: Option<String>,
+    /// The VMM overhead sampled at the marker, when [`ToolRun::measure_vmm_overhead`] asked for it.
+    pub vmm_overhead_bytes: Option<u64>,
 }
 
 /// One tool run in its instance cgroup.
@@ -59,6 +61,8 @@ pub struct ToolRun {
     boundary_note: Option<String>,
     /// Console lines whose first appearance is timed (see [`ToolRun::stamp_console`]).
     stamps: &'static [&'static str],
+    /// Where the marker hook of [`measure_vmm_overhead`](Self::measure_vmm_overhead) leaves its figure.
+    vmm_overhead: Option<Arc<Mutex<Option<u64>>>>,
 }
 
 impl ToolRun {
@@ -91,6 +95,7 @@ impl ToolRun {
             timeline: None,
             boundary_note: None,
             stamps: &[],
+            vmm_overhead: None,
         }
     }
 
@@ -106,14 +111,12 @@ impl ToolRun {
     }
 
     /// A marker hook that measures the VMM overhead ([`boxbench_core::smaps`]) of the tool's
-    /// processes hosting `guest_bytes` of guest RAM, and the slot it leaves the figure in (`None` if
-    /// the marker never came or no process showed a mapping of that size).
-    pub fn vmm_overhead_probe(&self, guest_bytes: u64) -> (Option<MarkerHook>, Arc<Mutex<Option<u64>>>) {
-        let slot = Arc::new(Mutex::new(None));
-        let Some(cgroup) = self.cgroup.as_ref().map(Arc::clone) else {
-            return (None, slot);
-        };
-        let filled = Arc::clone(&slot);
+    /// processes hosting `guest_bytes` of guest RAM; the figure goes into [`Stopped`] and the
+    /// record (none if the marker never came or no process showed a mapping of that size).
+    pub fn measure_vmm_overhead(&mut self, guest_bytes: u64) -> Option<MarkerHook> {
+        let cgroup = self.cgroup.as_ref().map(Arc::clone)?;
+        let filled = Arc::new(Mutex::new(None));
+        self.vmm_overhead = Some(Arc::clone(&filled));
         let hook: MarkerHook = Box::new(move || {
             let overhead = cgroup
                 .pids()
@@ -124,7 +127,7 @@ impl ToolRun {
                 *slot = overhead;
             }
         });
-        (Some(hook), slot)
+        Some(hook)
     }
 
     /// The instance cgroup (until it is removed).
@@ -234,6 +237,7 @@ impl ToolRun {
             peak_bytes,
             status,
             boundary_note: self.boundary_note.clone(),
+            vmm_overhead_bytes: self.vmm_overhead.as_ref().and_then(|slot| *slot.lock().ok()?),
         })
     }
 
@@ -270,6 +274,11 @@ pub fn record(
 ) -> Record {
     let timeline = stopped.timeline;
     notes.extend(stopped.boundary_note);
+    // A VMM's own memory, measured by the definition every VMM shares, unless the backend gave its own.
+    let overhead_bytes = overhead_bytes.or_else(|| {
+        notes.extend(stopped.vmm_overhead_bytes.map(|_| boxbench_core::smaps::OVERHEAD_NOTE.to_owned()));
+        stopped.vmm_overhead_bytes
+    });
     let exit_ms = timeline.now_ms();
     Record {
         backend: backend.to_owned(),
